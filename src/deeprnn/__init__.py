@@ -1,0 +1,30 @@
+"""deeprnn: the deep recurrent networks of "How to Construct Deep Recurrent Neural Networks"
+(Pascanu, Gulcehre, Cho, Bengio, ICLR 2014) as composable PyTorch parts.
+
+    h_t = x_t ⊕ h_{t-1}      (:class:`DeepTransition`, run over time by :class:`Recurrence`)
+    y_t = ▷ h_t              (:class:`DeepOutput`)
+
+:class:`DeepRNN` puts them together from a :class:`ModelConfig`; :func:`preset` gives the paper's.
+"""
+
+__version__ = "0.1.0"
+
+from deeprnn.models import DeepRNN, ModelConfig, count_parameters
+from deeprnn.operators.feedforward import FeedForward
+from deeprnn.operators.outputs import DeepOutput
+from deeprnn.operators.transitions import DeepTransition
+from deeprnn.presets import preset
+from deeprnn.recurrence import Recurrence, unroll
+
+__all__ = [
+    "DeepOutput",
+    "DeepRNN",
+    "DeepTransition",
+    "FeedForward",
+    "ModelConfig",
+    "Recurrence",
+    "count_parameters",
+    "preset",
+    "unroll",
+    "__version__",
+]

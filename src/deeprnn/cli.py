@@ -1,0 +1,108 @@
+"""The ``deeprnn`` command line: a thin layer that parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from deeprnn import __version__
+from deeprnn.runtime import keep_freed_memory
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed without a traceback, exit status 2."""
+
+
+def _info(args: argparse.Namespace) -> int:
+    from deeprnn.models import DeepRNN, count_parameters, describe
+    from deeprnn.presets import PAPER_MODELS, canonical_model, canonical_task, preset
+
+    config = preset(args.model, args.task)
+    model = DeepRNN(config)
+    counts = count_parameters(model)
+    name, task = canonical_model(args.model), canonical_task(args.task)
+    result = {
+        "model": name,
+        "task": task,
+        **counts,
+        "paper_table_cell": name in PAPER_MODELS and task not in ("piano-midi", "ptb-pennchar"),
+        "layers": describe(model),
+        "config": config.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{name} on {task}: {counts['weights']:,} weights (biases excluded), {counts['params']:,} parameters"
+    )
+    for row in result["layers"]:
+        print(f"  {row['layer']:<14} {row['weights']:>10,} {row['params']:>10,}  {row['what']}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from deeprnn import bench
+    from deeprnn.presets import canonical_model
+
+    models = [canonical_model(m) for m in args.models] if args.models else bench.MODELS
+    shapes = bench.SHAPES if not args.quick else ((8, 20),)
+    hidden = tuple(args.hidden) if args.hidden else (bench.HIDDEN if not args.quick else (64,))
+    modes = tuple(args.modes)
+    show = None if args.json else (lambda case: print(bench.format_row(case), flush=True))
+    result = bench.run(models, hidden, shapes, modes, device=args.device, seconds=args.seconds, progress=show)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    if args.out:
+        from deeprnn.io import write_json
+
+        write_json(args.out, result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deeprnn", description="Deep recurrent neural networks (Pascanu et al., ICLR 2014)."
+    )
+    parser.add_argument("--version", action="version", version=f"deeprnn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", help="layers and parameter counts of a preset")
+    info.add_argument(
+        "--model", required=True, help="rnn, dt-rnn, dts-rnn, do-rnn, dot-rnn, dots-rnn, srnn, dots-rnn*"
+    )
+    info.add_argument(
+        "--task",
+        required=True,
+        help="nottingham, jsb, musedata, piano-midi, ptb-char, ptb-pennchar, ptb-word",
+    )
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(run=_info)
+
+    bench = commands.add_parser("bench", help="throughput of every preset against torch.nn.RNN")
+    bench.add_argument("--models", nargs="+", help="presets to measure (default: all)")
+    bench.add_argument("--hidden", nargs="+", type=int, help="hidden sizes (default: 256 512)")
+    bench.add_argument("--modes", nargs="+", default=["train", "eval"], choices=["train", "eval"])
+    bench.add_argument("--device", default="cpu", help="cpu or cuda")
+    bench.add_argument("--seconds", type=float, default=1.0, help="measuring time per case and model")
+    bench.add_argument("--quick", action="store_true", help="one small shape (a smoke test)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--out", help="also write the JSON results to this file")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    keep_freed_memory()
+    try:
+        return args.run(args)
+    except (UsageError, ValueError, FileNotFoundError) as error:
+        print(f"deeprnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""A deep RNN = input map ▸ ⊕ over time ▸ ▷ ▸ head, and its plain configuration.
+
+Every model of the paper, and new combinations, is one :class:`ModelConfig`:
+
+| model      | ⊕ (transition)                      | ▷ (output)            |
+|------------|-------------------------------------|-----------------------|
+| RNN        | ``transition_sizes=()``             | ``output_sizes=()``   |
+| DT-RNN     | ``transition_sizes=(z,)``           | ``()``                |
+| DT(S)-RNN  | ``(z,)``, ``shortcut=True``          | ``()``                |
+| DO-RNN     | ``()``                              | ``(o,)``              |
+| DOT(S)-RNN | ``(z,)``, ``shortcut=True``          | ``(o,)``              |
+| sRNN       | ``levels=2``                         | ``()``                |
+
+plus ``input_sizes`` for a deep input-to-hidden map. :mod:`deeprnn.presets` holds the paper's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from deeprnn.operators.feedforward import FeedForward
+from deeprnn.operators.heads import make_head
+from deeprnn.operators.outputs import DeepOutput
+from deeprnn.operators.transitions import DeepTransition
+from deeprnn.recurrence import Recurrence
+
+Units = str | tuple[str, ...]
+
+
+@dataclass
+class ModelConfig:
+    """Every architectural choice of a deep RNN. Sizes are hidden units per layer."""
+
+    input_size: int
+    output_size: int
+    hidden_size: int
+    head: str = "bernoulli"  # "bernoulli" (multi-label frames) or "categorical" (token ids)
+    input_sizes: tuple[int, ...] = ()  # deep input-to-hidden MLP g(x_t)
+    input_units: Units = "sigmoid"
+    transition_sizes: tuple[int, ...] = ()  # intermediate layers of ⊕ (DT)
+    shortcut: bool = False  # DT(S): h_{t-1} also feeds the last layers of ⊕
+    transition_units: Units = "sigmoid"
+    levels: int = 1  # stacked recurrent levels (sRNN)
+    output_sizes: tuple[int, ...] = ()  # intermediate layers of ▷ (DO)
+    output_units: Units = "sigmoid"
+    bias: bool = True
+    input_dropout: float = 0.0
+    state_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    output_dropout: float = 0.0
+    output_init_std: float = 0.01
+    name: str = ""  # the preset it came from, if any
+
+    def __post_init__(self) -> None:
+        for key in ("input_sizes", "transition_sizes", "output_sizes"):
+            setattr(self, key, tuple(int(v) for v in getattr(self, key)))
+        for key in ("input_units", "transition_units", "output_units"):
+            value = getattr(self, key)
+            if not isinstance(value, str):
+                setattr(self, key, tuple(value))
+        make_head(self.head)  # raises on an unknown head
+        sizes = (self.input_size, self.output_size, self.hidden_size)
+        if min(sizes) < 1:
+            raise ValueError(f"input, output and hidden sizes must be positive, got {sizes}")
+
+    @property
+    def tokens(self) -> bool:
+        """Inputs are token ids exactly when the head is categorical (language models)."""
+        return self.head == "categorical"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DeepRNN(nn.Module):
+    """y_t = ▷ h_t,  h_t = g(x_t) ⊕ h_{t-1}: ``forward`` returns (logits, h_n).
+
+    The arguments and shapes are those of :class:`torch.nn.RNN` (see :class:`Recurrence`);
+    the logits are (T, B, output_size), or (B, T, …) with ``batch_first``.
+    """
+
+    def __init__(self, config: ModelConfig, *, batch_first: bool = False) -> None:
+        super().__init__()
+        c = config
+        if c.levels < 1:
+            raise ValueError(f"levels must be at least 1, got {c.levels}")
+        self.config = c
+        self.head = make_head(c.head)
+        input_map = None
+        level_input = c.input_size
+        if c.input_sizes:
+            input_map = FeedForward(c.input_size, c.input_sizes, c.input_units, tokens=c.tokens, bias=c.bias)
+            level_input = input_map.out_size
+        levels = [
+            DeepTransition(
+                level_input if index == 0 else c.hidden_size,
+                c.hidden_size,
+                c.transition_sizes,
+                shortcut=c.shortcut,
+                units=c.transition_units,
+                bias=c.bias,
+                tokens=c.tokens and index == 0 and input_map is None,
+            )
+            for index in range(c.levels)
+        ]
+        self.recurrence = Recurrence(
+            levels,
+            input_map,
+            batch_first=batch_first,
+            input_dropout=c.input_dropout,
+            state_dropout=c.state_dropout,
+            recurrent_dropout=c.recurrent_dropout,
+        )
+        self.output = DeepOutput(
+            c.hidden_size,
+            c.output_size,
+            c.output_sizes,
+            units=c.output_units,
+            bias=c.bias,
+            dropout=c.output_dropout,
+        )
+        nn.init.normal_(self.output.logits.weight, std=c.output_init_std)
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        hx: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        states, h_n, unbatched = self.recurrence.run(input, hx, lengths, mask)
+        logits = self.output(states)
+        return self.recurrence.restore_layout(logits, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Zeros of shape (levels, batch, hidden_size), the state at the start of a sequence."""
+        weight = self.recurrence.levels[0].recurrent_weight
+        return weight.new_zeros(self.config.levels, batch, self.config.hidden_size, device=device)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``weights``: the matrices (the paper's counts, biases excluded); ``params``: everything."""
+    weights = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+    return {"weights": weights, "params": sum(p.numel() for p in model.parameters())}
+
+
+def describe(model: DeepRNN) -> list[dict]:
+    """The layers of a model, in order, with their parameter counts (for ``deeprnn info``)."""
+    rows = []
+    rec = model.recurrence
+    if rec.input_map is not None:
+        for i, (layer, unit) in enumerate(zip(rec.input_map.layers, rec.input_map.units, strict=True)):
+            rows.append(
+                _row(f"input g: layer {i + 1}", layer, f"{layer.in_size} -> {unit.width} {unit.spec}")
+            )
+    for index, level in enumerate(rec.levels):
+        name = f"⊕ level {index + 1}" if rec.num_levels > 1 else "⊕"
+        kind = (
+            "deep transition with shortcut"
+            if level.shortcut
+            else ("deep transition" if level.depth > 1 else "shallow transition")
+        )
+        units = "/".join(u.spec for u in level.units)
+        read = "token ids" if level.tokens else str(level.input_size)
+        rows.append(_row(name, level, f"{kind}: input {read}, layers {level.widths} ({units})"))
+    out = model.output
+    shape = [*(u.width for u in out.hidden.units), out.out_size]
+    units = "/".join(u.spec for u in out.hidden.units) or "affine"
+    rows.append(
+        _row(
+            "▷",
+            out,
+            f"{'deep' if out.depth > 1 else 'shallow'} output: {out.hidden_size} -> {shape} ({units})",
+        )
+    )
+    rows.append({"layer": "head", "what": model.head.name, "weights": 0, "params": 0})
+    return rows
+
+
+def _row(name: str, module: nn.Module, what: str) -> dict:
+    return {"layer": name, "what": what, **count_parameters(module)}

@@ -1,0 +1,68 @@
+"""Heads: the distribution that the logits of ▷ parameterise, its loss and its samples.
+
+- :class:`Bernoulli`: independent Bernoulli variables (music: 88 piano keys per frame); the NLL
+  of a frame is the binary cross-entropy summed over the keys (PAPER.md §3);
+- :class:`Categorical`: a softmax over a vocabulary (characters, words); the NLL of a step is
+  the cross-entropy of the target token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Bernoulli:
+    """Multi-label frames: targets are (…, K) 0/1 floats."""
+
+    name = "bernoulli"
+    tokens = False
+
+    def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each frame, in nats: (…, K) -> (…)."""
+        if targets.shape != logits.shape:
+            raise ValueError(
+                f"targets must have the logits' shape {tuple(logits.shape)}, got {tuple(targets.shape)}"
+            )
+        targets = targets.to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+
+
+class Categorical:
+    """One token per step: targets are (…) integer ids."""
+
+    name = "categorical"
+    tokens = True
+
+    def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each token, in nats: logits (…, V), targets (…) -> (…)."""
+        if targets.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"targets must have shape {tuple(logits.shape[:-1])} (the logits' without the "
+                f"vocabulary), got {tuple(targets.shape)}"
+            )
+        flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        return flat.view(targets.shape)
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+        return flat.view(probs.shape[:-1])
+
+
+HEADS = {"bernoulli": Bernoulli, "categorical": Categorical}
+
+
+def make_head(name: str) -> Bernoulli | Categorical:
+    try:
+        return HEADS[name]()
+    except KeyError:
+        raise ValueError(f"unknown head {name!r}; expected one of: {', '.join(HEADS)}") from None

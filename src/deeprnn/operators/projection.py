@@ -1,0 +1,35 @@
+"""The affine map that reads an input: a dense matrix, or an embedding for token ids.
+
+Reading token ids through an embedding is exactly the product of the one-hot input with a
+matrix (the paper's U for words and characters), without building the one-hot vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Projection(nn.Module):
+    """x ↦ U x (+ b): ``x`` is (..., in_size) floats, or (...) token ids when ``tokens``."""
+
+    def __init__(self, in_size: int, out_size: int, *, tokens: bool = False, bias: bool = True):
+        super().__init__()
+        if in_size < 1 or out_size < 1:
+            raise ValueError(f"a projection needs positive sizes, got {in_size} -> {out_size}")
+        self.in_size, self.out_size, self.tokens = in_size, out_size, tokens
+        shape = (in_size, out_size) if tokens else (out_size, in_size)
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.bias = nn.Parameter(torch.zeros(out_size)) if bias else None
+        nn.init.normal_(self.weight, std=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.tokens:
+            return F.linear(x, self.weight, self.bias)
+        y = F.embedding(x, self.weight)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        kind = "tokens" if self.tokens else "dense"
+        return f"{self.in_size} -> {self.out_size}, {kind}, bias={self.bias is not None}"

@@ -1,0 +1,95 @@
+"""Hidden units: the element-wise nonlinearities φ of the paper and the units of DOT(S)-RNN*.
+
+A unit maps a pre-activation of width ``width * pieces`` to ``width`` outputs. Element-wise units
+(``sigmoid``, the paper's, ``tanh``, ``relu``, ``linear``) have one piece per output; the two
+pooling units of DOT(S)-RNN* read a group of pieces per output:
+
+- ``lp``: learned-norm pooling (Gulcehre et al., 2014), h_j = (mean_i |a_ji|^p_j)^(1/p_j) with
+  the order p_j = 1 + softplus(ρ_j) learned per unit (the centres are the layer's biases);
+- ``maxout``: h_j = max_i a_ji (Goodfellow et al., 2013).
+
+Specs are strings: ``"sigmoid"``, ``"lp"`` (2 pieces), ``"lp:3"``, ``"maxout:4"``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ELEMENTWISE = ("sigmoid", "tanh", "relu", "linear")
+POOLING = ("lp", "maxout")
+DEFAULT_PIECES = 2
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+_FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": _identity}
+
+
+def parse_unit(spec: str) -> tuple[str, int]:
+    """Split a unit spec into (kind, pieces); raise a ValueError naming the valid specs."""
+    if not isinstance(spec, str):
+        raise TypeError(f"a unit is given by name, e.g. 'sigmoid'; got {type(spec).__name__}")
+    kind, _, count = spec.strip().lower().partition(":")
+    if kind in ELEMENTWISE and not count:
+        return kind, 1
+    if kind in POOLING:
+        try:
+            pieces = int(count) if count else DEFAULT_PIECES
+        except ValueError:
+            pieces = 0
+        if pieces >= 1:
+            return kind, pieces
+    valid = ", ".join(ELEMENTWISE + tuple(f"{k}[:pieces]" for k in POOLING))
+    raise ValueError(f"unknown unit {spec!r}; expected one of: {valid}")
+
+
+class Unit(nn.Module):
+    """One layer's hidden units: pre-activation (..., width * pieces) -> output (..., width)."""
+
+    def __init__(self, spec: str, width: int) -> None:
+        super().__init__()
+        self.kind, self.pieces = parse_unit(spec)
+        self.width = width
+        self.spec = spec if self.kind in ELEMENTWISE else f"{self.kind}:{self.pieces}"
+        if self.kind == "lp":
+            # ρ = 0 gives p = 1 + ln 2 ≈ 1.69 at the start, between the mean (p=1) and L2 pooling.
+            self.rho = nn.Parameter(torch.zeros(width))
+
+    @property
+    def elementwise(self) -> bool:
+        return self.kind in ELEMENTWISE
+
+    @property
+    def in_width(self) -> int:
+        return self.width * self.pieces
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if self.kind in ELEMENTWISE:
+            return _FUNCTIONS[self.kind](a)
+        groups = a.unflatten(-1, (self.width, self.pieces))
+        if self.kind == "maxout":
+            return groups.amax(-1)
+        p = 1.0 + F.softplus(self.rho)
+        # The small floor keeps the gradient of x^(1/p) finite where every piece is 0.
+        pooled = groups.abs().clamp_min(1e-6).pow(p.unsqueeze(-1)).mean(-1)
+        return pooled.pow(1.0 / p)
+
+    def extra_repr(self) -> str:
+        return f"{self.spec}, width={self.width}"
+
+
+def derivative_from_output(kind: str, y: torch.Tensor) -> torch.Tensor | None:
+    """dφ/da written with the output y = φ(a) of an element-wise unit; None means 1 (linear)."""
+    if kind == "sigmoid":
+        return torch.addcmul(y, y, y, value=-1.0)  # y (1 - y)
+    if kind == "tanh":
+        return torch.addcmul(torch.ones_like(y), y, y, value=-1.0)  # 1 - y²
+    if kind == "relu":
+        return (y > 0).to(y.dtype)
+    if kind == "linear":
+        return None
+    raise ValueError(f"{kind!r} is not an element-wise unit")

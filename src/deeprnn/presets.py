@@ -1,0 +1,105 @@
+"""The paper's models under its names, with its sizes for each task (PAPER.md §3).
+
+``preset("DT(S)-RNN", "jsb")`` gives the :class:`~deeprnn.models.ModelConfig` of that cell of the
+paper's size table; ``weights`` of the built model equals the table's count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from deeprnn.models import ModelConfig
+
+# task: (input and output size, head, the size-table row it takes its sizes from)
+TASKS: dict[str, tuple[int, str, str]] = {
+    "nottingham": (88, "bernoulli", "nottingham"),
+    "jsb": (88, "bernoulli", "jsb"),
+    "musedata": (88, "bernoulli", "musedata"),
+    "piano-midi": (88, "bernoulli", "musedata"),
+    "ptb-char": (50, "categorical", "ptb-char"),
+    "ptb-pennchar": (49, "categorical", "ptb-char"),
+    "ptb-word": (10000, "categorical", "ptb-word"),
+}
+TASK_ALIASES = {
+    "jsb-chorales": "jsb",
+    "jsbchorales": "jsb",
+    "piano-midi.de": "piano-midi",
+    "pianomidi": "piano-midi",
+    "ptb-chars": "ptb-char",
+    "ptbchar": "ptb-char",
+    "ptb-words": "ptb-word",
+    "ptbword": "ptb-word",
+    "pennchar": "ptb-pennchar",
+}
+
+# The paper's size table: hidden units h, transition z, output o; sRNN: h per level (2 levels).
+_RNN = {"nottingham": 600, "jsb": 200, "musedata": 600, "ptb-char": 600, "ptb-word": 200}
+_DTS = {
+    "nottingham": (400, 400),
+    "jsb": (400, 400),
+    "musedata": (400, 400),
+    "ptb-char": (400, 400),
+    "ptb-word": (200, 200),
+}
+_DOTS = {
+    "nottingham": (400, 400, 400),
+    "jsb": (400, 400, 400),
+    "musedata": (400, 400, 400),
+    "ptb-char": (400, 400, 600),
+    "ptb-word": (200, 200, 200),
+}
+_SRNN = {"nottingham": 400, "jsb": 400, "musedata": 600, "ptb-char": 400, "ptb-word": 400}
+
+MODELS = ("rnn", "dt-rnn", "dts-rnn", "do-rnn", "dot-rnn", "dots-rnn", "srnn", "dots-rnn*")
+PAPER_MODELS = ("rnn", "dts-rnn", "dots-rnn", "srnn")  # the four columns of the paper's tables
+
+
+def canonical_model(name: str) -> str:
+    """'DT(S)-RNN', 'dts_rnn', 'DTSRNN' -> 'dts-rnn'; raises a ValueError naming the presets."""
+    key = str(name).strip().lower().replace("(s)", "s").replace("_", "").replace("-", "").replace(" ", "")
+    for model in MODELS:
+        if model.replace("-", "") == key:
+            return model
+    raise ValueError(
+        f"unknown model {name!r}; expected one of: {', '.join(MODELS)} (or the paper's spellings)"
+    )
+
+
+def canonical_task(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
+    key = TASK_ALIASES.get(key, key)
+    if key not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}")
+    return key
+
+
+def preset(model: str, task: str) -> ModelConfig:
+    """The paper's configuration of ``model`` for ``task``."""
+    model, task = canonical_model(model), canonical_task(task)
+    size, head, row = TASKS[task]
+    base = ModelConfig(input_size=size, output_size=size, hidden_size=1, head=head, name=model)
+    h, z, o = _DOTS[row]
+    if model == "rnn":
+        return replace(base, hidden_size=_RNN[row])
+    if model in ("dt-rnn", "dts-rnn"):
+        h, z = _DTS[row]
+        return replace(base, hidden_size=h, transition_sizes=(z,), shortcut=model == "dts-rnn")
+    if model == "do-rnn":
+        return replace(base, hidden_size=_RNN[row], output_sizes=(o,))
+    if model in ("dot-rnn", "dots-rnn"):
+        return replace(
+            base, hidden_size=h, transition_sizes=(z,), output_sizes=(o,), shortcut=model == "dots-rnn"
+        )
+    if model == "srnn":
+        return replace(base, hidden_size=_SRNN[row], levels=2)
+    # DOT(S)-RNN*: L_p units in ⊕, maxout units in ▷, dropout in ▷.
+    return replace(
+        base,
+        hidden_size=h,
+        transition_sizes=(z,),
+        output_sizes=(o,),
+        shortcut=True,
+        transition_units="lp",
+        output_units="maxout",
+        output_dropout=0.5,
+    )

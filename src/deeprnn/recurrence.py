@@ -1,0 +1,370 @@
+"""Running ⊕ over time: the driver shared by every transition, and the stacked recurrence.
+
+One driver, :func:`unroll`, runs any :class:`~deeprnn.operators.transitions.DeepTransition`
+over a sequence whose input projections U x_t + b are already computed for all steps:
+
+- the fast path (every unit element-wise): an ``autograd.Function`` with hand-written
+  back-propagation through time. The loop does only what must be sequential (two BLAS calls and
+  one in-place nonlinearity per layer and step, into preallocated storage); nothing is
+  recorded by autograd inside it, the unit derivatives are computed for all steps at once, and
+  the weight gradients are one large matrix product each, after the loop;
+- otherwise (L_p or maxout units in ⊕) a plain loop over ``cell.step`` under autograd.
+
+:class:`Recurrence` stacks levels (sRNN) behind an optional deep input map, with the
+conventions of :class:`torch.nn.RNN`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from deeprnn.operators.dropout import locked_dropout
+from deeprnn.operators.feedforward import FeedForward
+from deeprnn.operators.transitions import DeepTransition
+from deeprnn.operators.units import derivative_from_output
+
+_IN_PLACE = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}
+
+
+def _activate_into(kind: str, a: torch.Tensor, out: torch.Tensor) -> None:
+    """out = φ(a) for an element-wise unit, without allocating."""
+    if kind == "sigmoid":
+        torch.sigmoid(a, out=out)
+    elif kind == "tanh":
+        torch.tanh(a, out=out)
+    elif kind == "relu":
+        torch.clamp_min(a, 0.0, out=out)
+    else:
+        out.copy_(a)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the fused loop needs to know about a transition, fixed at construction."""
+
+    kinds: tuple[str, ...]
+    pre_sizes: tuple[int, ...]
+    recurrent_size: int
+    shortcut: bool
+
+
+class _FusedUnroll(torch.autograd.Function):
+    """states (T+1, B, H) = [h_0, h_1, …, h_T] for u (T, B, P) = the input projections."""
+
+    @staticmethod
+    def forward(ctx, plan, u, h0, mask, recurrent_weight, *layer_weights):
+        steps, batch, _ = u.shape
+        depth = len(plan.kinds)
+        states = u.new_empty(steps + 1, batch, h0.shape[-1])
+        states[0] = h0
+        inner = [u.new_empty(steps, batch, w.shape[1]) for w in layer_weights]
+        outputs = [z.unbind(0) for z in inner] + [states[1:].unbind(0)]
+        previous = states[:-1].unbind(0)
+        reads_h = recurrent_weight.t().contiguous()  # (H, P): the fast layout for h @ W
+        between = [w.t().contiguous() for w in layer_weights]
+        activate = [_IN_PLACE.get(kind) for kind in plan.kinds]
+        inputs = [part.unbind(0) for part in u.split(plan.pre_sizes, -1)]
+        if plan.shortcut:  # one product gives every layer its h_{t-1} term and input term
+            summed = u.new_empty(batch, sum(plan.pre_sizes))
+            sources = summed.split(plan.pre_sizes, -1)
+            whole = u.unbind(0)
+        for t in range(steps):
+            h = previous[t] if mask is None else previous[t] * mask
+            if plan.shortcut:
+                torch.addmm(whole[t], h, reads_h, out=summed)
+                _activate_into(plan.kinds[0], sources[0], outputs[0][t])
+            else:
+                torch.addmm(inputs[0][t], h, reads_h, out=outputs[0][t])
+                if activate[0] is not None:
+                    activate[0](outputs[0][t])
+            for layer in range(1, depth):
+                source = sources[layer] if plan.shortcut else inputs[layer][t]
+                z = outputs[layer][t]
+                torch.addmm(source, outputs[layer - 1][t], between[layer - 1], out=z)
+                if activate[layer] is not None:
+                    activate[layer](z)
+        ctx.plan = plan
+        ctx.save_for_backward(states, mask, recurrent_weight, *layer_weights, *inner)
+        return states
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_states):
+        plan = ctx.plan
+        depth = len(plan.kinds)
+        states, mask, recurrent_weight, *rest = ctx.saved_tensors
+        layer_weights, inner = rest[: depth - 1], rest[depth - 1 :]
+        outputs = [*inner, states[1:]]
+        steps, batch, hidden = outputs[-1].shape
+        reading = len(plan.pre_sizes) if plan.shortcut else 1  # layers that read h_{t-1}
+        reads_h = recurrent_weight.split(plan.pre_sizes[:reading])
+        # One contiguous buffer per layer keeps every in-loop write contiguous (no hidden copies).
+        d_pre = [states.new_empty(steps, batch, p) for p in plan.pre_sizes]
+        d_pre_steps = [d.unbind(0) for d in d_pre]
+        derivatives = [derivative_from_output(k, z) for k, z in zip(plan.kinds, outputs, strict=True)]
+        derivative_steps = [None if d is None else d.unbind(0) for d in derivatives]
+        d_state_steps = d_states.unbind(0)
+        g = d_state_steps[steps]
+        for t in range(steps - 1, -1, -1):
+            g_layer = g
+            for layer in range(depth - 1, -1, -1):
+                slot = d_pre_steps[layer][t]
+                if derivative_steps[layer] is None:
+                    slot.copy_(g_layer)
+                else:
+                    torch.mul(g_layer, derivative_steps[layer][t], out=slot)
+                if layer > 0:
+                    g_layer = torch.mm(slot, layer_weights[layer - 1])
+            if mask is None:
+                g = d_state_steps[t]
+                for layer in range(reading):
+                    g = torch.addmm(g, d_pre_steps[layer][t], reads_h[layer])
+            else:
+                back = d_pre_steps[0][t] @ reads_h[0]
+                for layer in range(1, reading):
+                    back = torch.addmm(back, d_pre_steps[layer][t], reads_h[layer])
+                g = torch.addcmul(d_state_steps[t], back, mask)
+        previous = states[:-1] if mask is None else states[:-1] * mask
+        previous = previous.reshape(-1, hidden)
+        d_recurrent = torch.cat([_flat(d).t() @ previous for d in d_pre[:reading]])
+        d_between = [_flat(d).t() @ _flat(z) for d, z in zip(d_pre[1:], outputs[:-1], strict=True)]
+        needs = ctx.needs_input_grad
+        d_mask = None
+        if needs[3]:
+            back = sum(d @ r for d, r in zip(d_pre[:reading], reads_h, strict=False))
+            d_mask = (states[:-1] * back).sum(0)
+        d_u = torch.cat(d_pre, -1) if needs[1] else None
+        return (None, d_u, g if needs[2] else None, d_mask, d_recurrent, *d_between)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+def unroll(
+    cell: DeepTransition,
+    u: torch.Tensor,
+    h0: torch.Tensor,
+    dropout_mask: torch.Tensor | None = None,
+    fused: bool = True,
+) -> torch.Tensor:
+    """Run ⊕ over all steps: u (T, B, P) projected inputs, h0 (B, H) -> states (T+1, B, H).
+
+    ``dropout_mask`` (B, H), if given, multiplies h_{t-1} where the step reads it (variational dropout
+    of the recurrent state, the same mask at every step)."""
+    if fused and cell.fusable:
+        plan = _Plan(
+            kinds=tuple(unit.kind for unit in cell.units),
+            pre_sizes=tuple(cell.pre_sizes),
+            recurrent_size=sum(cell.recurrent_sizes),
+            shortcut=cell.shortcut,
+        )
+        weights = (cell.recurrent_weight, *cell.layer_weights)
+        return _FusedUnroll.apply(plan, u, h0, dropout_mask, *weights)
+    states = [h0]
+    for u_t in u.unbind(0):
+        h = states[-1] if dropout_mask is None else states[-1] * dropout_mask
+        states.append(cell.step(u_t, h))
+    return torch.stack(states)
+
+
+class Recurrence(nn.Module):
+    """Deep input map ▸ ⊕ (one level, or stacked levels: sRNN) over time, as ``torch.nn.RNN``.
+
+    ``forward(input, hx=None, lengths=None) -> (output, h_n)``:
+
+    - input: (T, B, input_size) floats, or (T, B) token ids when the first level (or the
+      input map) reads tokens; (B, T, …) with ``batch_first``; unbatched (T, …) also accepted;
+    - hx: (levels, B, H) initial states, zeros if omitted;
+    - lengths: (B,) valid steps per sequence (0 … T), or ``mask``: (T, B) bools, true on a
+      prefix of each column. Padded steps change nothing: their outputs are 0, h_n is the state
+      after each sequence's last valid step, and no gradient flows through them;
+    - output: (T, B, H) states of the top level; h_n: (levels, B, H).
+
+    Level l > 1 reads the new state of level l-1 (h^0_t = g(x_t)); all levels have the same
+    hidden size H. Dropout (training only, one mask per sequence): ``input_dropout`` on the
+    first level's input projection, ``state_dropout`` on each level's output states,
+    ``recurrent_dropout`` on h_{t-1} inside ⊕.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[DeepTransition],
+        input_map: FeedForward | None = None,
+        *,
+        batch_first: bool = False,
+        input_dropout: float = 0.0,
+        state_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        levels = list(levels)
+        if not levels:
+            raise ValueError("a recurrence needs at least one transition level")
+        hidden = levels[0].hidden_size
+        expected_in = input_map.out_size if input_map is not None else levels[0].input_size
+        for index, level in enumerate(levels):
+            if level.hidden_size != hidden:
+                raise ValueError(
+                    f"stacked levels must share the hidden size: level 0 has {hidden}, "
+                    f"level {index} has {level.hidden_size}"
+                )
+            if level.input_size != expected_in:
+                raise ValueError(
+                    f"level {index} reads inputs of size {level.input_size}, but gets {expected_in}"
+                )
+            if index > 0 and level.tokens:
+                raise ValueError(f"level {index} reads the states below, not token ids")
+            expected_in = hidden
+        if input_map is not None and levels[0].tokens:
+            raise ValueError("the first level reads the input map's output, not token ids")
+        for name, p in (("input", input_dropout), ("state", state_dropout), ("recurrent", recurrent_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name}_dropout must be in [0, 1), got {p}")
+        self.levels = nn.ModuleList(levels)
+        self.input_map = input_map
+        self.batch_first = batch_first
+        self.input_dropout, self.state_dropout = input_dropout, state_dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.hidden_size = hidden
+        self.tokens = input_map.layers[0].tokens if input_map is not None else levels[0].tokens
+        self.input_size = input_map.in_size if input_map is not None else levels[0].input_size
+        self.fused = True
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        hx: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output, h_n, unbatched = self.run(input, hx, lengths, mask)
+        return self.restore_layout(output, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+
+    def run(
+        self,
+        input: torch.Tensor,
+        hx: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Like ``forward``, but the output stays time-major (T, B, H) and the batch dimension
+        stays in place; the last value says whether the input was unbatched."""
+        x, unbatched = self._check_input(input)
+        steps, batch = x.shape[0], x.shape[1]
+        dtype = self.levels[0].recurrent_weight.dtype
+        hx = self._check_state(hx, batch, unbatched, x.device, dtype)
+        lengths = self._lengths(lengths, mask, steps, batch, x.device)
+        if lengths is not None:  # whatever the padding holds (even NaN) must not reach ⊕
+            valid = torch.arange(steps, device=x.device).unsqueeze(1) < lengths
+            x = torch.where(valid.view(valid.shape + (1,) * (x.dim() - 2)), x, 0)
+        if self.tokens:
+            self._check_token_range(x)
+        if self.input_map is not None:
+            x = self.input_map(x)
+        finals = []
+        for index, level in enumerate(self.levels):
+            u = level.project(x)
+            if index == 0:
+                u = locked_dropout(u, self.input_dropout, self.training)
+            drop = None
+            if self.training and self.recurrent_dropout > 0:
+                keep = 1.0 - self.recurrent_dropout
+                drop = hx.new_empty(batch, self.hidden_size).bernoulli_(keep).div_(keep)
+            states = unroll(level, u, hx[index], drop, fused=self.fused)
+            if lengths is None:
+                output, final = states[1:], states[-1]
+            else:
+                output = torch.where(valid.unsqueeze(-1), states[1:], 0.0)
+                final = states[lengths, torch.arange(batch, device=x.device)]
+            finals.append(final)
+            x = locked_dropout(output, self.state_dropout, self.training)
+        return x, torch.stack(finals), unbatched
+
+    def restore_layout(self, output: torch.Tensor, unbatched: bool) -> torch.Tensor:
+        """Time-major (T, B, …) back to the caller's layout (batch_first, or unbatched)."""
+        if unbatched:
+            return output.squeeze(1)
+        return output.transpose(0, 1) if self.batch_first else output
+
+    def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+        if self.tokens:
+            if input.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"this model reads token ids: expected an int64 tensor, got {input.dtype}")
+            if input.dim() not in (1, 2):
+                raise ValueError(
+                    f"token input must be (T, B), (B, T) with batch_first, or (T,); "
+                    f"got shape {tuple(input.shape)}"
+                )
+            feature_dims = 0
+        else:
+            if not input.is_floating_point():
+                raise TypeError(f"expected a floating-point input, got {input.dtype}")
+            if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+                raise ValueError(
+                    f"input must be (T, B, {self.input_size}) ((B, T, {self.input_size}) with "
+                    f"batch_first) or unbatched (T, {self.input_size}); got {tuple(input.shape)}"
+                )
+            feature_dims = 1
+        unbatched = input.dim() == 1 + feature_dims
+        if unbatched:
+            return input.unsqueeze(1), True
+        return (input.transpose(0, 1) if self.batch_first else input), False
+
+    def _check_token_range(self, x: torch.Tensor) -> None:
+        if x.numel() and (x.min() < 0 or x.max() >= self.input_size):
+            raise ValueError(
+                f"token ids must lie in [0, {self.input_size}) at valid steps; got values in "
+                f"[{int(x.min())}, {int(x.max())}]"
+            )
+
+    def _check_state(self, hx, batch, unbatched, device, dtype) -> torch.Tensor:
+        shape = (self.num_levels, batch, self.hidden_size)
+        if hx is None:
+            return torch.zeros(shape, device=device, dtype=dtype)
+        if unbatched and hx.dim() == 2:
+            hx = hx.unsqueeze(1)
+        if tuple(hx.shape) != shape:
+            raise ValueError(f"hx must have shape (levels, batch, hidden) = {shape}, got {tuple(hx.shape)}")
+        if hx.dtype != dtype:
+            raise TypeError(f"hx must have the parameters' dtype {dtype}, got {hx.dtype}")
+        return hx
+
+    @staticmethod
+    def _lengths(lengths, mask, steps, batch, device) -> torch.Tensor | None:
+        if lengths is not None and mask is not None:
+            raise ValueError("give either lengths or mask, not both")
+        if mask is not None:
+            if mask.dtype != torch.bool or tuple(mask.shape) != (steps, batch):
+                raise ValueError(
+                    f"mask must be a bool tensor of shape (T, B) = {(steps, batch)}, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+            lengths = mask.sum(0)
+            prefix = torch.arange(steps, device=mask.device).unsqueeze(1) < lengths
+            if not torch.equal(prefix, mask):
+                raise ValueError("mask must be true on a prefix of each sequence (padding at the end)")
+        if lengths is None:
+            return None
+        lengths = torch.as_tensor(lengths)
+        if lengths.dtype not in (torch.int64, torch.int32) or tuple(lengths.shape) != (batch,):
+            raise ValueError(
+                f"lengths must be an integer tensor of shape (batch,) = ({batch},), "
+                f"got {lengths.dtype} {tuple(lengths.shape)}"
+            )
+        if lengths.numel() and (lengths.min() < 0 or lengths.max() > steps):
+            raise ValueError(
+                f"lengths must lie in [0, T={steps}]; got values in "
+                f"[{int(lengths.min())}, {int(lengths.max())}]"
+            )
+        return lengths.to(device=device, dtype=torch.int64)

@@ -1,0 +1,36 @@
+"""Process-wide settings that make PyTorch's CPU path fast here.
+
+PyTorch's CPU tensors come from the C library's malloc. glibc serves every block above 128 KiB
+with a fresh ``mmap`` and unmaps it on free, so a training loop that allocates the same
+activation buffers every step pays a page fault per 4 KiB, every time (measured here: a
+DT(S)-RNN training step 20-30 % slower). Raising the thresholds keeps such blocks in the heap,
+as tcmalloc or jemalloc would (the usual advice for PyTorch on CPU).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to reuse freed blocks of up to 32 MiB rather than return them to the system.
+
+    Returns whether the setting took effect (False off glibc, e.g. on macOS or Windows)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD)
+    ok &= mallopt(_M_TRIM_THRESHOLD, 4 * _MAX_MMAP_THRESHOLD)
+    ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
+    return bool(ok)

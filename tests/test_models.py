@@ -1,0 +1,250 @@
+"""The models against the plain reference of the paper's equations (tests/reference.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import reference_forward
+
+from deeprnn import DeepRNN, ModelConfig, count_parameters
+from deeprnn.recurrence import _FusedUnroll, _Plan
+
+# Small configurations covering every kind of part: (name, config keywords).
+SMALL = {
+    "rnn": dict(hidden_size=7),
+    "rnn-tanh": dict(hidden_size=6, transition_units="tanh"),
+    "dt": dict(hidden_size=6, transition_sizes=(5,)),
+    "dts": dict(hidden_size=6, transition_sizes=(5,), shortcut=True),
+    "dts-3-mixed": dict(
+        hidden_size=5, transition_sizes=(4, 6), shortcut=True, transition_units=("relu", "tanh", "sigmoid")
+    ),
+    "do": dict(hidden_size=6, output_sizes=(5,)),
+    "dots": dict(hidden_size=6, transition_sizes=(5,), shortcut=True, output_sizes=(4,)),
+    "srnn-3": dict(hidden_size=5, levels=3),
+    "srnn-dts": dict(hidden_size=5, levels=2, transition_sizes=(4,), shortcut=True),
+    "deep-input": dict(hidden_size=6, input_sizes=(5, 4), input_units=("tanh", "relu")),
+    "linear-nobias": dict(hidden_size=5, transition_sizes=(4,), transition_units="linear", bias=False),
+    "dots-star": dict(
+        hidden_size=6,
+        transition_sizes=(5,),
+        shortcut=True,
+        output_sizes=(4,),
+        transition_units="lp:2",
+        output_units="maxout:3",
+    ),
+}
+
+
+def make(name: str, *, tokens: bool = False, dtype=torch.float32, seed: int = 0, **extra) -> DeepRNN:
+    torch.manual_seed(seed)
+    size = 9
+    head = "categorical" if tokens else "bernoulli"
+    config = ModelConfig(input_size=size, output_size=size, head=head, **SMALL[name], **extra)
+    model = DeepRNN(config).to(dtype)
+    # Larger weights than the paper's initialisation so that every term matters in the checks.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def inputs(model: DeepRNN, steps: int, batch: int, dtype=torch.float32):
+    c = model.config
+    if c.tokens:
+        return torch.randint(0, c.input_size, (steps, batch))
+    return torch.randn(steps, batch, c.input_size, dtype=dtype)
+
+
+def loss_of(logits_per_seq, h_n, weights_per_seq, h_weight):
+    total = (h_n * h_weight).sum()
+    for y, w in zip(logits_per_seq, weights_per_seq, strict=True):
+        total = total + (y * w[: len(y)]).sum()
+    return total
+
+
+def grads(model, *extra):
+    tensors = [p for p in model.parameters()] + list(extra)
+    return [t.grad.clone() if t.grad is not None else torch.zeros_like(t) for t in tensors]
+
+
+def compare(
+    name: str, steps: int, batch: int, lengths: list[int] | None, tokens=False, dtype=torch.float32, tol=1e-5
+):
+    model = make(name, tokens=tokens, dtype=dtype)
+    x = inputs(model, steps, batch, dtype)
+    if not tokens:
+        x.requires_grad_()
+    h0 = (
+        torch.randn(model.config.levels, batch, model.config.hidden_size, dtype=dtype) * 0.5
+    ).requires_grad_()
+    lens = lengths or [steps] * batch
+    torch.manual_seed(1)
+    out_w = [torch.randn(steps, model.config.output_size, dtype=dtype) for _ in range(batch)]
+    h_w = torch.randn_like(h0)
+
+    ref_logits, ref_hn = reference_forward(model, x, h0, lens)
+    loss_of(ref_logits, ref_hn, out_w, h_w).backward()
+    ref_grads = grads(model, h0, *([] if tokens else [x]))
+    model.zero_grad()
+    h0.grad = None
+    if not tokens:
+        x.grad = None
+
+    length_arg = torch.tensor(lengths) if lengths is not None else None
+    logits, h_n = model(x, h0, length_arg)
+    fast = [logits[:n, b] for b, n in enumerate(lens)]
+    loss_of(fast, h_n, out_w, h_w).backward()
+    fast_grads = grads(model, h0, *([] if tokens else [x]))
+
+    for a, b in zip(fast, ref_logits, strict=True):
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+    torch.testing.assert_close(h_n, ref_hn, atol=tol, rtol=tol)
+    names = [n for n, _ in model.named_parameters()] + ["h0"] + ([] if tokens else ["x"])
+    for n, a, b in zip(names, fast_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m, n=n: f"gradient of {n}: {m}")
+    return model, logits
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("batch,lengths", [(1, None), (4, None), (4, [6, 3, 0, 1])])
+def test_matches_reference(name, batch, lengths):
+    compare(name, steps=6, batch=batch, lengths=lengths)
+
+
+@pytest.mark.parametrize("name", ["rnn", "dts", "srnn-3", "deep-input"])
+def test_token_inputs_match_reference(name):
+    compare(name, steps=5, batch=3, lengths=[5, 2, 4], tokens=True)
+
+
+@pytest.mark.parametrize("name", ["dts", "dots-star", "srnn-dts"])
+def test_longer_sequences_match_reference(name):
+    compare(name, steps=40, batch=3, lengths=[40, 17, 33])
+
+
+@pytest.mark.parametrize("name", ["rnn", "dts", "dts-3-mixed", "linear-nobias"])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_hand_written_bptt_passes_gradcheck(name, dropout):
+    model = make(name, dtype=torch.float64)
+    cell = model.recurrence.levels[0]
+    plan = _Plan(
+        tuple(u.kind for u in cell.units), tuple(cell.pre_sizes), sum(cell.recurrent_sizes), cell.shortcut
+    )
+    u = torch.randn(4, 2, sum(cell.pre_sizes), dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, cell.hidden_size, dtype=torch.float64, requires_grad=True)
+    mask = None
+    if dropout:
+        mask = (torch.rand(2, cell.hidden_size, dtype=torch.float64) > 0.3).double() * 1.5
+    weights = [w.detach().clone().requires_grad_() for w in (cell.recurrent_weight, *cell.layer_weights)]
+
+    def fused(u, h0, *ws):
+        return _FusedUnroll.apply(plan, u, h0, mask, *ws)
+
+    assert torch.autograd.gradcheck(fused, (u, h0, *weights))
+
+
+def test_gradcheck_whole_model_float64():
+    model = make("dots", dtype=torch.float64)
+    x = torch.randn(5, 2, 9, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 2, model.config.hidden_size, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 3])
+    assert torch.autograd.gradcheck(
+        lambda x, h: model(x, h, lengths)[0].sum() + model(x, h, lengths)[1].sum(), (x, h0)
+    )
+
+
+@pytest.mark.parametrize("name", ["rnn", "dts", "srnn-dts", "dots-star"])
+def test_two_halves_with_carried_state_equal_the_whole(name):
+    model = make(name)
+    x = inputs(model, 12, 3)
+    whole, h_whole = model(x)
+    first, h_mid = model(x[:6])
+    second, h_end = model(x[6:], h_mid)
+    torch.testing.assert_close(torch.cat([first, second]), whole, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(h_end, h_whole, atol=1e-6, rtol=1e-6)
+
+
+def test_padding_changes_nothing_and_gets_no_gradient():
+    model = make("dots")
+    x = torch.randn(8, 3, 9)
+    lengths = torch.tensor([8, 5, 2])
+    padded = x.clone()
+    padded[5:, 1] = 1e3  # garbage in the padding
+    padded[2:, 2] = float("nan")
+    padded.requires_grad_()
+    logits, h_n = model(padded, lengths=lengths)
+    clean_logits, clean_h = model(x, lengths=lengths)
+    valid = torch.arange(8)[:, None] < lengths
+    torch.testing.assert_close(logits[valid], clean_logits[valid])
+    torch.testing.assert_close(h_n, clean_h)
+    (logits[valid].sum() + h_n.sum()).backward()
+    assert torch.all(padded.grad[~valid] == 0)
+    assert torch.all(padded.grad[valid] != 0)
+    for p in model.parameters():
+        assert torch.isfinite(p.grad).all()
+
+
+def test_mask_equals_lengths_and_must_be_a_prefix():
+    model = make("dts")
+    x = torch.randn(6, 3, 9)
+    lengths = torch.tensor([6, 2, 4])
+    mask = torch.arange(6)[:, None] < lengths
+    torch.testing.assert_close(model(x, mask=mask)[0], model(x, lengths=lengths)[0])
+    mask[0, 1] = False
+    with pytest.raises(ValueError, match="prefix"):
+        model(x, mask=mask)
+
+
+def test_batch_first_and_unbatched_follow_nn_rnn():
+    model = make("srnn-dts")
+    x = torch.randn(7, 4, 9)
+    y, h = model(x)
+    model.recurrence.batch_first = True
+    y_bf, h_bf = model(x.transpose(0, 1))
+    torch.testing.assert_close(y_bf, y.transpose(0, 1))
+    torch.testing.assert_close(h_bf, h)
+    model.recurrence.batch_first = False
+    y1, h1 = model(x[:, 2])
+    torch.testing.assert_close(y1, y[:, 2])
+    torch.testing.assert_close(h1, h[:, 2])
+    assert h1.shape == (2, model.config.hidden_size)
+
+
+def test_fused_and_loop_agree_under_recurrent_dropout():
+    model = make("dts", recurrent_dropout=0.4, state_dropout=0.2, input_dropout=0.1)
+    model.train()
+    x = torch.randn(6, 3, 9)
+    results = []
+    for fused in (True, False):
+        model.recurrence.fused = fused
+        model.zero_grad()
+        torch.manual_seed(5)
+        y, h = model(x)
+        (y.sum() + h.sum()).backward()
+        results.append([y, h] + [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    model.eval()
+    torch.testing.assert_close(model(x)[0], model(x)[0])  # no dropout in evaluation
+
+
+def test_runs_in_float64_and_keeps_dtype():
+    model = make("dots", dtype=torch.float64)
+    y, h = model(torch.randn(3, 2, 9, dtype=torch.float64))
+    assert y.dtype == h.dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_matches_cpu():
+    model = make("dots")
+    x = torch.randn(10, 4, 9)
+    y, h = model(x)
+    y_gpu, h_gpu = model.cuda()(x.cuda())
+    assert y_gpu.is_cuda and h_gpu.is_cuda
+    torch.testing.assert_close(y_gpu.cpu(), y, atol=1e-4, rtol=1e-4)
+
+
+def test_weights_count_only_matrices():
+    model = make("dots")
+    counts = count_parameters(model)
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+    assert counts["params"] - counts["weights"] == biases

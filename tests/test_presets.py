@@ -1,0 +1,92 @@
+"""The paper's presets: names, sizes and the exact parameter counts of its table (PAPER.md §3)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from deeprnn import DeepRNN, count_parameters, preset
+from deeprnn.cli import main
+from deeprnn.presets import MODELS, canonical_model, canonical_task
+
+# The paper's table, weights without biases, computed by hand from the sizes:
+# e.g. DOT(S)-RNN on music: W_1, W_2, W_s 3·400² + U_1, U_2 2·88·400 + V_1 400² + V_2 400·88.
+PAPER_WEIGHTS = {
+    ("rnn", "nottingham"): 465_600,
+    ("dts-rnn", "nottingham"): 585_600,
+    ("dots-rnn", "nottingham"): 745_600,
+    ("srnn", "nottingham"): 550_400,
+    ("rnn", "jsb"): 75_200,
+    ("dts-rnn", "jsb"): 585_600,
+    ("dots-rnn", "jsb"): 745_600,
+    ("srnn", "jsb"): 550_400,
+    ("rnn", "musedata"): 465_600,
+    ("dts-rnn", "musedata"): 585_600,
+    ("dots-rnn", "musedata"): 745_600,
+    ("srnn", "musedata"): 1_185_600,
+    ("rnn", "ptb-char"): 420_000,
+    ("dts-rnn", "ptb-char"): 540_000,
+    ("dots-rnn", "ptb-char"): 790_000,
+    ("srnn", "ptb-char"): 520_000,
+    ("rnn", "ptb-word"): 4_040_000,
+    ("dts-rnn", "ptb-word"): 6_120_000,
+    ("dots-rnn", "ptb-word"): 6_160_000,
+    ("srnn", "ptb-word"): 8_480_000,
+}
+
+
+@pytest.mark.parametrize("model,task", sorted(PAPER_WEIGHTS))
+def test_paper_weight_counts(model, task):
+    assert count_parameters(DeepRNN(preset(model, task)))["weights"] == PAPER_WEIGHTS[model, task]
+
+
+@pytest.mark.parametrize("model,task", [("dots-rnn", "nottingham"), ("srnn", "ptb-word"), ("rnn", "jsb")])
+def test_info_json_reports_the_paper_counts(model, task, capsys):
+    assert main(["info", "--model", model, "--task", task, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights"] == PAPER_WEIGHTS[model, task]
+    assert info["params"] > info["weights"]
+    assert sum(row["weights"] for row in info["layers"]) == info["weights"]
+
+
+def test_paper_spellings():
+    assert canonical_model("DT(S)-RNN") == "dts-rnn"
+    assert canonical_model("DOT(S)-RNN*") == "dots-rnn*"
+    assert canonical_model("sRNN") == "srnn"
+    assert canonical_model("dot_rnn") == "dot-rnn"
+    assert canonical_task("JSB_Chorales") == "jsb"
+    assert canonical_task("Piano-midi.de") == "piano-midi"
+
+
+def test_structure_of_each_preset():
+    c = preset("dt-rnn", "jsb")
+    assert c.transition_sizes == (400,) and not c.shortcut and c.output_sizes == ()
+    c = preset("do-rnn", "nottingham")
+    assert c.hidden_size == 600 and c.output_sizes == (400,) and c.transition_sizes == ()
+    c = preset("dots-rnn*", "musedata")
+    assert c.transition_units == "lp" and c.output_units == "maxout" and c.output_dropout > 0
+    c = preset("dots-rnn", "ptb-char")
+    assert (c.hidden_size, c.transition_sizes, c.output_sizes) == (400, (400,), (600,))
+    assert preset("rnn", "piano-midi").hidden_size == preset("rnn", "musedata").hidden_size
+    assert preset("srnn", "ptb-pennchar").input_size == 49
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_preset_runs_on_music_and_words(model):
+    music = DeepRNN(preset(model, "jsb"))
+    logits, h = music(torch.rand(3, 2, 88).bernoulli())
+    assert logits.shape == (3, 2, 88) and h.shape == (music.config.levels, 2, music.config.hidden_size)
+    words = DeepRNN(preset(model, "ptb-char"))
+    logits, _ = words(torch.randint(0, 50, (3, 2)))
+    assert logits.shape == (3, 2, 50)
+
+
+def test_unknown_names_are_refused_with_the_valid_ones(capsys):
+    with pytest.raises(ValueError, match="dts-rnn"):
+        preset("lstm", "jsb")
+    with pytest.raises(ValueError, match="nottingham"):
+        preset("rnn", "timit")
+    assert main(["info", "--model", "gru", "--task", "jsb"]) == 2
+    assert "expected one of" in capsys.readouterr().err
