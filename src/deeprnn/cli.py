@@ -61,6 +61,53 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from deeprnn import data
+    from deeprnn.data import registry
+
+    root = registry.data_dir(args.data_dir)
+    if args.action == "list":
+        for d in registry.DATASETS.values():
+            present = (
+                any((root / f).exists() for f in d.files)
+                if d.kind == "music"
+                else all((root / f).exists() for f in d.files)
+            )
+            print(f"{d.name:<13} {d.kind:<6} {'present' if present else 'missing':<8} {d.about}")
+        print(f"data folder: {root}")
+        return 0
+    if args.action == "verify":
+        rows = registry.verify(root)
+        for row in rows:
+            print(f"{row['status']:<18} {row['path']}")
+        bad = [r for r in rows if r["status"] == "checksum mismatch"]
+        print(f"data folder: {root}")
+        return 1 if bad else 0
+    if args.action == "download":
+        from deeprnn.data.download import download
+
+        download(root, args.name or "all")
+        return 0
+    if not args.name:
+        raise UsageError("data stats needs a data set name or a path")
+    corpus = data.load(args.name, root, text_level=args.level, frames_per_beat=args.frames_per_beat)
+    result = data.stats(corpus)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:<11} {value}")
+    return 0
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
+    )
+    parser.add_argument("--level", default="word", choices=["word", "char"], help="for a text folder")
+    parser.add_argument("--frames-per-beat", type=int, default=4, help="for a MIDI folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deeprnn", description="Deep recurrent neural networks (Pascanu et al., ICLR 2014)."
@@ -90,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--out", help="also write the JSON results to this file")
     bench.set_defaults(run=_bench)
+
+    data = commands.add_parser("data", help="list, verify, download and describe data sets")
+    data.add_argument("action", choices=["list", "verify", "download", "stats"])
+    data.add_argument(
+        "name",
+        nargs="?",
+        help="a data set (jsb, nottingham, musedata, piano-midi, "
+        "ptb-word, ptb-char, ptb-pennchar), 'all', or a path (stats)",
+    )
+    add_data_options(data)
+    data.add_argument("--json", action="store_true", help="stats as one JSON object")
+    data.set_defaults(run=_data)
     return parser
 
 

@@ -1,0 +1,139 @@
+"""Batches for truncated back-propagation through time.
+
+- Text (:class:`TextBatches`): the stream is split into B contiguous columns (lengths differing
+  by at most one), read in segments of T steps; the state of column j is carried from one
+  segment to the next. Every token of the split is a target exactly once: the first token's
+  context is the boundary (line-end) token.
+- Music (:class:`MusicBatches`): B pieces at a time, padded to the longest, cut into chunks of
+  at most N steps; the state is carried from one chunk to the next of the same pieces and
+  reset (``Batch.reset``) at the first chunk of new pieces. The input of frame 0 is silence,
+  so every frame is a target exactly once. Padding is masked by ``Batch.lengths``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (T, B) token ids or (T, B, 88) frames
+    targets: torch.Tensor  # same shape: what each step must predict
+    lengths: torch.Tensor | None  # (B,) valid steps; None when every step is valid
+    reset: bool  # the state starts from zeros (first segment of new sequences)
+    count: int  # number of valid targets
+
+    def to(self, device: torch.device | str) -> Batch:
+        lengths = None if self.lengths is None else self.lengths.to(device)
+        return Batch(self.inputs.to(device), self.targets.to(device), lengths, self.reset, self.count)
+
+
+class TextBatches:
+    """Segments of a token stream, ``batch`` columns wide and ``steps`` long."""
+
+    def __init__(self, ids: torch.Tensor, batch: int, steps: int, boundary: int) -> None:
+        if batch < 1 or steps < 1:
+            raise ValueError(f"batch and steps must be positive, got {batch} and {steps}")
+        n = len(ids)
+        if n < batch:
+            raise ValueError(f"a stream of {n} tokens cannot fill {batch} columns")
+        self.batch, self.steps = batch, steps
+        sizes = torch.full((batch,), n // batch, dtype=torch.int64)
+        sizes[: n % batch] += 1
+        rows = int(sizes[0])
+        context = torch.cat([ids.new_tensor([boundary]), ids[:-1]])
+        self.inputs = torch.zeros(rows, batch, dtype=torch.int64)
+        self.targets = torch.zeros(rows, batch, dtype=torch.int64)
+        start = 0
+        for j, size in enumerate(sizes.tolist()):
+            self.inputs[:size, j] = context[start : start + size]
+            self.targets[:size, j] = ids[start : start + size]
+            start += size
+        self.sizes = sizes
+        self.tokens = n
+
+    def __len__(self) -> int:
+        return -(-self.inputs.shape[0] // self.steps)
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """Segments ``start``, ``start + 1``, …: resuming at a segment carries on exactly."""
+        for k in range(start, len(self)):
+            lo = k * self.steps
+            hi = min(lo + self.steps, self.inputs.shape[0])
+            lengths = (self.sizes - lo).clamp(0, hi - lo)
+            full = bool((lengths == hi - lo).all())
+            yield Batch(
+                self.inputs[lo:hi], self.targets[lo:hi], None if full else lengths, k == 0, int(lengths.sum())
+            )
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+
+class MusicBatches:
+    """Chunks of batches of pieces; ``shuffle`` draws a new order of pieces each epoch."""
+
+    def __init__(
+        self,
+        pieces: list[np.ndarray],
+        batch: int,
+        max_steps: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if batch < 1 or (max_steps is not None and max_steps < 1):
+            raise ValueError(f"batch and max_steps must be positive, got {batch} and {max_steps}")
+        if not pieces:
+            raise ValueError("no pieces to batch")
+        self.pieces, self.batch, self.max_steps = pieces, batch, max_steps
+        self.shuffle, self.seed = shuffle, seed
+        self.frames = sum(len(p) for p in pieces)
+
+    def groups(self, epoch: int = 0) -> list[list[int]]:
+        """Which pieces go together: a seeded random order per epoch, or (evaluation) by length."""
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.pieces)).tolist()
+        else:
+            order = sorted(range(len(self.pieces)), key=lambda i: -len(self.pieces[i]))
+        return [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+
+    def _chunks(self, group: list[int]) -> int:
+        longest = max(len(self.pieces[i]) for i in group)
+        return 1 if self.max_steps is None else max(1, -(-longest // self.max_steps))
+
+    def __len__(self) -> int:
+        return sum(self._chunks(g) for g in self.groups(0))
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """The chunks of ``epoch`` from the ``start``-th on (for resuming mid-epoch)."""
+        index = 0
+        for group in self.groups(epoch):
+            chunks = self._chunks(group)
+            if index + chunks <= start:
+                index += chunks
+                continue
+            inputs, targets, lengths = self._pad(group)
+            step = self.max_steps or inputs.shape[0]
+            for k in range(chunks):
+                if index >= start:
+                    lo, hi = k * step, min((k + 1) * step, inputs.shape[0])
+                    valid = (lengths - lo).clamp(0, hi - lo)
+                    full = bool((valid == hi - lo).all())
+                    yield Batch(
+                        inputs[lo:hi], targets[lo:hi], None if full else valid, k == 0, int(valid.sum())
+                    )
+                index += 1
+
+    def _pad(self, group: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lengths = torch.tensor([len(self.pieces[i]) for i in group], dtype=torch.int64)
+        longest = int(lengths.max())
+        targets = torch.zeros(longest, len(group), 88)
+        for j, i in enumerate(group):
+            targets[: len(self.pieces[i]), j] = torch.from_numpy(self.pieces[i].astype(np.float32))
+        inputs = torch.zeros_like(targets)
+        inputs[1:] = targets[:-1]
+        return inputs, targets, lengths
