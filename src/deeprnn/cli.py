@@ -100,6 +100,60 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from deeprnn.training.config import resolve
+    from deeprnn.training.trainer import RunExists, train
+
+    if args.resume:
+        if args.model or args.config or args.set or args.data:
+            raise UsageError("--resume continues a run with its saved configuration; drop the other options")
+        out, config = args.resume, None
+    else:
+        if not args.out:
+            raise UsageError("give --out RUN_DIR (or --resume RUN_DIR)")
+        sets = list(args.set or [])
+        if args.device:
+            sets.append(f"device={args.device}")
+        out, config = args.out, resolve(args.model, args.data, args.config, sets)
+    try:
+        results = train(
+            config,
+            out,
+            data_dir=args.data_dir,
+            resume=bool(args.resume),
+            force=args.force,
+            device=args.device,
+        )
+    except RunExists as error:
+        raise UsageError(str(error)) from None
+    metric = results["metric"]
+    print(
+        json.dumps(
+            {
+                "run": str(out),
+                "metric": metric,
+                "valid": results[f"valid_{metric}"],
+                "test": results[f"test_{metric}"],
+            }
+        )
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from deeprnn.training.trainer import evaluate_run
+
+    result = evaluate_run(args.run, args.split, data_dir=args.data_dir, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{args.run}: {result['split']} {result['metric']} {result['value']:.4f} "
+            f"({result['count']:,} targets, parameters of update {result['update']})"
+        )
+    return 0
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
@@ -149,6 +203,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(data)
     data.add_argument("--json", action="store_true", help="stats as one JSON object")
     data.set_defaults(run=_data)
+
+    train = commands.add_parser("train", help="train a model (the paper's recipe by default)")
+    train.add_argument(
+        "--model", help="a preset: rnn, dt-rnn, dts-rnn, do-rnn, dot-rnn, dots-rnn, srnn, dots-rnn*"
+    )
+    train.add_argument("--data", help="a data set name or a path (MIDI folder, .mat, text folder)")
+    train.add_argument("--config", help="a TOML file of settings")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    train.add_argument("--out", help="the run folder")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    train.add_argument("--force", action="store_true", help="replace an existing run folder")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    train.add_argument(
+        "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
+    )
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("eval", help="score a run's best parameters")
+    evaluate.add_argument("run", help="the run folder")
+    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument(
+        "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=_eval)
     return parser
 
 

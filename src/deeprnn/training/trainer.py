@@ -1,0 +1,553 @@
+"""Training and evaluation of a deep RNN: one run, from its configuration to its results.
+
+    config ─► data + model ─► [update … evaluate ─► checkpoint]* ─► best parameters ─► test
+
+A run folder holds:
+
+    config.json        the resolved configuration
+    metrics.jsonl      one line per evaluation
+    results.json       the final valid and test scores, at the best validation point
+    checkpoints/       last.pt (to resume) and best.pt (the best parameters)
+    tb/                TensorBoard event files
+    train.log          what was printed
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deeprnn import __version__
+from deeprnn.data import MusicCorpus, TextCorpus, load
+from deeprnn.data.batching import Batch, MusicBatches, TextBatches
+from deeprnn.io import write_json, write_text
+from deeprnn.models import DeepRNN, ModelConfig, count_parameters
+from deeprnn.presets import TASKS, preset
+from deeprnn.training import checkpoint
+from deeprnn.training.config import TrainConfig
+from deeprnn.training.metrics import from_nll, metric_name
+from deeprnn.training.schedule import Schedule
+
+Corpus = MusicCorpus | TextCorpus
+NONFINITE_RESTORE = 3  # consecutive non-finite updates before the last good state is restored
+
+
+class RunExists(Exception):
+    """The run folder exists: resume it or pass --force."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run is made of
+
+
+def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
+    """The preset for the corpus (the paper's sizes), sized to its vocabulary, with overrides."""
+    if corpus.name in TASKS:
+        task = corpus.name
+    elif isinstance(corpus, MusicCorpus):
+        task = "nottingham"
+    else:
+        task = "ptb-char" if corpus.level == "char" else "ptb-word"
+    c = preset(config.model, task)
+    if isinstance(corpus, TextCorpus):
+        c = replace(c, input_size=corpus.vocab_size, output_size=corpus.vocab_size)
+    overrides = {
+        key: value
+        for key in (
+            "hidden_size",
+            "transition_sizes",
+            "output_sizes",
+            "input_sizes",
+            "levels",
+            "transition_units",
+            "output_units",
+            "input_dropout",
+            "state_dropout",
+            "recurrent_dropout",
+            "output_dropout",
+        )
+        if (value := getattr(config, key)) is not None
+    }
+    return replace(c, **overrides)
+
+
+def batches(config: TrainConfig, corpus: Corpus, split: str, training: bool) -> MusicBatches | TextBatches:
+    """Training: shuffled pieces or stream columns in BPTT segments. Evaluation: whole pieces;
+    for text, ``eval_batch_size`` columns while training and one column (the whole stream, the
+    state carried throughout, as the paper scores it) for the final scores."""
+    if isinstance(corpus, MusicCorpus):
+        if training:
+            return MusicBatches(corpus.splits[split], config.batch_size, config.bptt_steps, True, config.seed)
+        return MusicBatches(corpus.splits[split], config.eval_batch_size)
+    columns = config.batch_size if training else config.eval_batch_size
+    return TextBatches(
+        corpus.splits[split], columns, config.bptt_steps if training else 1000, corpus.boundary
+    )
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but PyTorch sees no GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def valid_mask(batch: Batch) -> torch.Tensor | None:
+    if batch.lengths is None:
+        return None
+    steps = batch.inputs.shape[0]
+    return torch.arange(steps, device=batch.lengths.device).unsqueeze(1) < batch.lengths
+
+
+def batch_nll(model: DeepRNN, batch: Batch, state: torch.Tensor | None):
+    """Summed NLL (nats) of the valid targets of a batch, and the state after it."""
+    logits, state = model(batch.inputs, state, batch.lengths)
+    nll = model.head.nll(logits, batch.targets)
+    mask = valid_mask(batch)
+    if mask is not None:
+        nll = torch.where(mask, nll, 0.0)
+    return nll.sum(), state
+
+
+@torch.no_grad()
+def evaluate(model: DeepRNN, data: MusicBatches | TextBatches, device: torch.device) -> tuple[float, int]:
+    """Total NLL (nats, summed in float64) and the number of targets, the state carried."""
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    for batch in data.batches():
+        batch = batch.to(device)
+        if batch.reset:
+            state = None
+        nll, state = batch_nll(model, batch, state)
+        total += float(nll.double())
+        count += batch.count
+    model.train(was_training)
+    return total, count
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    batch: int = 0  # batches done in this epoch
+    updates: int = 0
+    best: float = math.inf  # best validation metric so far
+    best_update: int = 0
+    evals_since_best: int = 0
+    skipped: int = 0  # updates skipped for a non-finite loss or gradient
+    restores: int = 0  # times the last good state was restored after repeated non-finite updates
+    train_seconds: float = 0.0
+    done: bool = False
+
+
+class Run:
+    def __init__(self, config: TrainConfig, out: Path, data_dir: str | None = None, log=print) -> None:
+        self.config, self.out, self.log = config, Path(out), log
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+        self.corpus = load(
+            config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat
+        )
+        self.kind = "music" if isinstance(self.corpus, MusicCorpus) else "text"
+        self.metric = metric_name(self.kind, getattr(self.corpus, "level", "frame"))
+        self.model_config = model_config(config, self.corpus)
+        self.model = DeepRNN(self.model_config).to(self.device)
+        self.train_data = batches(config, self.corpus, "train", training=True)
+        self.noisy = [p for p in self.model.parameters() if p.dim() >= 2]
+        self.pretrained: set[str] = set()
+        if config.init_from:
+            self.pretrained = load_pretrained(self.model, Path(config.init_from))
+        self.optimizer = make_optimizer(config, self.model, self.pretrained)
+        total = config.max_updates or config.epochs * len(self.train_data)
+        self.schedule = Schedule(config, total_updates=total)
+        self.progress = Progress()
+        self.history: list[dict] = []
+        self.state: torch.Tensor | None = None  # carried between segments
+        self.good_state: dict | None = None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "version": __version__,
+            "config": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "history": list(self.history),
+            "carry": None if self.state is None else self.state.detach().cpu(),
+            "rng": checkpoint.rng_state(),
+        }
+
+    def save_last(self) -> None:
+        checkpoint.save(self.out / "checkpoints" / "last.pt", self.checkpoint_state())
+        self.good_state = copy.deepcopy(
+            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        )
+
+    def resume(self) -> None:
+        state = checkpoint.load(self.out / "checkpoints" / "last.pt")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.progress = Progress(**state["progress"])
+        self.history = list(state["history"])
+        self.state = None if state["carry"] is None else state["carry"].to(self.device)
+        checkpoint.set_rng_state(state["rng"])
+        self.good_state = copy.deepcopy(
+            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        )
+        p = self.progress
+        self.log(f"resumed at epoch {p.epoch}, batch {p.batch}, update {p.updates}")
+
+    # -- training ------------------------------------------------------------------------------
+
+    def update(self, batch: Batch) -> float | None:
+        """One SGD update on a segment; returns its mean NLL per target (None if skipped)."""
+        config, model = self.config, self.model
+        if batch.reset or self.state is None:
+            self.state = None
+        noise = []
+        if config.weight_noise > 0:  # fresh noise on the weights, for this forward pass only
+            with torch.no_grad():
+                for p in self.noisy:
+                    n = torch.randn_like(p) * config.weight_noise
+                    p.add_(n)
+                    noise.append(n)
+        self.optimizer.zero_grad(set_to_none=True)
+        nll, state = batch_nll(model, batch, self.state)
+        loss = nll / max(batch.count, 1)
+        loss.backward()
+        with torch.no_grad():
+            for p, n in zip(self.noisy, noise, strict=False):
+                p.sub_(n)
+        norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), config.clip_norm if config.clip_norm > 0 else math.inf
+        )
+        self.state = state.detach()
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            self.progress.skipped += 1
+            self._nonfinite += 1
+            if self._nonfinite >= NONFINITE_RESTORE and self.good_state is not None:
+                self.model.load_state_dict(self.good_state["model"])
+                self.optimizer.load_state_dict(self.good_state["optimizer"])
+                self.schedule.halve()
+                self.progress.restores += 1
+                self._nonfinite = 0
+                self.state = None
+                self.log(
+                    f"{NONFINITE_RESTORE} non-finite updates in a row: restored the last good state, "
+                    f"learning rate now {self.schedule.lr():.3g}"
+                )
+            return None
+        self._nonfinite = 0
+        self.schedule.apply(self.optimizer, self.progress.updates)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def evaluate_valid(self, train_loss: float) -> bool:
+        """Score the validation split, keep the best parameters, decide whether to go on."""
+        data = batches(self.config, self.corpus, "valid", training=False)
+        total, count = evaluate(self.model, data, self.device)
+        value = from_nll(self.metric, total, count)
+        p = self.progress
+        improved = value < p.best
+        if improved:
+            p.best, p.best_update, p.evals_since_best = value, p.updates, 0
+            checkpoint.save(
+                self.out / "checkpoints" / "best.pt",
+                {
+                    "version": __version__,
+                    "config": self.config.to_dict(),
+                    "model_config": self.model_config.to_dict(),
+                    "model": self.model.state_dict(),
+                    "update": p.updates,
+                    "valid": value,
+                },
+            )
+        else:
+            p.evals_since_best += 1
+        restore = self.schedule.after_evaluation(improved)
+        if restore:  # the paper's text recipe: back to the best parameters, learning rate halved
+            best = checkpoint.load(self.out / "checkpoints" / "best.pt")
+            self.model.load_state_dict(best["model"])
+            self.state = None
+        record = {
+            "update": p.updates,
+            "epoch": p.epoch,
+            "split": "valid",
+            "metric": self.metric,
+            "value": value,
+            "nll_per_target": total / count,
+            "train_loss": train_loss,
+            "lr": self.schedule.lr(),
+            "best": p.best,
+            "train_seconds": round(p.train_seconds, 2),
+            "skipped": p.skipped,
+        }
+        self.history.append(record)
+        self.log(
+            f"epoch {p.epoch} update {p.updates}: train {train_loss:.4f}, valid {self.metric} {value:.4f}"
+            f"{' (best)' if improved else ''}, lr {self.schedule.lr():.3g}"
+        )
+        self.writer.add_scalar(f"valid/{self.metric}", value, p.updates)
+        stop = self.config.patience > 0 and p.evals_since_best >= self.config.patience
+        return stop or self.schedule.finished()
+
+    def train(self) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+
+        config, p = self.config, self.progress
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
+        self._nonfinite = 0
+        self.model.train()
+        per_epoch = len(self.train_data)
+        eval_every = config.eval_every or per_epoch
+        losses: list[float] = []
+        stop = p.done
+        while not stop:
+            started = time.perf_counter()
+            bar = _progress_bar(per_epoch, p.batch, f"epoch {p.epoch}")
+            for batch in self.train_data.batches(p.epoch, p.batch):
+                loss = self.update(batch.to(self.device))
+                p.batch += 1
+                p.updates += 1
+                if loss is not None:
+                    losses.append(loss)
+                    self.writer.add_scalar("train/loss", loss, p.updates)
+                bar.update(batch)
+                p.train_seconds += time.perf_counter() - started
+                end_of_epoch = p.batch >= per_epoch
+                if end_of_epoch:
+                    p.epoch, p.batch = p.epoch + 1, 0
+                    self.state = None
+                out_of_time = config.time_budget_s > 0 and p.train_seconds >= config.time_budget_s
+                out_of_updates = config.max_updates > 0 and p.updates >= config.max_updates
+                if end_of_epoch or p.updates % eval_every == 0 or out_of_time or out_of_updates:
+                    mean = sum(losses) / len(losses) if losses else math.nan
+                    losses = []
+                    stop = self.evaluate_valid(mean)
+                    stop = stop or out_of_time or out_of_updates or p.epoch >= config.epochs
+                    p.done = stop
+                    self.save_last()
+                    self.write_metrics()
+                    if stop or end_of_epoch:
+                        break
+                elif p.updates % config.checkpoint_every == 0:
+                    self.save_last()
+                started = time.perf_counter()
+            bar.close()
+        self.writer.close()
+        return self.finish()
+
+    def write_metrics(self) -> None:
+        write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    def finish(self) -> dict:
+        """Scores of the best parameters on valid and test (text: the whole stream, one column)."""
+        best = checkpoint.load(self.out / "checkpoints" / "best.pt")
+        self.model.load_state_dict(best["model"])
+        final = replace(self.config, eval_batch_size=1) if self.kind == "text" else self.config
+        scores = {}
+        for split in ("valid", "test"):
+            total, count = evaluate(
+                self.model, batches(final, self.corpus, split, training=False), self.device
+            )
+            scores[split] = {
+                "metric": self.metric,
+                "value": from_nll(self.metric, total, count),
+                "nll": total,
+                "count": count,
+            }
+        counts = count_parameters(self.model)
+        results = {
+            "model": self.config.model,
+            "data": self.corpus.name,
+            "metric": self.metric,
+            f"valid_{self.metric}": scores["valid"]["value"],
+            f"test_{self.metric}": scores["test"]["value"],
+            "best_update": best["update"],
+            "updates": self.progress.updates,
+            "epochs": self.progress.epoch,
+            "train_seconds": round(self.progress.train_seconds, 1),
+            "skipped_updates": self.progress.skipped,
+            "device": str(self.device),
+            "version": __version__,
+            **counts,
+            "scores": scores,
+        }
+        write_json(self.out / "results.json", results)
+        self.log(
+            f"best at update {best['update']}: valid {self.metric} {scores['valid']['value']:.4f}, "
+            f"test {self.metric} {scores['test']['value']:.4f}"
+        )
+        return results
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) -> torch.optim.Optimizer:
+    """Pretrained parameters (layer-wise pretraining) get ``pretrained_lr_scale`` × the rate."""
+    fresh = [p for n, p in model.named_parameters() if n not in pretrained]
+    groups = [{"params": fresh, "lr_scale": 1.0}]
+    if pretrained:
+        old = [p for n, p in model.named_parameters() if n in pretrained]
+        groups.append({"params": old, "lr_scale": config.pretrained_lr_scale})
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def load_pretrained(model: DeepRNN, run: Path) -> set[str]:
+    """Copy the parameters of a finished run whose names and shapes match; return their names."""
+    best = checkpoint.load(run / "checkpoints" / "best.pt")
+    own = model.state_dict()
+    matched = {n for n, t in best["model"].items() if n in own and own[n].shape == t.shape}
+    if not matched:
+        raise ValueError(f"init_from {run}: no parameter of that run matches this model by name and shape")
+    with torch.no_grad():
+        for name in matched:
+            own[name].copy_(best["model"][name])
+    return matched
+
+
+class _progress_bar:
+    """tqdm on a terminal; otherwise a plain line every 10 % of the epoch."""
+
+    def __init__(self, total: int, done: int, label: str) -> None:
+        self.total, self.done, self.label = total, done, label
+        self.started, self.targets = time.perf_counter(), 0
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=label, unit="batch", leave=False)
+        self.every = max(1, total // 10)
+
+    def update(self, batch: Batch) -> None:
+        self.done += 1
+        self.targets += batch.count
+        rate = self.targets / max(time.perf_counter() - self.started, 1e-9)
+        left = (self.total - self.done) * (time.perf_counter() - self.started) / max(self.done, 1)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{rate:,.0f} targets/s")
+            self.bar.update(1)
+        elif self.done % self.every == 0:
+            print(
+                f"{self.label}: {self.done}/{self.total} batches, {rate:,.0f} targets/s, ~{left:.0f} s left",
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(
+    config: TrainConfig | None,
+    out: str | Path,
+    *,
+    data_dir: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+    device: str | None = None,
+    log=print,
+) -> dict:
+    """Train (or, with ``resume``, continue with its saved configuration) a run in ``out``."""
+    out = Path(out)
+    if resume:
+        if not (out / "checkpoints" / "last.pt").exists():
+            raise FileNotFoundError(f"{out} holds no checkpoint to resume (checkpoints/last.pt)")
+        saved = json.loads((out / "config.json").read_text())
+        config = TrainConfig(**saved)
+        if device:
+            config = replace(config, device=device)
+    elif out.exists() and any(out.iterdir()):
+        if not force:
+            raise RunExists(
+                f"{out} already holds a run; use --resume to continue it or --force to replace it"
+            )
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    logger = _Logger(out / "train.log", log)
+    run = Run(config, out, data_dir, log=logger)
+    if resume:
+        run.resume()
+    else:
+        write_json(out / "config.json", config.to_dict())
+        write_json(out / "model.json", run.model_config.to_dict())
+        counts = count_parameters(run.model)
+        logger(
+            f"{config.model} on {run.corpus.name}: {counts['weights']:,} weights, {counts['params']:,} "
+            f"parameters, device {run.device}"
+        )
+    if run.progress.done:
+        return run.finish()
+    return run.train()
+
+
+class _Logger:
+    def __init__(self, path: Path, echo) -> None:
+        self.path, self.echo = path, echo
+
+    def __call__(self, message: str) -> None:
+        self.echo(message)
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(message + "\n")
+
+
+def evaluate_run(
+    out: str | Path, split: str = "test", *, data_dir: str | None = None, device: str | None = None
+) -> dict:
+    """Score a run's best parameters on a split, as its final results are scored."""
+    out = Path(out)
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be train, valid or test; got {split!r}")
+    if not (out / "config.json").exists():
+        raise FileNotFoundError(f"{out} is not a run folder (no config.json)")
+    config = TrainConfig(**json.loads((out / "config.json").read_text()))
+    if device:
+        config = replace(config, device=device)
+    best = checkpoint.load(out / "checkpoints" / "best.pt")
+    corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
+    model = DeepRNN(ModelConfig(**best["model_config"]))
+    model.load_state_dict(best["model"])
+    dev = pick_device(config.device)
+    model.to(dev)
+    metric = metric_name(
+        "music" if isinstance(corpus, MusicCorpus) else "text", getattr(corpus, "level", "frame")
+    )
+    if isinstance(corpus, TextCorpus):
+        config = replace(config, eval_batch_size=1)
+    total, count = evaluate(model, batches(config, corpus, split, training=False), dev)
+    return {
+        "split": split,
+        "metric": metric,
+        "value": from_nll(metric, total, count),
+        "nll": total,
+        "count": count,
+        "update": best["update"],
+        "run": str(out),
+    }

@@ -1,0 +1,286 @@
+"""Training: metrics by hand, configuration errors, checkpoints, kill-and-resume, faults."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from deeprnn.cli import main
+from deeprnn.data.batching import MusicBatches, TextBatches
+from deeprnn.io import write_atomic
+from deeprnn.models import DeepRNN, ModelConfig
+from deeprnn.operators.heads import Bernoulli, Categorical
+from deeprnn.training import trainer
+from deeprnn.training.config import apply, resolve
+from deeprnn.training.metrics import from_nll
+
+TINY = dict(
+    model="dts-rnn",
+    data="jsb",
+    hidden_size=12,
+    transition_sizes=[10],
+    batch_size=8,
+    bptt_steps=20,
+    lr=1.0,
+    weight_noise=0.075,
+    eval_every=10,
+    checkpoint_every=3,
+    max_updates=40,
+    epochs=100,
+    eval_batch_size=32,
+    device="cpu",
+)
+
+
+def test_metrics_by_hand():
+    assert from_nll("nll", 12.0, 4) == 3.0
+    assert from_nll("bpc", 10 * math.log(2), 10) == pytest.approx(1.0)
+    assert from_nll("ppl", 5 * math.log(100), 5) == pytest.approx(100.0)
+    with pytest.raises(ValueError):
+        from_nll("nll", 1.0, 0)
+
+
+def test_frame_nll_sums_the_keys_and_token_nll_is_cross_entropy():
+    # p(key 1) = 0.5 (target on), p(key 2) = 3/4 (target off): -ln 0.5 - ln 0.25 = 3 ln 2.
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    assert Bernoulli().nll(logits, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(3 * math.log(2))
+    # Uniform over 4 tokens: ln 4 for any target.
+    assert Categorical().nll(torch.zeros(2, 4), torch.tensor([1, 3])).tolist() == pytest.approx(
+        [math.log(4)] * 2
+    )
+
+
+class _Constant(DeepRNN):
+    """A model whose logits are fixed numbers: the metric can be computed by hand."""
+
+    def __init__(self, logit: float, size: int, head: str) -> None:
+        super().__init__(ModelConfig(input_size=size, output_size=size, hidden_size=2, head=head))
+        self.logit = logit
+
+    def forward(self, x, hx=None, lengths=None):
+        shape = x.shape + (() if x.is_floating_point() else (self.config.output_size,))
+        return torch.full(shape, self.logit), torch.zeros(1, x.shape[1], 2)
+
+
+def test_music_metric_is_total_over_frames_not_mean_of_pieces():
+    import numpy as np
+
+    # Two pieces, 1 and 3 frames, 88 keys, p = sigmoid(0) = 1/2 everywhere: every frame costs
+    # 88 ln 2 whatever it holds, so NLL/frame = 88 ln 2 with 4 frames counted (padding excluded).
+    pieces = [np.ones((1, 88), np.uint8), np.zeros((3, 88), np.uint8)]
+    total, count = trainer.evaluate(
+        _Constant(0.0, 88, "bernoulli"), MusicBatches(pieces, 2), torch.device("cpu")
+    )
+    assert count == 4
+    assert total == pytest.approx(4 * 88 * math.log(2), rel=1e-6)
+    # With p(on) = sigmoid(ln 3) = 3/4: the 1-frame piece (all on) costs 88 ln(4/3) and each frame
+    # of the other 88 ln 4; total / frames, not the mean of the two pieces' means.
+    total, count = trainer.evaluate(
+        _Constant(math.log(3), 88, "bernoulli"), MusicBatches(pieces, 2), torch.device("cpu")
+    )
+    expected = (88 * math.log(4 / 3) + 3 * 88 * math.log(4)) / 4
+    assert total / count == pytest.approx(expected, rel=1e-6)
+
+
+def test_text_metric_counts_every_token_once():
+    ids = torch.arange(103) % 7
+    total, count = trainer.evaluate(
+        _Constant(0.0, 7, "categorical"), TextBatches(ids, 4, 10, 0), torch.device("cpu")
+    )
+    assert count == 103
+    assert from_nll("ppl", total, count) == pytest.approx(7.0)
+    assert from_nll("bpc", total, count) == pytest.approx(math.log2(7))
+
+
+def test_config_errors_name_the_valid_settings():
+    with pytest.raises(ValueError, match="unknown setting.*valid settings:.*bptt_steps"):
+        apply({"learning_rate": 1})
+    with pytest.raises(ValueError, match="epochs must be int"):
+        apply({"epochs": "many"})
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adam, adamw"):
+        apply({"optimizer": "lbfgs"})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        resolve("rnn", "jsb", sets=["lr"])
+    assert main(["train", "--model", "rnn", "--data", "jsb", "--set", "colour=red", "--out", "x"]) == 2
+
+
+def test_set_parses_types_and_defaults_come_from_the_paper_config():
+    config = resolve(
+        "dts-rnn", "jsb", sets=["seed=7", "epochs=6", "transition_sizes=[30, 20]", "init_from=none"]
+    )
+    assert (config.seed, config.epochs, config.transition_sizes, config.init_from) == (7, 6, [30, 20], None)
+    paper = resolve("dts-rnn", "jsb")
+    assert paper.bptt_steps == 50 and paper.weight_noise == pytest.approx(0.075)
+    assert resolve("dts-rnn", "nottingham").bptt_steps == 200
+    assert resolve("rnn", "ptb-word").schedule == "halve"
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+
+    def broken(file):
+        file.write(b"partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, broken)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def _train(tmp_path, name, data_root, **overrides):
+    config = apply({**TINY, **overrides})
+    return trainer.train(config, tmp_path / name, data_dir=str(data_root), log=lambda _: None)
+
+
+def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root):
+    a = _train(tmp_path, "a", data_root)
+    b = _train(tmp_path, "b", data_root)
+    assert a["test_nll"] == b["test_nll"]
+    run = tmp_path / "a"
+    for name in (
+        "config.json",
+        "model.json",
+        "metrics.jsonl",
+        "results.json",
+        "train.log",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (run / name).exists(), name
+    assert list((run / "tb").iterdir())
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["update"] for x in lines] == [10, 20, 30, 40]
+    assert all(x["metric"] == "nll" for x in lines)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "schedule", "rng", "progress", "config", "version", "carry"} <= set(state)
+    evaluated = trainer.evaluate_run(run, "test", data_dir=str(data_root))
+    assert evaluated["value"] == pytest.approx(a["test_nll"], abs=1e-9)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(tmp_path, data_root, monkeypatch):
+    whole = _train(tmp_path, "whole", data_root)
+    original = trainer.Run.update
+    calls = {"n": 0}
+
+    def crashing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 27:  # between checkpoints (every 3 updates) and evaluations (every 10)
+            raise _Crash
+        return original(self, batch)
+
+    monkeypatch.setattr(trainer.Run, "update", crashing)
+    with pytest.raises(_Crash):
+        _train(tmp_path, "crashed", data_root)
+    monkeypatch.setattr(trainer.Run, "update", original)
+    resumed = trainer.train(
+        None, tmp_path / "crashed", data_dir=str(data_root), resume=True, log=lambda _: None
+    )
+    assert resumed["test_nll"] == pytest.approx(whole["test_nll"], abs=1e-6)
+    assert resumed["updates"] == whole["updates"]
+    lines = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
+
+
+def test_sigkill_and_resume(tmp_path, data_root):
+    """A real SIGKILL in the middle of training, then --resume: same test NLL as no kill."""
+    settings = {**TINY, "max_updates": 120, "eval_every": 40, "hidden_size": 24}
+    sets = [
+        arg
+        for k, v in settings.items()
+        if k not in ("model", "data")
+        for arg in ("--set", f"{k}={json.dumps(v) if isinstance(v, list) else v}")
+    ]
+    base = [
+        sys.executable,
+        "-m",
+        "deeprnn.cli",
+        "train",
+        "--model",
+        "dts-rnn",
+        "--data",
+        "jsb",
+        "--data-dir",
+        str(data_root),
+        *sets,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([*base, "--out", str(tmp_path / "whole")], check=True, capture_output=True, env=env)
+    proc = subprocess.Popen(
+        [*base, "--out", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not last.exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "results.json").exists(), "the run ended before the kill"
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deeprnn.cli",
+            "train",
+            "--resume",
+            str(tmp_path / "killed"),
+            "--data-dir",
+            str(data_root),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    a = json.loads((tmp_path / "whole" / "results.json").read_text())["test_nll"]
+    b = json.loads((tmp_path / "killed" / "results.json").read_text())["test_nll"]
+    assert b == pytest.approx(a, abs=1e-6), resumed.stdout
+
+
+def test_existing_run_is_not_overwritten(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    argv = ["train", "--model", "rnn", "--data", "jsb", "--out", str(run), "--data-dir", str(data_root)]
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (run / "precious.txt").read_text() == "keep me"
+
+
+def test_nonfinite_updates_are_skipped_then_the_good_state_restored(tmp_path, data_root, monkeypatch):
+    original = trainer.batch_nll
+    calls = {"n": 0}
+
+    def poisoned(model, batch, state):
+        nll, state = original(model, batch, state)
+        calls["n"] += model.training
+        if model.training and 12 <= calls["n"] < 16:  # four bad updates in a row
+            nll = nll * float("nan")
+        return nll, state
+
+    monkeypatch.setattr(trainer, "batch_nll", poisoned)
+    result = _train(tmp_path, "nan", data_root, max_updates=30, schedule="constant")
+    assert result["skipped_updates"] == 4
+    assert math.isfinite(result["test_nll"])
+    state = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["progress"]["restores"] == 1
+    assert state["schedule"]["factor"] == 0.5
+    for p in state["model"].values():
+        assert torch.isfinite(p).all()
