@@ -142,7 +142,7 @@ def _train(tmp_path, name, data_root, **overrides):
     return trainer.train(config, tmp_path / name, data_dir=str(data_root), log=lambda _: None)
 
 
-def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root):
+def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
     a = _train(tmp_path, "a", data_root)
     b = _train(tmp_path, "b", data_root)
     assert a["test_nll"] == b["test_nll"]
@@ -163,8 +163,12 @@ def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root):
     assert all(x["metric"] == "nll" for x in lines)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "schedule", "rng", "progress", "config", "version", "carry"} <= set(state)
-    evaluated = trainer.evaluate_run(run, "test", data_dir=str(data_root))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--split", "test", "--json", "--data-dir", str(data_root)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert (evaluated["split"], evaluated["metric"]) == ("test", "nll")
     assert evaluated["value"] == pytest.approx(a["test_nll"], abs=1e-9)
+    assert main(["eval", str(tmp_path / "nothing"), "--data-dir", str(data_root)]) == 2
 
 
 class _Crash(Exception):

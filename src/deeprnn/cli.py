@@ -143,7 +143,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from deeprnn.training.trainer import evaluate_run
 
-    result = evaluate_run(args.run, args.split, data_dir=args.data_dir, device=args.device)
+    result = evaluate_run(args.run_dir, args.split, data_dir=args.data_dir, device=args.device)
     if args.json:
         print(json.dumps(result))
     else:
@@ -151,6 +151,21 @@ def _eval(args: argparse.Namespace) -> int:
             f"{args.run}: {result['split']} {result['metric']} {result['value']:.4f} "
             f"({result['count']:,} targets, parameters of update {result['update']})"
         )
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from deeprnn.presets import canonical_model
+    from deeprnn.reproduce import TABLES, reproduce
+
+    tables = list(TABLES) if args.table == "all" else [args.table]
+    models = [canonical_model(m) for m in args.models] if args.models else None
+    for table in tables:
+        datas = [d for d in args.data if d in TABLES[table]] if args.data else None
+        if args.data and not datas:
+            continue
+        result = reproduce(table, args.out, models=models, datas=datas, data_dir=args.data_dir, sets=args.set)
+        print(f"{args.out}/{table}.json: {len(result['rows'])} rows")
     return 0
 
 
@@ -221,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("eval", help="score a run's best parameters")
-    evaluate.add_argument("run", help="the run folder")
+    evaluate.add_argument("run_dir", metavar="RUN", help="the run folder")
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument(
@@ -229,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=_eval)
+
+    repro = commands.add_parser("reproduce", help="run the paper's experiments and write its tables")
+    repro.add_argument("table", choices=["music", "ptb-char", "ptb-word", "all"])
+    repro.add_argument("--models", nargs="+", help="only these models (default: the table's)")
+    repro.add_argument("--data", nargs="+", help="only these data sets (default: the table's)")
+    repro.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every run")
+    repro.add_argument("--out", required=True, help="where the runs, tables and plots go")
+    repro.add_argument(
+        "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
+    )
+    repro.set_defaults(run=_reproduce)
     return parser
 
 

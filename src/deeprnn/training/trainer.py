@@ -153,6 +153,7 @@ class Progress:
     restores: int = 0  # times the last good state was restored after repeated non-finite updates
     train_seconds: float = 0.0
     done: bool = False
+    stop_reason: str = ""  # early stopping, time budget, max updates, epochs
 
 
 class Run:
@@ -343,9 +344,15 @@ class Run:
                 if end_of_epoch or p.updates % eval_every == 0 or out_of_time or out_of_updates:
                     mean = sum(losses) / len(losses) if losses else math.nan
                     losses = []
-                    stop = self.evaluate_valid(mean)
-                    stop = stop or out_of_time or out_of_updates or p.epoch >= config.epochs
+                    reasons = {
+                        "early stopping": self.evaluate_valid(mean),
+                        "time budget": out_of_time,
+                        "max updates": out_of_updates,
+                        "epochs": p.epoch >= config.epochs,
+                    }
+                    stop = any(reasons.values())
                     p.done = stop
+                    p.stop_reason = next((r for r, hit in reasons.items() if hit), "")
                     self.save_last()
                     self.write_metrics()
                     if stop or end_of_epoch:

@@ -1,0 +1,176 @@
+"""``deeprnn reproduce``: run the paper's experiments from the committed configs and write its
+tables beside ours (JSON, Markdown) with learning curves (PNG).
+
+Runs live in ``OUT/runs/<data>/<model>``: a finished run (``results.json``) is skipped, an
+interrupted one resumed, so the command can be stopped and started again at will. Layer-wise
+pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the DT(S)-RNN run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from deeprnn.io import write_atomic, write_json, write_text
+from deeprnn.training.config import resolve
+
+TABLES = {
+    "music": ("nottingham", "jsb", "musedata", "piano-midi"),
+    "ptb-char": ("ptb-char",),
+    "ptb-word": ("ptb-word",),
+}
+MODELS = {
+    "music": ("rnn", "dts-rnn", "dots-rnn", "srnn", "dots-rnn*"),
+    "ptb-char": ("rnn", "dts-rnn", "dots-rnn", "srnn"),
+    "ptb-word": ("rnn", "dts-rnn", "dots-rnn", "srnn"),
+}
+# PAPER.md §3, test set; None where the paper has no number.
+PAPER = {
+    "nottingham": {"rnn": 3.225, "dts-rnn": 3.206, "dots-rnn": 3.215, "srnn": 3.258, "dots-rnn*": 2.95},
+    "jsb": {"rnn": 8.338, "dts-rnn": 8.278, "dots-rnn": 8.437, "srnn": 8.367, "dots-rnn*": 7.92},
+    "musedata": {"rnn": 6.990, "dts-rnn": 6.988, "dots-rnn": 6.973, "srnn": 6.954, "dots-rnn*": 6.59},
+    "ptb-char": {"rnn": 1.414, "dts-rnn": 1.409, "dots-rnn": 1.386, "srnn": 1.412},
+    "ptb-word": {"rnn": 117.7, "dts-rnn": 112.0, "dots-rnn": 107.5, "srnn": 110.0},
+}
+PRETRAINED_FROM = {"srnn": "rnn", "dots-rnn": "dts-rnn"}
+METRIC = {"music": "nll", "ptb-char": "bpc", "ptb-word": "ppl"}
+
+
+def run_dir(out: Path, data: str, model: str) -> Path:
+    return out / "runs" / data / model.replace("*", "-star")
+
+
+def cells(table: str, models: list[str] | None, datas: list[str] | None) -> list[tuple[str, str]]:
+    """(data, model) pairs in training order: pretraining runs before the runs that use them."""
+    wanted = models or list(MODELS[table])
+    order = sorted(
+        wanted, key=lambda m: (m in PRETRAINED_FROM, MODELS[table].index(m) if m in MODELS[table] else 99)
+    )
+    return [(d, m) for d in (datas or TABLES[table]) for m in order]
+
+
+def run_cell(out: Path, data: str, model: str, data_dir: str | None, sets: list[str], log) -> dict:
+    from deeprnn.training.trainer import train
+
+    folder = run_dir(out, data, model)
+    if (folder / "results.json").exists():
+        log(f"{data}/{model}: done, skipped")
+        return json.loads((folder / "results.json").read_text())
+    if (folder / "checkpoints" / "last.pt").exists():
+        log(f"{data}/{model}: resuming")
+        return train(None, folder, data_dir=data_dir, resume=True, log=log)
+    extra = list(sets)
+    source = PRETRAINED_FROM.get(model)
+    if source and (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
+        extra.append(f"init_from={run_dir(out, data, source)}")
+    config = resolve(model, data, sets=extra)
+    log(f"{data}/{model}: training")
+    return train(config, folder, data_dir=data_dir, force=True, log=log)
+
+
+def reproduce(
+    table: str,
+    out: str | Path,
+    *,
+    models: list[str] | None = None,
+    datas: list[str] | None = None,
+    data_dir: str | None = None,
+    sets: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or resume, or skip) every cell of ``table``; write OUT/<table>.json, .md and plots."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}, all")
+    out = Path(out)
+    for data, model in cells(table, models, datas):
+        run_cell(out, data, model, data_dir, sets or [], log)
+    return write_table(table, out)
+
+
+def write_table(table: str, out: Path) -> dict:
+    """Collect every finished run of ``table`` under ``out`` into JSON, Markdown and plots."""
+    metric = METRIC[table]
+    rows = []
+    for data in TABLES[table]:
+        for model in MODELS[table]:
+            folder = run_dir(out, data, model)
+            if not (folder / "results.json").exists():
+                continue
+            r = json.loads((folder / "results.json").read_text())
+            config = json.loads((folder / "config.json").read_text())
+            rows.append(
+                {
+                    "model": model,
+                    "data": data,
+                    f"test_{metric}": r[f"test_{metric}"],
+                    f"valid_{metric}": r[f"valid_{metric}"],
+                    "params": r["params"],
+                    "weights": r["weights"],
+                    "wall_seconds": r["train_seconds"],
+                    "device": r["device"],
+                    "epochs": r["epochs"],
+                    "updates": r["updates"],
+                    "paper": PAPER.get(data, {}).get(model),
+                    "scale": scale(r.get("stop_reason", "")),
+                    "init_from": config.get("init_from"),
+                    "run": str(folder),
+                }
+            )
+    result = {"table": table, "metric": metric, "rows": rows}
+    write_json(out / f"{table}.json", result)
+    write_text(out / f"{table}.md", markdown(result))
+    plot_curves(table, out)
+    return result
+
+
+def scale(stop_reason: str) -> str:
+    """'full' for a run that ran until early stopping or its epochs, else what cut it short."""
+    return "full" if stop_reason in ("early stopping", "epochs") else f"limited ({stop_reason or 'unknown'})"
+
+
+def markdown(result: dict) -> str:
+    metric = result["metric"]
+    lines = [
+        f"| data | model | test {metric} | paper | valid {metric} | weights | epochs | seconds | scale |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        paper = "–" if r["paper"] is None else f"{r['paper']:g}"
+        test, valid = r[f"test_{metric}"], r[f"valid_{metric}"]
+        lines.append(
+            f"| {r['data']} | {r['model']} | {test:.3f} | {paper} | {valid:.3f} | "
+            f"{r['weights']:,} | {r['epochs']} | {r['wall_seconds']:.0f} | {r['scale']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(table: str, out: Path) -> list[Path]:
+    """One PNG per data set: the validation metric against updates, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for data in TABLES[table]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        drawn = False
+        for model in MODELS[table]:
+            path = run_dir(out, data, model) / "metrics.jsonl"
+            if not path.exists():
+                continue
+            history = [json.loads(line) for line in path.read_text().splitlines()]
+            if history:
+                ax.plot([h["update"] for h in history], [h["value"] for h in history], label=model)
+                drawn = True
+        if drawn:
+            ax.set(xlabel="updates", ylabel=f"valid {METRIC[table]}", title=data)
+            ax.legend()
+            fig.tight_layout()
+            target = out / f"{table}-{data}.png"
+            written.append(
+                write_atomic(target, lambda file, fig=fig: fig.savefig(file, format="png", dpi=100))
+            )
+        plt.close(fig)
+    return written
