@@ -169,6 +169,42 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from deeprnn.data.music import roll_to_midi
+    from deeprnn.io import write_text
+    from deeprnn.sampling import sample, save_piano_roll
+    from deeprnn.training.trainer import load_best
+
+    model, config, _ = load_best(args.run_dir, args.device)
+    out = Path(args.out)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
+    vocab_file = Path(args.run_dir) / "vocab.json"
+    for k in range(args.count):
+        if model.config.tokens:
+            vocab = json.loads(vocab_file.read_text())
+            start = torch.tensor([vocab["boundary"]])
+            ids = sample(model, args.steps, start=start, temperature=args.temperature, generator=generator)
+            symbols = [vocab["vocab"][i] for i in ids.tolist()]
+            joiner = "" if vocab["level"] == "char" else " "
+            text = joiner.join("\n" if s in ("<eos>", "\n") else s for s in symbols)
+            write_text(out / f"sample-{k}.txt", text)
+            print(text)
+        else:
+            roll = sample(model, args.steps, temperature=args.temperature, generator=generator).numpy()
+            roll = roll.astype("uint8")
+            roll_to_midi(roll, out / f"sample-{k}.mid", frames_per_beat=config.frames_per_beat)
+            save_piano_roll(
+                roll, out / f"sample-{k}.png", title=f"{config.model} on {config.data}, sample {k}"
+            )
+            notes = int(roll.sum())
+            print(f"{out}/sample-{k}.mid and .png: {roll.shape[0]} frames, {notes} notes")
+    return 0
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
@@ -244,6 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=_eval)
+
+    sampler = commands.add_parser("sample", help="sample music (MIDI, piano roll) or text from a run")
+    sampler.add_argument("run_dir", metavar="RUN", help="the run folder")
+    sampler.add_argument("--steps", type=int, default=200, help="frames or tokens per sample")
+    sampler.add_argument("--count", type=int, default=1, help="number of samples")
+    sampler.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="the logits are divided by it (lower: more conservative)",
+    )
+    sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    sampler.add_argument("--out", required=True, help="folder for the samples")
+    sampler.set_defaults(run=_sample)
 
     repro = commands.add_parser("reproduce", help="run the paper's experiments and write its tables")
     repro.add_argument("table", choices=["music", "ptb-char", "ptb-word", "all"])

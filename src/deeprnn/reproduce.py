@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deeprnn.io import write_atomic, write_json, write_text
+from deeprnn.presets import preset
 from deeprnn.training.config import resolve
 
 TABLES = {
@@ -63,7 +64,10 @@ def run_cell(out: Path, data: str, model: str, data_dir: str | None, sets: list[
     extra = list(sets)
     source = PRETRAINED_FROM.get(model)
     if source and (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
-        extra.append(f"init_from={run_dir(out, data, source)}")
+        if preset(source, data).hidden_size == preset(model, data).hidden_size:
+            extra.append(f"init_from={run_dir(out, data, source)}")
+        else:
+            log(f"{data}/{model}: no pretraining, {source} has another hidden size in the paper's table")
     config = resolve(model, data, sets=extra)
     log(f"{data}/{model}: training")
     return train(config, folder, data_dir=data_dir, force=True, log=log)

@@ -333,7 +333,7 @@ class Run:
                 if loss is not None:
                     losses.append(loss)
                     self.writer.add_scalar("train/loss", loss, p.updates)
-                bar.update(batch)
+                bar.update(batch, loss)
                 p.train_seconds += time.perf_counter() - started
                 end_of_epoch = p.batch >= per_epoch
                 if end_of_epoch:
@@ -426,10 +426,15 @@ def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) 
 
 
 def load_pretrained(model: DeepRNN, run: Path) -> set[str]:
-    """Copy the parameters of a finished run whose names and shapes match; return their names."""
+    """Layer-wise pretraining: copy the recurrence parameters (input map and ⊕ levels) of a
+    finished run whose names and shapes match; return their names. ▷ always starts afresh."""
     best = checkpoint.load(run / "checkpoints" / "best.pt")
     own = model.state_dict()
-    matched = {n for n, t in best["model"].items() if n in own and own[n].shape == t.shape}
+    matched = {
+        n
+        for n, t in best["model"].items()
+        if n.startswith("recurrence.") and n in own and own[n].shape == t.shape
+    }
     if not matched:
         raise ValueError(f"init_from {run}: no parameter of that run matches this model by name and shape")
     with torch.no_grad():
@@ -442,8 +447,8 @@ class _progress_bar:
     """tqdm on a terminal; otherwise a plain line every 10 % of the epoch."""
 
     def __init__(self, total: int, done: int, label: str) -> None:
-        self.total, self.done, self.label = total, done, label
-        self.started, self.targets = time.perf_counter(), 0
+        self.total, self.done, self.first, self.label = total, done, done, label
+        self.started, self.targets, self.loss = time.perf_counter(), 0, None
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
@@ -451,17 +456,22 @@ class _progress_bar:
             self.bar = tqdm(total=total, initial=done, desc=label, unit="batch", leave=False)
         self.every = max(1, total // 10)
 
-    def update(self, batch: Batch) -> None:
+    def update(self, batch: Batch, loss: float | None) -> None:
         self.done += 1
         self.targets += batch.count
-        rate = self.targets / max(time.perf_counter() - self.started, 1e-9)
-        left = (self.total - self.done) * (time.perf_counter() - self.started) / max(self.done, 1)
+        if loss is not None:  # a running mean, for display
+            self.loss = loss if self.loss is None else 0.95 * self.loss + 0.05 * loss
+        elapsed = time.perf_counter() - self.started
+        rate = self.targets / max(elapsed, 1e-9)
+        left = (self.total - self.done) * elapsed / max(self.done - self.first, 1)
+        shown = "nan" if self.loss is None else f"{self.loss:.4f}"
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{rate:,.0f} targets/s")
+            self.bar.set_postfix_str(f"loss {shown}, {rate:,.0f} targets/s")
             self.bar.update(1)
         elif self.done % self.every == 0:
             print(
-                f"{self.label}: {self.done}/{self.total} batches, {rate:,.0f} targets/s, ~{left:.0f} s left",
+                f"{self.label}: {self.done}/{self.total} batches, loss {shown}, {rate:,.0f} targets/s, "
+                f"~{left:.0f} s left in the epoch",
                 flush=True,
             )
 
@@ -505,6 +515,12 @@ def train(
     else:
         write_json(out / "config.json", config.to_dict())
         write_json(out / "model.json", run.model_config.to_dict())
+        if isinstance(run.corpus, TextCorpus):  # what sampling needs to write text
+            c = run.corpus
+            write_json(
+                out / "vocab.json",
+                {"name": c.name, "level": c.level, "boundary": c.boundary, "vocab": c.vocab},
+            )
         counts = count_parameters(run.model)
         logger(
             f"{config.model} on {run.corpus.name}: {counts['weights']:,} weights, {counts['params']:,} "
@@ -529,20 +545,11 @@ def evaluate_run(
     out: str | Path, split: str = "test", *, data_dir: str | None = None, device: str | None = None
 ) -> dict:
     """Score a run's best parameters on a split, as its final results are scored."""
-    out = Path(out)
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be train, valid or test; got {split!r}")
-    if not (out / "config.json").exists():
-        raise FileNotFoundError(f"{out} is not a run folder (no config.json)")
-    config = TrainConfig(**json.loads((out / "config.json").read_text()))
-    if device:
-        config = replace(config, device=device)
-    best = checkpoint.load(out / "checkpoints" / "best.pt")
+    model, config, update = load_best(out, device)
+    dev = next(model.parameters()).device
     corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
-    model = DeepRNN(ModelConfig(**best["model_config"]))
-    model.load_state_dict(best["model"])
-    dev = pick_device(config.device)
-    model.to(dev)
     metric = metric_name(
         "music" if isinstance(corpus, MusicCorpus) else "text", getattr(corpus, "level", "frame")
     )
@@ -555,6 +562,19 @@ def evaluate_run(
         "value": from_nll(metric, total, count),
         "nll": total,
         "count": count,
-        "update": best["update"],
+        "update": update,
         "run": str(out),
     }
+
+
+def load_best(out: str | Path, device: str | None = None) -> tuple[DeepRNN, TrainConfig, int]:
+    """A run's best parameters in a model (on ``device``, default the run's), its config, and
+    the update at which they were best."""
+    out = Path(out)
+    if not (out / "config.json").exists():
+        raise FileNotFoundError(f"{out} is not a run folder (no config.json)")
+    config = TrainConfig(**json.loads((out / "config.json").read_text()))
+    best = checkpoint.load(out / "checkpoints" / "best.pt")
+    model = DeepRNN(ModelConfig(**best["model_config"]))
+    model.load_state_dict(best["model"])
+    return model.to(pick_device(device or config.device)), config, best["update"]

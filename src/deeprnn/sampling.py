@@ -1,0 +1,73 @@
+"""Sampling from a trained model: music as MIDI and piano-roll pictures, text as text.
+
+``deeprnn sample RUN`` writes them from a run's best parameters. Generation is ancestral:
+start from the boundary input (a silent frame, or the line-end token), draw y_t from the
+head's distribution, feed it back as x_{t+1}, carry the state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deeprnn.io import write_atomic
+from deeprnn.models import DeepRNN
+
+
+@torch.no_grad()
+def sample(
+    model: DeepRNN,
+    steps: int,
+    *,
+    start: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``steps`` draws: (steps, 88) 0/1 frames, or (steps,) token ids.
+
+    ``start`` primes the state: (T, 88) frames or (T,) ids, the first being the context of the
+    second (by default one silent frame, or token 0 — pass the line-end token for text)."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = model.config.tokens
+    if start is None:
+        start = torch.zeros(1, dtype=torch.int64) if tokens else torch.zeros(1, model.config.input_size)
+    x, state, out = start.to(device).unsqueeze(1), None, []
+    for _ in range(steps):
+        logits, state = model(x, state)
+        last = logits[-1:] / temperature
+        draw = model.head.sample(last, generator=generator)
+        out.append(draw[0, 0])
+        x = draw.to(torch.int64) if tokens else draw
+    model.train(was_training)
+    return torch.stack(out).cpu()
+
+
+def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """A picture of a (T, 88) roll: time to the right, pitch upwards."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, roll.shape[0] / 25), 4))
+    ax.imshow(
+        np.asarray(roll).T,
+        origin="lower",
+        aspect="auto",
+        cmap="Greys",
+        interpolation="nearest",
+        extent=(0, roll.shape[0], 21 - 0.5, 108 + 0.5),
+    )
+    ax.set(xlabel="frame", ylabel="MIDI pitch", title=title)
+    fig.tight_layout()
+    path = write_atomic(path, lambda file: fig.savefig(file, format="png", dpi=100))
+    plt.close(fig)
+    return path
