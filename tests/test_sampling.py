@@ -26,7 +26,7 @@ def test_text_samples_are_ids_and_a_cold_temperature_is_greedy():
     torch.manual_seed(0)
     model = DeepRNN(ModelConfig(input_size=6, output_size=6, hidden_size=8, head="categorical"))
     ids = sample(model, 25, start=torch.tensor([5]), generator=torch.Generator().manual_seed(0))
-    assert ids.shape == (25,) and ids.dtype == torch.int64 and 0 <= int(ids.min()) and int(ids.max()) < 6
+    assert ids.shape == (25,) and ids.dtype == torch.int64 and int(ids.min()) >= 0 and int(ids.max()) < 6
     cold = sample(model, 10, start=torch.tensor([5]), temperature=1e-4)
     # Greedy decoding by hand: the argmax fed back step by step.
     x, h, greedy = torch.tensor([[5]]), None, []
