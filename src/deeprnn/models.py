@@ -135,11 +135,6 @@ class DeepRNN(nn.Module):
         logits = self.output(states)
         return self.recurrence.restore_layout(logits, unbatched), (h_n.squeeze(1) if unbatched else h_n)
 
-    def init_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Zeros of shape (levels, batch, hidden_size), the state at the start of a sequence."""
-        weight = self.recurrence.levels[0].recurrent_weight
-        return weight.new_zeros(self.config.levels, batch, self.config.hidden_size, device=device)
-
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """``weights``: the matrices (the paper's counts, biases excluded); ``params``: everything."""
