@@ -7,7 +7,7 @@ import torch
 from reference import reference_forward
 
 from deeprnn import DeepRNN, ModelConfig, count_parameters
-from deeprnn.recurrence import _FusedUnroll, _Plan
+from deeprnn.recurrence import _FusedUnroll, plan_of
 
 # Small configurations covering every kind of part: (name, config keywords).
 SMALL = {
@@ -24,6 +24,10 @@ SMALL = {
     "srnn-dts": dict(hidden_size=5, levels=2, transition_sizes=(4,), shortcut=True),
     "deep-input": dict(hidden_size=6, input_sizes=(5, 4), input_units=("tanh", "relu")),
     "linear-nobias": dict(hidden_size=5, transition_sizes=(4,), transition_units="linear", bias=False),
+    "lp-mixed": dict(hidden_size=5, transition_sizes=(4,), transition_units=("lp:3", "tanh")),
+    "maxout-transition": dict(
+        hidden_size=5, transition_sizes=(4,), shortcut=True, transition_units="maxout:2"
+    ),
     "dots-star": dict(
         hidden_size=6,
         transition_sizes=(5,),
@@ -121,20 +125,21 @@ def test_longer_sequences_match_reference(name):
     compare(name, steps=40, batch=3, lengths=[40, 17, 33])
 
 
-@pytest.mark.parametrize("name", ["rnn", "dts", "dts-3-mixed", "linear-nobias"])
+@pytest.mark.parametrize("name", ["rnn", "dts", "dts-3-mixed", "linear-nobias", "dots-star", "lp-mixed"])
 @pytest.mark.parametrize("dropout", [False, True])
 def test_hand_written_bptt_passes_gradcheck(name, dropout):
     model = make(name, dtype=torch.float64)
     cell = model.recurrence.levels[0]
-    plan = _Plan(
-        tuple(u.kind for u in cell.units), tuple(cell.pre_sizes), sum(cell.recurrent_sizes), cell.shortcut
-    )
+    plan = plan_of(cell)
     u = torch.randn(4, 2, sum(cell.pre_sizes), dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, cell.hidden_size, dtype=torch.float64, requires_grad=True)
     mask = None
     if dropout:
         mask = (torch.rand(2, cell.hidden_size, dtype=torch.float64) > 0.3).double() * 1.5
-    weights = [w.detach().clone().requires_grad_() for w in (cell.recurrent_weight, *cell.layer_weights)]
+    rhos = [unit.rho for unit in cell.units if unit.kind == "lp"]
+    weights = [
+        w.detach().clone().requires_grad_() for w in (cell.recurrent_weight, *cell.layer_weights, *rhos)
+    ]
 
     def fused(u, h0, *ws):
         return _FusedUnroll.apply(plan, u, h0, mask, *ws)
@@ -209,8 +214,10 @@ def test_batch_first_and_unbatched_follow_nn_rnn():
     assert h1.shape == (2, model.config.hidden_size)
 
 
-def test_fused_and_loop_agree_under_recurrent_dropout():
-    model = make("dts", recurrent_dropout=0.4, state_dropout=0.2, input_dropout=0.1)
+@pytest.mark.parametrize("name", ["dts", "dots-star"])
+def test_fused_and_loop_agree_under_recurrent_dropout(name):
+    model = make(name, recurrent_dropout=0.4, state_dropout=0.2, input_dropout=0.1)
+    assert model.recurrence.levels[0].fusable
     model.train()
     x = torch.randn(6, 3, 9)
     results = []
@@ -221,8 +228,8 @@ def test_fused_and_loop_agree_under_recurrent_dropout():
         y, h = model(x)
         (y.sum() + h.sum()).backward()
         results.append([y, h] + [p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(*results, strict=True):  # float32 sums of ~100 terms in another order
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5)
     model.eval()
     torch.testing.assert_close(model(x)[0], model(x)[0])  # no dropout in evaluation
 

@@ -146,6 +146,7 @@ def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
     a = _train(tmp_path, "a", data_root)
     b = _train(tmp_path, "b", data_root)
     assert a["test_nll"] == b["test_nll"]
+    assert a["stop_reason"] == "max updates" and a["updates"] == 40
     run = tmp_path / "a"
     for name in (
         "config.json",

@@ -71,8 +71,8 @@ class DeepTransition(nn.Module):
 
     @property
     def fusable(self) -> bool:
-        """Whether the hand-written BPTT applies (every unit element-wise)."""
-        return all(u.elementwise for u in self.units)
+        """Whether the hand-written BPTT applies (every unit element-wise or L_p)."""
+        return all(u.elementwise or u.kind == "lp" for u in self.units)
 
     def reset_recurrent_parameters(self, nonzeros: int = 20, scale: float = 1.0) -> None:
         """The paper's initialisation of the matrices inside the step: sparse, ``nonzeros``

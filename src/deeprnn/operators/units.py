@@ -73,10 +73,7 @@ class Unit(nn.Module):
         groups = a.unflatten(-1, (self.width, self.pieces))
         if self.kind == "maxout":
             return groups.amax(-1)
-        p = 1.0 + F.softplus(self.rho)
-        # The small floor keeps the gradient of x^(1/p) finite where every piece is 0.
-        pooled = groups.abs().clamp_min(1e-6).pow(p.unsqueeze(-1)).mean(-1)
-        return pooled.pow(1.0 / p)
+        return lp_pool(groups, lp_order(self.rho))
 
     def extra_repr(self) -> str:
         return f"{self.spec}, width={self.width}"
@@ -93,3 +90,33 @@ def derivative_from_output(kind: str, y: torch.Tensor) -> torch.Tensor | None:
     if kind == "linear":
         return None
     raise ValueError(f"{kind!r} is not an element-wise unit")
+
+
+LP_FLOOR = 1e-6  # |a| is floored here: keeps the gradient of x^(1/p) finite where all pieces are 0
+
+
+def lp_order(rho: torch.Tensor) -> torch.Tensor:
+    """The order p = 1 + softplus(ρ) > 1 of each L_p unit."""
+    return 1.0 + F.softplus(rho)
+
+
+def lp_pool(groups: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """h = (mean_i |a_i|^p)^(1/p) over the last dimension of ``groups`` (…, width, pieces)."""
+    pooled = groups.abs().clamp_min(LP_FLOOR).pow(p.unsqueeze(-1)).mean(-1)
+    return torch.pow(pooled, 1.0 / p, out=out) if out is not None else pooled.pow(1.0 / p)
+
+
+def lp_derivatives(
+    groups: torch.Tensor, h: torch.Tensor, p: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """∂h/∂a (…, width, pieces) and ∂h/∂p (…, width) of :func:`lp_pool`, from a and h.
+
+    With x = max(|a|, floor) and m = mean x^p = h^p:  ∂h/∂a_i = sign(a_i) x_i^(p-1) h / (k m)
+    (0 where |a_i| is below the floor), ∂h/∂p = h (-ln m / p² + mean(x^p ln x) / (m p))."""
+    pieces = groups.shape[-1]
+    x = groups.abs().clamp_min(LP_FLOOR)
+    xp = x.pow(p.unsqueeze(-1))
+    m = xp.mean(-1)
+    d_a = torch.sign(groups) * (groups.abs() > LP_FLOOR) * (xp / x) * (h / (pieces * m)).unsqueeze(-1)
+    d_p = h * (-torch.log(m) / p**2 + (xp * torch.log(x)).mean(-1) / (m * p))
+    return d_a, d_p

@@ -395,6 +395,7 @@ class Run:
             "epochs": self.progress.epoch,
             "train_seconds": round(self.progress.train_seconds, 1),
             "skipped_updates": self.progress.skipped,
+            "stop_reason": self.progress.stop_reason,
             "device": str(self.device),
             "version": __version__,
             **counts,
