@@ -159,17 +159,19 @@ def plot_curves(table: str, out: Path) -> list[Path]:
     written = []
     for data in TABLES[table]:
         fig, ax = plt.subplots(figsize=(6, 4))
-        drawn = False
+        drawn, lowest = False, float("inf")
         for model in MODELS[table]:
             path = run_dir(out, data, model) / "metrics.jsonl"
             if not path.exists():
                 continue
             history = [json.loads(line) for line in path.read_text().splitlines()]
             if history:
-                ax.plot([h["update"] for h in history], [h["value"] for h in history], label=model)
-                drawn = True
+                values = [h["value"] for h in history]
+                ax.plot([h["update"] for h in history], values, label=model)
+                drawn, lowest = True, min(lowest, *values)
         if drawn:
             ax.set(xlabel="updates", ylabel=f"valid {METRIC[table]}", title=data)
+            ax.set_ylim(top=lowest + 0.25 * abs(lowest) + 0.1)  # the early epochs would hide the rest
             ax.legend()
             fig.tight_layout()
             target = out / f"{table}-{data}.png"
