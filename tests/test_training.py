@@ -169,6 +169,8 @@ def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert (evaluated["split"], evaluated["metric"]) == ("test", "nll")
     assert evaluated["value"] == pytest.approx(a["test_nll"], abs=1e-9)
+    assert main(["eval", str(run), "--split", "valid", "--data-dir", str(data_root)]) == 0
+    assert capsys.readouterr().out.startswith(f"{run}: valid nll ")
     assert main(["eval", str(tmp_path / "nothing"), "--data-dir", str(data_root)]) == 2
 
 

@@ -148,7 +148,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(
-            f"{args.run}: {result['split']} {result['metric']} {result['value']:.4f} "
+            f"{args.run_dir}: {result['split']} {result['metric']} {result['value']:.4f} "
             f"({result['count']:,} targets, parameters of update {result['update']})"
         )
     return 0
