@@ -117,9 +117,10 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
         "dts-rnn", "jsb", sets=["seed=7", "epochs=6", "transition_sizes=[30, 20]", "init_from=none"]
     )
     assert (config.seed, config.epochs, config.transition_sizes, config.init_from) == (7, 6, [30, 20], None)
-    paper = resolve("dts-rnn", "jsb")
-    assert paper.bptt_steps == 50 and paper.weight_noise == pytest.approx(0.075)
-    assert resolve("dts-rnn", "nottingham").bptt_steps == 200
+    jsb = resolve("dts-rnn", "jsb")
+    assert (jsb.bptt_steps, jsb.lr_decay_beta, jsb.patience) == (50, 1000, 10)
+    nottingham = resolve("dts-rnn", "nottingham")
+    assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
     assert resolve("rnn", "ptb-word").schedule == "halve"
 
 

@@ -179,7 +179,8 @@ class Run:
         self.progress = Progress()
         self.history: list[dict] = []
         self.state: torch.Tensor | None = None  # carried between segments
-        self.good_state: dict | None = None
+        self.good_state: dict | None = None  # model and optimiser at the last checkpoint
+        self._nonfinite = 0  # non-finite updates in a row
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -317,7 +318,6 @@ class Run:
 
         config, p = self.config, self.progress
         self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
-        self._nonfinite = 0
         self.model.train()
         per_epoch = len(self.train_data)
         eval_every = config.eval_every or per_epoch
@@ -325,7 +325,7 @@ class Run:
         stop = p.done
         while not stop:
             started = time.perf_counter()
-            bar = _progress_bar(per_epoch, p.batch, f"epoch {p.epoch}")
+            bar = _ProgressBar(per_epoch, p.batch, f"epoch {p.epoch}")
             for batch in self.train_data.batches(p.epoch, p.batch):
                 loss = self.update(batch.to(self.device))
                 p.batch += 1
@@ -444,7 +444,7 @@ def load_pretrained(model: DeepRNN, run: Path) -> set[str]:
     return matched
 
 
-class _progress_bar:
+class _ProgressBar:
     """tqdm on a terminal; otherwise a plain line every 10 % of the epoch."""
 
     def __init__(self, total: int, done: int, label: str) -> None:
