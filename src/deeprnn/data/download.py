@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from deeprnn.data.registry import DATASETS, FILES, DataError, DataFile, dataset, sha256
+from deeprnn.data.registry import FILES, DataError, DataFile, dataset, sha256
 from deeprnn.data.text import pennchar_from_words, read_text
 from deeprnn.io import write_bytes
 
@@ -69,6 +69,3 @@ def _fetch(known: DataFile, target: Path) -> bytes:
 def _build(root: Path, known: DataFile) -> bytes:
     (source,) = known.derived_from
     return pennchar_from_words(read_text(root / source)).encode("utf-8")
-
-
-__all__ = ["DATASETS", "download", "files_of"]
