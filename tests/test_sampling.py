@@ -58,3 +58,32 @@ def test_sample_command_writes_midi_and_picture(tmp_path, data_root):
     assert roll.shape[1] == 88 and roll.shape[0] <= 40
     assert (tmp_path / "s" / "sample-0.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isin(roll, (0, 1)).all()
+
+
+def test_sample_command_writes_text(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split, text in (
+        ("train", "the cat sat on the mat\nthe dog sat\n" * 20),
+        ("valid", "the cat\n"),
+        ("test", "a dog sat\n"),
+    ):
+        (corpus / f"{split}.txt").write_text(text)
+    config = apply(
+        {
+            "model": "rnn",
+            "data": str(corpus),
+            "hidden_size": 8,
+            "max_updates": 2,
+            "batch_size": 2,
+            "bptt_steps": 5,
+            "device": "cpu",
+        }
+    )
+    trainer.train(config, tmp_path / "run", log=lambda _: None)
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "run"), "--steps", "12", "--out", str(tmp_path / "s")]) == 0
+    text = (tmp_path / "s" / "sample-0.txt").read_text()
+    words = text.split()
+    assert 0 < len(words) <= 12
+    assert set(words) <= {"the", "cat", "sat", "on", "mat", "dog", "<unk>"}

@@ -292,3 +292,42 @@ def test_nonfinite_updates_are_skipped_then_the_good_state_restored(tmp_path, da
     assert state["schedule"]["factor"] == 0.5
     for p in state["model"].values():
         assert torch.isfinite(p).all()
+
+
+def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = "the cat sat on the mat and the dog sat on the log\n"
+    for split, text in (("train", words * 30), ("valid", words * 3), ("test", words * 2)):
+        (corpus / f"{split}.txt").write_text(text)
+    settings = {
+        "model": "dts-rnn",
+        "data": str(corpus),
+        "hidden_size": 10,
+        "transition_sizes": [8],
+        "batch_size": 3,
+        "bptt_steps": 7,
+        "max_updates": 40,
+        "eval_every": 15,
+        "checkpoint_every": 4,
+        "weight_noise": 0.05,
+        "schedule": "halve",
+        "device": "cpu",
+    }
+    whole = trainer.train(apply(settings), tmp_path / "whole", log=lambda _: None)
+    assert whole["metric"] == "ppl" and whole["scores"]["test"]["count"] == 2 * 14
+    original = trainer.Run.update
+    calls = {"n": 0}
+
+    def crashing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 22:
+            raise _Crash
+        return original(self, batch)
+
+    monkeypatch.setattr(trainer.Run, "update", crashing)
+    with pytest.raises(_Crash):
+        trainer.train(apply(settings), tmp_path / "crashed", log=lambda _: None)
+    monkeypatch.setattr(trainer.Run, "update", original)
+    resumed = trainer.train(None, tmp_path / "crashed", resume=True, log=lambda _: None)
+    assert resumed["test_ppl"] == pytest.approx(whole["test_ppl"], rel=1e-6)

@@ -59,8 +59,9 @@ class TextBatches:
     def __len__(self) -> int:
         return -(-self.inputs.shape[0] // self.steps)
 
-    def batches(self, start: int = 0) -> Iterator[Batch]:
-        """Segments ``start``, ``start + 1``, …: resuming at a segment carries on exactly."""
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Segments ``start``, ``start + 1``, …: resuming at a segment carries on exactly. Every
+        epoch reads the same stream (``epoch`` is accepted for the music batches' signature)."""
         for k in range(start, len(self)):
             lo = k * self.steps
             hi = min(lo + self.steps, self.inputs.shape[0])

@@ -88,6 +88,7 @@ def batches(config: TrainConfig, corpus: Corpus, split: str, training: bool) -> 
             return MusicBatches(corpus.splits[split], config.batch_size, config.bptt_steps, True, config.seed)
         return MusicBatches(corpus.splits[split], config.eval_batch_size)
     columns = config.batch_size if training else config.eval_batch_size
+    columns = min(columns, len(corpus.splits[split]))  # a tiny split cannot fill more columns
     return TextBatches(
         corpus.splits[split], columns, config.bptt_steps if training else 1000, corpus.boundary
     )
