@@ -259,6 +259,17 @@ def test_music_shuffle_is_seeded_and_resumable():
         assert torch.equal(x.inputs, y.inputs) and x.reset == y.reset
 
 
+def test_music_batch_count_follows_each_epochs_grouping():
+    pieces = [np.zeros((n, 88), np.uint8) for n in (3, 95, 5, 60, 2, 33, 4, 71, 12, 1)]
+    batches = MusicBatches(pieces, 2, 10, shuffle=True, seed=0)
+    counts = [batches.count(e) for e in range(6)]
+    assert len(set(counts)) > 1  # pairing long with short pieces changes the number of chunks
+    for epoch, count in enumerate(counts):
+        stream = list(batches.batches(epoch))
+        assert len(stream) == count
+        assert sum(b.count for b in stream) == sum(len(p) for p in pieces)
+
+
 def test_carried_state_equals_whole_columns():
     torch.manual_seed(0)
     model = DeepRNN(ModelConfig(input_size=12, output_size=12, hidden_size=8, head="categorical", levels=2))

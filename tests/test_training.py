@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from deeprnn.cli import main
+from deeprnn.data import load
 from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
@@ -173,6 +174,19 @@ def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
     assert main(["eval", str(run), "--split", "valid", "--data-dir", str(data_root)]) == 0
     assert capsys.readouterr().out.startswith(f"{run}: valid nll ")
     assert main(["eval", str(tmp_path / "nothing"), "--data-dir", str(data_root)]) == 2
+
+
+def test_every_epoch_reads_all_its_batches_when_their_number_varies(tmp_path, data_root):
+    # With several pieces per batch, an epoch's number of chunks depends on its shuffled grouping.
+    done = _train(tmp_path, "epochs", data_root, max_updates=0, epochs=3, eval_every=0, batch_size=16)
+    corpus = load("jsb", str(data_root))
+    train = trainer.batches(apply({**TINY, "batch_size": 16}), corpus, "train", training=True)
+    counts = [train.count(e) for e in range(3)]
+    assert len(set(counts)) > 1
+    assert done["epochs"] == 3 and done["stop_reason"] == "epochs"
+    assert done["updates"] == sum(counts)
+    lines = [json.loads(x) for x in (tmp_path / "epochs" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["update"] for x in lines] == [counts[0], counts[0] + counts[1], sum(counts)]
 
 
 class _Crash(Exception):

@@ -59,6 +59,10 @@ class TextBatches:
     def __len__(self) -> int:
         return -(-self.inputs.shape[0] // self.steps)
 
+    def count(self, epoch: int = 0) -> int:
+        """Batches in ``epoch``: the same in every epoch."""
+        return len(self)
+
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """Segments ``start``, ``start + 1``, …: resuming at a segment carries on exactly. Every
         epoch reads the same stream (``epoch`` is accepted for the music batches' signature)."""
@@ -107,7 +111,11 @@ class MusicBatches:
         return 1 if self.max_steps is None else max(1, -(-longest // self.max_steps))
 
     def __len__(self) -> int:
-        return sum(self._chunks(g) for g in self.groups(0))
+        return self.count(0)
+
+    def count(self, epoch: int = 0) -> int:
+        """Batches in ``epoch``: it varies with the epoch's grouping when pieces are cut into chunks."""
+        return sum(self._chunks(g) for g in self.groups(epoch))
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The chunks of ``epoch`` from the ``start``-th on (for resuming mid-epoch)."""

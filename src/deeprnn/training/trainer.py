@@ -175,7 +175,7 @@ class Run:
         if config.init_from:
             self.pretrained = load_pretrained(self.model, Path(config.init_from))
         self.optimizer = make_optimizer(config, self.model, self.pretrained)
-        total = config.max_updates or config.epochs * len(self.train_data)
+        total = config.max_updates or sum(self.train_data.count(e) for e in range(config.epochs))
         self.schedule = Schedule(config, total_updates=total)
         self.progress = Progress()
         self.history: list[dict] = []
@@ -320,12 +320,11 @@ class Run:
         config, p = self.config, self.progress
         self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
         self.model.train()
-        per_epoch = len(self.train_data)
-        eval_every = config.eval_every or per_epoch
         losses: list[float] = []
         stop = p.done
         while not stop:
             started = time.perf_counter()
+            per_epoch = self.train_data.count(p.epoch)
             bar = _ProgressBar(per_epoch, p.batch, f"epoch {p.epoch}")
             for batch in self.train_data.batches(p.epoch, p.batch):
                 loss = self.update(batch.to(self.device))
@@ -342,7 +341,8 @@ class Run:
                     self.state = None
                 out_of_time = config.time_budget_s > 0 and p.train_seconds >= config.time_budget_s
                 out_of_updates = config.max_updates > 0 and p.updates >= config.max_updates
-                if end_of_epoch or p.updates % eval_every == 0 or out_of_time or out_of_updates:
+                periodic = config.eval_every > 0 and p.updates % config.eval_every == 0
+                if end_of_epoch or periodic or out_of_time or out_of_updates:
                     mean = sum(losses) / len(losses) if losses else math.nan
                     losses = []
                     reasons = {
