@@ -55,3 +55,6 @@ def test_reproduce_writes_the_table_and_skips_finished_runs(tmp_path, data_root,
     assert main(argv) == 0  # everything finished: nothing is trained again
     table = json.loads((tmp_path / "music.json").read_text())
     assert {r["model"]: r["test_nll"] for r in table["rows"]}["dts-rnn"] == first
+    assert main([*argv, "--set", "max_updates=9"]) == 0  # a higher limit: the runs carry on
+    table = json.loads((tmp_path / "music.json").read_text())
+    assert {r["model"]: r["updates"] for r in table["rows"]} == {"dts-rnn": 9, "dots-rnn": 9}

@@ -217,6 +217,23 @@ def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(tmp_path, data_ro
     assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
 
 
+def test_a_stopped_run_extended_ends_where_a_longer_run_ends(tmp_path, data_root, capsys):
+    whole = _train(tmp_path, "whole", data_root)
+    short = _train(tmp_path, "short", data_root, max_updates=20)
+    assert short["stop_reason"] == "max updates" and short["updates"] == 20
+    run = str(tmp_path / "short")
+    # Settings other than the limits would change the experiment: refused, the run untouched.
+    assert main(["train", "--resume", run, "--set", "lr=0.5", "--data-dir", str(data_root)]) == 2
+    assert "only epochs, max_updates, time_budget_s may change" in capsys.readouterr().err
+    assert main(["train", "--resume", run, "--set", "max_updates=40", "--data-dir", str(data_root)]) == 0
+    longer = json.loads((tmp_path / "short" / "results.json").read_text())
+    assert longer["updates"] == 40 and longer["stop_reason"] == "max updates"
+    assert longer["test_nll"] == pytest.approx(whole["test_nll"], abs=1e-6)
+    lines = (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["max_updates"] == 40
+
+
 def test_sigkill_and_resume(tmp_path, data_root):
     """A real SIGKILL in the middle of training, then --resume: same test NLL as no kill."""
     settings = {**TINY, "max_updates": 120, "eval_every": 40, "hidden_size": 24}

@@ -101,13 +101,18 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from deeprnn.training.config import resolve
+    from deeprnn.training.config import parse_sets, resolve
     from deeprnn.training.trainer import RunExists, train
 
+    limits = None
     if args.resume:
-        if args.model or args.config or args.set or args.data:
-            raise UsageError("--resume continues a run with its saved configuration; drop the other options")
+        if args.model or args.config or args.data:
+            raise UsageError(
+                "--resume continues a run with its saved configuration; drop --model, --data and --config"
+                " (--set may only extend its limits: epochs, max_updates, time_budget_s)"
+            )
         out, config = args.resume, None
+        limits = parse_sets(args.set or [])
     else:
         if not args.out:
             raise UsageError("give --out RUN_DIR (or --resume RUN_DIR)")
@@ -121,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
             out,
             data_dir=args.data_dir,
             resume=bool(args.resume),
+            limits=limits,
             force=args.force,
             device=args.device,
         )
@@ -263,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a TOML file of settings")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
     train.add_argument("--out", help="the run folder")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR where it stopped; with --set epochs=, max_updates= or "
+        "time_budget_s=, extend a run that stopped at its limit",
+    )
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
     train.add_argument(

@@ -2,7 +2,9 @@
 tables beside ours (JSON, Markdown) with learning curves (PNG).
 
 Runs live in ``OUT/runs/<data>/<model>``: a finished run (``results.json``) is skipped, an
-interrupted one resumed, so the command can be stopped and started again at will. Layer-wise
+interrupted one resumed, so the command can be stopped and started again at will; a run that
+stopped at its time budget (or epochs, or updates) carries on when ``--set`` raises that limit,
+so a long table can be trained across several sittings. Layer-wise
 pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the DT(S)-RNN run.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from deeprnn.io import write_atomic, write_json, write_text
 from deeprnn.presets import preset
-from deeprnn.training.config import resolve
+from deeprnn.training.config import LIMITS, TrainConfig, limit_reached, parse_sets, resolve, with_limits
 
 TABLES = {
     "music": ("nottingham", "jsb", "musedata", "piano-midi"),
@@ -55,12 +57,16 @@ def run_cell(out: Path, data: str, model: str, data_dir: str | None, sets: list[
     from deeprnn.training.trainer import train
 
     folder = run_dir(out, data, model)
+    limits = {k: v for k, v in parse_sets(sets).items() if k in LIMITS}
     if (folder / "results.json").exists():
-        log(f"{data}/{model}: done, skipped")
-        return json.loads((folder / "results.json").read_text())
+        done = json.loads((folder / "results.json").read_text())
+        config = with_limits(TrainConfig(**json.loads((folder / "config.json").read_text())), limits)
+        if limit_reached(config, done["stop_reason"], done["updates"], done["epochs"], done["train_seconds"]):
+            log(f"{data}/{model}: done, skipped")
+            return done
     if (folder / "checkpoints" / "last.pt").exists():
         log(f"{data}/{model}: resuming")
-        return train(None, folder, data_dir=data_dir, resume=True, log=log)
+        return train(None, folder, data_dir=data_dir, resume=True, limits=limits, log=log)
     extra = list(sets)
     source = PRETRAINED_FROM.get(model)
     if source and (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():

@@ -139,6 +139,30 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     return TrainConfig(**current)
 
 
+# Settings that bound a run's length: the only ones a resumed run may change (to extend it).
+LIMITS = ("epochs", "max_updates", "time_budget_s")
+
+
+def with_limits(config: TrainConfig, limits: dict) -> TrainConfig:
+    """``config`` with new length limits; any other setting is an error (it would change the run)."""
+    other = sorted(set(limits) - set(LIMITS))
+    if other:
+        raise ValueError(
+            f"a resumed run keeps its configuration; only {', '.join(LIMITS)} may change, "
+            f"not {', '.join(other)}"
+        )
+    return apply(limits, config)
+
+
+def limit_reached(config: TrainConfig, reason: str, updates: int, epochs: int, seconds: float) -> bool:
+    """Whether a run that stopped for ``reason`` would stop again under ``config``'s limits."""
+    return {
+        "time budget": 0 < config.time_budget_s <= seconds,
+        "max updates": 0 < config.max_updates <= updates,
+        "epochs": epochs >= config.epochs,
+    }.get(reason, True)
+
+
 def parse_sets(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:

@@ -32,7 +32,7 @@ from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.presets import TASKS, preset
 from deeprnn.training import checkpoint
-from deeprnn.training.config import TrainConfig
+from deeprnn.training.config import TrainConfig, limit_reached, with_limits
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.schedule import Schedule
 
@@ -488,17 +488,25 @@ def train(
     *,
     data_dir: str | None = None,
     resume: bool = False,
+    limits: dict | None = None,
     force: bool = False,
     device: str | None = None,
     log=print,
 ) -> dict:
-    """Train (or, with ``resume``, continue with its saved configuration) a run in ``out``."""
+    """Train (or, with ``resume``, continue with its saved configuration) a run in ``out``.
+
+    ``limits`` (resuming only) sets new ``epochs``, ``max_updates`` or ``time_budget_s``: a run
+    that stopped at its old limit then carries on, as if the new one had been set from the start.
+    """
     out = Path(out)
     if resume:
         if not (out / "checkpoints" / "last.pt").exists():
             raise FileNotFoundError(f"{out} holds no checkpoint to resume (checkpoints/last.pt)")
         saved = json.loads((out / "config.json").read_text())
         config = TrainConfig(**saved)
+        if limits:
+            config = with_limits(config, limits)
+            write_json(out / "config.json", config.to_dict())
         if device:
             config = replace(config, device=device)
     elif out.exists() and any(out.iterdir()):
@@ -514,6 +522,10 @@ def train(
     run = Run(config, out, data_dir, log=logger)
     if resume:
         run.resume()
+        p = run.progress
+        if p.done and not limit_reached(config, p.stop_reason, p.updates, p.epoch, p.train_seconds):
+            logger(f"the run stopped at its {p.stop_reason}; carrying on under the new limits")
+            p.done, p.stop_reason = False, ""
     else:
         write_json(out / "config.json", config.to_dict())
         write_json(out / "model.json", run.model_config.to_dict())
