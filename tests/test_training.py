@@ -119,10 +119,11 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
     )
     assert (config.seed, config.epochs, config.transition_sizes, config.init_from) == (7, 6, [30, 20], None)
     jsb = resolve("dts-rnn", "jsb")
-    assert (jsb.bptt_steps, jsb.lr_decay_beta, jsb.patience) == (50, 1000, 10)
+    assert (jsb.bptt_steps, jsb.lr_decay_beta, jsb.patience, jsb.state_dropout) == (50, 1000, 10, 0.3)
     nottingham = resolve("dts-rnn", "nottingham")
     assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
-    assert resolve("rnn", "ptb-word").schedule == "halve"
+    ptb = resolve("rnn", "ptb-word")
+    assert (ptb.optimizer, ptb.schedule, ptb.state_dropout) == ("adam", "plateau", 0.3)
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
