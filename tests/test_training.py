@@ -308,8 +308,8 @@ def test_nonfinite_updates_are_skipped_then_the_good_state_restored(tmp_path, da
     original = trainer.batch_nll
     calls = {"n": 0}
 
-    def poisoned(model, batch, state):
-        nll, state = original(model, batch, state)
+    def poisoned(model, batch, state, net=None):
+        nll, state = original(model, batch, state, net)
         calls["n"] += model.training
         if model.training and 12 <= calls["n"] < 16:  # four bad updates in a row
             nll = nll * float("nan")

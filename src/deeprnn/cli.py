@@ -171,7 +171,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         if args.data and not datas:
             continue
         result = reproduce(table, args.out, models=models, datas=datas, data_dir=args.data_dir, sets=args.set)
-        print(f"{args.out}/{table}.json: {len(result['rows'])} rows")
+        if result is not None:
+            print(f"{args.out}/{table}.json: {len(result['rows'])} rows")
     return 0
 
 
@@ -329,6 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError) as error:
         print(f"deeprnn {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if "torch.distributed" in sys.modules:  # a torchrun launch joined a process group
+            from deeprnn.training.distributed import leave_process_group
+
+            leave_process_group()
 
 
 if __name__ == "__main__":

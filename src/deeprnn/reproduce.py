@@ -17,6 +17,7 @@ from pathlib import Path
 from deeprnn.io import write_atomic, write_json, write_text
 from deeprnn.presets import preset
 from deeprnn.training.config import LIMITS, TrainConfig, limit_reached, parse_sets, resolve, with_limits
+from deeprnn.training.distributed import from_environment
 
 TABLES = {
     "music": ("nottingham", "jsb", "musedata", "piano-midi"),
@@ -88,13 +89,15 @@ def reproduce(
     data_dir: str | None = None,
     sets: list[str] | None = None,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> dict | None:
     """Run (or resume, or skip) every cell of ``table``; write OUT/<table>.json, .md and plots."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}, all")
     out = Path(out)
     for data, model in cells(table, models, datas):
         run_cell(out, data, model, data_dir, sets or [], log)
+    if not from_environment().main:  # under torchrun, the first process writes the tables
+        return None
     return write_table(table, out)
 
 

@@ -10,6 +10,8 @@ A run folder holds:
     checkpoints/       last.pt (to resume) and best.pt (the best parameters)
     tb/                TensorBoard event files
     train.log          what was printed
+
+Under ``torchrun`` the same code trains data-parallel (``deeprnn.training.distributed``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from deeprnn.data.batching import Batch, MusicBatches, TextBatches
 from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.presets import TASKS, preset
-from deeprnn.training import checkpoint
+from deeprnn.training import checkpoint, distributed
 from deeprnn.training.config import TrainConfig, limit_reached, with_limits
+from deeprnn.training.distributed import World
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.schedule import Schedule
 
 Corpus = MusicCorpus | TextCorpus
+ONE_PROCESS = World()
 NONFINITE_RESTORE = 3  # consecutive non-finite updates before the last good state is restored
 
 
@@ -79,18 +83,25 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     return replace(c, **overrides)
 
 
-def batches(config: TrainConfig, corpus: Corpus, split: str, training: bool) -> MusicBatches | TextBatches:
-    """Training: shuffled pieces or stream columns in BPTT segments. Evaluation: whole pieces;
-    for text, ``eval_batch_size`` columns while training and one column (the whole stream, the
-    state carried throughout, as the paper scores it) for the final scores."""
+def batches(
+    config: TrainConfig, corpus: Corpus, split: str, training: bool, world: World = ONE_PROCESS
+) -> MusicBatches | TextBatches:
+    """Training: shuffled pieces or stream columns in BPTT segments, this process's share of
+    them. Evaluation (whole, in every process): whole pieces; for text, ``eval_batch_size``
+    columns while training and one column (the whole stream, the state carried throughout, as
+    the paper scores it) for the final scores."""
+    share = {"rank": world.rank, "world": world.size} if training else {}
     if isinstance(corpus, MusicCorpus):
         if training:
-            return MusicBatches(corpus.splits[split], config.batch_size, config.bptt_steps, True, config.seed)
+            return MusicBatches(
+                corpus.splits[split], config.batch_size, config.bptt_steps, True, config.seed, **share
+            )
         return MusicBatches(corpus.splits[split], config.eval_batch_size)
     columns = config.batch_size if training else config.eval_batch_size
-    columns = min(columns, len(corpus.splits[split]))  # a tiny split cannot fill more columns
+    processes = world.size if training else 1
+    columns = min(columns, max(1, len(corpus.splits[split]) // processes))  # a tiny split: fewer columns
     return TextBatches(
-        corpus.splits[split], columns, config.bptt_steps if training else 1000, corpus.boundary
+        corpus.splits[split], columns, config.bptt_steps if training else 1000, corpus.boundary, **share
     )
 
 
@@ -109,9 +120,10 @@ def valid_mask(batch: Batch) -> torch.Tensor | None:
     return torch.arange(steps, device=batch.lengths.device).unsqueeze(1) < batch.lengths
 
 
-def batch_nll(model: DeepRNN, batch: Batch, state: torch.Tensor | None):
-    """Summed NLL (nats) of the valid targets of a batch, and the state after it."""
-    logits, state = model(batch.inputs, state, batch.lengths)
+def batch_nll(model: DeepRNN, batch: Batch, state: torch.Tensor | None, net: nn.Module | None = None):
+    """Summed NLL (nats) of the valid targets of a batch, and the state after it; ``net`` is
+    the model as called for training (its DistributedDataParallel wrapper, if any)."""
+    logits, state = (net or model)(batch.inputs, state, batch.lengths)
     nll = model.head.nll(logits, batch.targets)
     mask = valid_mask(batch)
     if mask is not None:
@@ -158,9 +170,17 @@ class Progress:
 
 
 class Run:
-    def __init__(self, config: TrainConfig, out: Path, data_dir: str | None = None, log=print) -> None:
-        self.config, self.out, self.log = config, Path(out), log
-        self.device = pick_device(config.device)
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: Path,
+        data_dir: str | None = None,
+        log=print,
+        world: World = ONE_PROCESS,
+        device: torch.device | None = None,
+    ) -> None:
+        self.config, self.out, self.log, self.world = config, Path(out), log, world
+        self.device = device or pick_device(config.device)
         torch.manual_seed(config.seed)
         self.corpus = load(
             config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat
@@ -169,11 +189,18 @@ class Run:
         self.metric = metric_name(self.kind, getattr(self.corpus, "level", "frame"))
         self.model_config = model_config(config, self.corpus)
         self.model = DeepRNN(self.model_config).to(self.device)
-        self.train_data = batches(config, self.corpus, "train", training=True)
+        self.train_data = batches(config, self.corpus, "train", training=True, world=world)
         self.noisy = [p for p in self.model.parameters() if p.dim() >= 2]
         self.pretrained: set[str] = set()
         if config.init_from:
             self.pretrained = load_pretrained(self.model, Path(config.init_from))
+        self.net: nn.Module = self.model  # what training calls: the model, or its DDP wrapper
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            torch.manual_seed(config.seed + world.rank)  # own dropout masks and weight noise
         self.optimizer = make_optimizer(config, self.model, self.pretrained)
         total = config.max_updates or sum(self.train_data.count(e) for e in range(config.epochs))
         self.schedule = Schedule(config, total_updates=total)
@@ -181,12 +208,17 @@ class Run:
         self.history: list[dict] = []
         self.state: torch.Tensor | None = None  # carried between segments
         self.good_state: dict | None = None  # model and optimiser at the last checkpoint
+        self.best_model: dict | None = None  # the best parameters (CPU), kept by every process
         self._nonfinite = 0  # non-finite updates in a row
 
     # -- checkpoints ---------------------------------------------------------------------------
 
     def checkpoint_state(self) -> dict:
-        return {
+        own = {
+            "carry": None if self.state is None else self.state.detach().cpu(),
+            "rng": checkpoint.rng_state(),
+        }
+        state = {
             "version": __version__,
             "config": self.config.to_dict(),
             "model_config": self.model_config.to_dict(),
@@ -195,28 +227,41 @@ class Run:
             "schedule": self.schedule.state_dict(),
             "progress": vars(self.progress).copy(),
             "history": list(self.history),
-            "carry": None if self.state is None else self.state.detach().cpu(),
-            "rng": checkpoint.rng_state(),
+            **own,
         }
+        if self.world.distributed:  # each process's carried state and random generators
+            state["processes"] = distributed.gather(own, self.world)
+        return state
 
     def save_last(self) -> None:
-        checkpoint.save(self.out / "checkpoints" / "last.pt", self.checkpoint_state())
+        state = self.checkpoint_state()  # every process takes part (it gathers their states)
+        if self.world.main:
+            checkpoint.save(self.out / "checkpoints" / "last.pt", state)
         self.good_state = copy.deepcopy(
             {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         )
 
     def resume(self) -> None:
         state = checkpoint.load(self.out / "checkpoints" / "last.pt")
+        processes = state.get("processes", [state])
+        if len(processes) != self.world.size:
+            raise ValueError(
+                f"{self.out} was trained by {len(processes)} process(es); resume it with as many, "
+                f"not {self.world.size} (the data position and carried states are per process)"
+            )
+        own = processes[self.world.rank]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.progress = Progress(**state["progress"])
         self.history = list(state["history"])
-        self.state = None if state["carry"] is None else state["carry"].to(self.device)
-        checkpoint.set_rng_state(state["rng"])
+        self.state = None if own["carry"] is None else own["carry"].to(self.device)
+        checkpoint.set_rng_state(own["rng"])
         self.good_state = copy.deepcopy(
             {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         )
+        best = self.out / "checkpoints" / "best.pt"
+        self.best_model = checkpoint.load(best)["model"] if best.exists() else None
         p = self.progress
         self.log(f"resumed at epoch {p.epoch}, batch {p.batch}, update {p.updates}")
 
@@ -235,8 +280,9 @@ class Run:
                     p.add_(n)
                     noise.append(n)
         self.optimizer.zero_grad(set_to_none=True)
-        nll, state = batch_nll(model, batch, self.state)
-        loss = nll / max(batch.count, 1)
+        nll, state = batch_nll(model, batch, self.state, self.net)
+        # DDP averages the processes' gradients: scaled so, they are those of the global mean.
+        loss = nll * self.world.size / max(batch.total, 1)
         loss.backward()
         with torch.no_grad():
             for p, n in zip(self.noisy, noise, strict=False):
@@ -245,7 +291,8 @@ class Run:
             model.parameters(), config.clip_norm if config.clip_norm > 0 else math.inf
         )
         self.state = state.detach()
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+        mean = distributed.sum_across([float(loss.detach())], self.world, self.device)[0] / self.world.size
+        if not (math.isfinite(mean) and torch.isfinite(norm)):
             self.progress.skipped += 1
             self._nonfinite += 1
             if self._nonfinite >= NONFINITE_RESTORE and self.good_state is not None:
@@ -263,7 +310,7 @@ class Run:
         self._nonfinite = 0
         self.schedule.apply(self.optimizer, self.progress.updates)
         self.optimizer.step()
-        return float(loss.detach())
+        return mean
 
     def evaluate_valid(self, train_loss: float) -> bool:
         """Score the validation split, keep the best parameters, decide whether to go on."""
@@ -274,23 +321,25 @@ class Run:
         improved = value < p.best
         if improved:
             p.best, p.best_update, p.evals_since_best = value, p.updates, 0
-            checkpoint.save(
-                self.out / "checkpoints" / "best.pt",
-                {
-                    "version": __version__,
-                    "config": self.config.to_dict(),
-                    "model_config": self.model_config.to_dict(),
-                    "model": self.model.state_dict(),
-                    "update": p.updates,
-                    "valid": value,
-                },
-            )
+            self.best_model = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
+            if self.world.main:
+                checkpoint.save(
+                    self.out / "checkpoints" / "best.pt",
+                    {
+                        "version": __version__,
+                        "config": self.config.to_dict(),
+                        "model_config": self.model_config.to_dict(),
+                        "model": self.best_model,
+                        "update": p.updates,
+                        "valid": value,
+                    },
+                )
         else:
             p.evals_since_best += 1
         restore = self.schedule.after_evaluation(improved)
-        if restore:  # the paper's text recipe: back to the best parameters, learning rate halved
-            best = checkpoint.load(self.out / "checkpoints" / "best.pt")
-            self.model.load_state_dict(best["model"])
+        if restore and self.best_model is not None:
+            # the paper's text recipe: back to the best parameters, learning rate halved
+            self.model.load_state_dict(self.best_model)
             self.state = None
         record = {
             "update": p.updates,
@@ -318,7 +367,10 @@ class Run:
         from torch.utils.tensorboard import SummaryWriter
 
         config, p = self.config, self.progress
-        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
+        if self.world.main:
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
+        else:
+            self.writer = _NoWriter()
         self.model.train()
         losses: list[float] = []
         stop = p.done
@@ -339,7 +391,7 @@ class Run:
                 if end_of_epoch:
                     p.epoch, p.batch = p.epoch + 1, 0
                     self.state = None
-                out_of_time = config.time_budget_s > 0 and p.train_seconds >= config.time_budget_s
+                out_of_time = self.out_of_time()
                 out_of_updates = config.max_updates > 0 and p.updates >= config.max_updates
                 periodic = config.eval_every > 0 and p.updates % config.eval_every == 0
                 if end_of_epoch or periodic or out_of_time or out_of_updates:
@@ -365,13 +417,23 @@ class Run:
         self.writer.close()
         return self.finish()
 
+    def out_of_time(self) -> bool:
+        """Whether the time budget is spent (by any process: they must all stop together)."""
+        budget = self.config.time_budget_s
+        if budget <= 0:
+            return False
+        spent = float(self.progress.train_seconds >= budget)
+        return distributed.sum_across([spent], self.world, self.device)[0] > 0
+
     def write_metrics(self) -> None:
-        write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        if self.world.main:
+            write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     def finish(self) -> dict:
         """Scores of the best parameters on valid and test (text: the whole stream, one column)."""
-        best = checkpoint.load(self.out / "checkpoints" / "best.pt")
-        self.model.load_state_dict(best["model"])
+        if self.best_model is None:
+            self.best_model = checkpoint.load(self.out / "checkpoints" / "best.pt")["model"]
+        self.model.load_state_dict(self.best_model)
         final = replace(self.config, eval_batch_size=1) if self.kind == "text" else self.config
         scores = {}
         for split in ("valid", "test"):
@@ -391,7 +453,7 @@ class Run:
             "metric": self.metric,
             f"valid_{self.metric}": scores["valid"]["value"],
             f"test_{self.metric}": scores["test"]["value"],
-            "best_update": best["update"],
+            "best_update": self.progress.best_update,
             "updates": self.progress.updates,
             "epochs": self.progress.epoch,
             "train_seconds": round(self.progress.train_seconds, 1),
@@ -402,10 +464,12 @@ class Run:
             **counts,
             "scores": scores,
         }
-        write_json(self.out / "results.json", results)
+        if self.world.main:
+            write_json(self.out / "results.json", results)
+        valid, test = scores["valid"]["value"], scores["test"]["value"]
         self.log(
-            f"best at update {best['update']}: valid {self.metric} {scores['valid']['value']:.4f}, "
-            f"test {self.metric} {scores['test']['value']:.4f}"
+            f"best at update {self.progress.best_update}: valid {self.metric} {valid:.4f}, "
+            f"test {self.metric} {test:.4f}"
         )
         return results
 
@@ -499,6 +563,7 @@ def train(
     that stopped at its old limit then carries on, as if the new one had been set from the start.
     """
     out = Path(out)
+    world = distributed.from_environment()
     if resume:
         if not (out / "checkpoints" / "last.pt").exists():
             raise FileNotFoundError(f"{out} holds no checkpoint to resume (checkpoints/last.pt)")
@@ -506,10 +571,9 @@ def train(
         config = TrainConfig(**saved)
         if limits:
             config = with_limits(config, limits)
-            write_json(out / "config.json", config.to_dict())
         if device:
             config = replace(config, device=device)
-    elif out.exists() and any(out.iterdir()):
+    elif world.main and out.exists() and any(out.iterdir()):
         if not force:
             raise RunExists(
                 f"{out} already holds a run; use --resume to continue it or --force to replace it"
@@ -517,16 +581,22 @@ def train(
         import shutil
 
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    logger = _Logger(out / "train.log", log)
-    run = Run(config, out, data_dir, log=logger)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        logger = _Logger(out / "train.log", log)
+    else:
+        logger = _quiet
+    device_used = distributed.setup(world, pick_device(config.device))
+    run = Run(config, out, data_dir, log=logger, world=world, device=device_used)
     if resume:
         run.resume()
+        if limits and world.main:
+            write_json(out / "config.json", config.to_dict())
         p = run.progress
         if p.done and not limit_reached(config, p.stop_reason, p.updates, p.epoch, p.train_seconds):
             logger(f"the run stopped at its {p.stop_reason}; carrying on under the new limits")
             p.done, p.stop_reason = False, ""
-    else:
+    elif world.main:
         write_json(out / "config.json", config.to_dict())
         write_json(out / "model.json", run.model_config.to_dict())
         if isinstance(run.corpus, TextCorpus):  # what sampling needs to write text
@@ -536,13 +606,26 @@ def train(
                 {"name": c.name, "level": c.level, "boundary": c.boundary, "vocab": c.vocab},
             )
         counts = count_parameters(run.model)
+        processes = f", {world.size} processes" if world.distributed else ""
         logger(
             f"{config.model} on {run.corpus.name}: {counts['weights']:,} weights, {counts['params']:,} "
-            f"parameters, device {run.device}"
+            f"parameters, device {run.device}{processes}"
         )
-    if run.progress.done:
-        return run.finish()
-    return run.train()
+    return run.finish() if run.progress.done else run.train()
+
+
+def _quiet(message: str) -> None:
+    """The log of every process but the first: they train the same run, silently."""
+
+
+class _NoWriter:
+    """TensorBoard's writer for every process but the first."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _Logger:

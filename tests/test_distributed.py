@@ -1,0 +1,124 @@
+"""Data-parallel training under torchrun (Gloo on CPU): the updates of one process with the
+global batch, a resume that continues exactly, and the shares each process reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from deeprnn.cli import main
+from deeprnn.data.batching import MusicBatches, TextBatches
+
+SMALL = {
+    "hidden_size": 12,
+    "transition_sizes": "[10]",
+    "bptt_steps": 20,
+    "lr": 1.0,
+    "weight_noise": 0.0,
+    "state_dropout": 0.0,
+    "eval_every": 10,
+    "checkpoint_every": 3,
+    "eval_batch_size": 64,
+    "device": "cpu",
+}
+
+
+def _args(data: str, data_root, out, **settings) -> list[str]:
+    sets = [a for k, v in {**SMALL, **settings}.items() for a in ("--set", f"{k}={v}")]
+    return ["--model", "dts-rnn", "--data", data, "--data-dir", str(data_root), *sets, "--out", str(out)]
+
+
+def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={processes}", "-m", "deeprnn", "train", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _results(run) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+def _valid_curve(run) -> list[float]:
+    return [json.loads(x)["value"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_train_as_one_with_the_global_batch(tmp_path, data_root):
+    assert main(["train", *_args("jsb", data_root, tmp_path / "one", batch_size=8, max_updates=20)]) == 0
+    done = _torchrun(_args("jsb", data_root, tmp_path / "two", batch_size=4, max_updates=20))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _results(tmp_path / "one"), _results(tmp_path / "two")
+    assert two["updates"] == one["updates"] == 20
+    assert two["test_nll"] == pytest.approx(one["test_nll"], abs=1e-4)
+    assert _valid_curve(tmp_path / "two") == pytest.approx(_valid_curve(tmp_path / "one"), abs=1e-4)
+    assert "2 processes" in (tmp_path / "two" / "train.log").read_text()
+
+
+def test_a_distributed_run_resumes_exactly(tmp_path, data_root):
+    # Dropout and weight noise draw from each process's own generator: both must be restored.
+    noisy = {"batch_size": 4, "weight_noise": 0.05, "state_dropout": 0.2}
+    whole = _torchrun(_args("jsb", data_root, tmp_path / "whole", max_updates=20, **noisy))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    part = _torchrun(_args("jsb", data_root, tmp_path / "part", max_updates=11, **noisy))
+    assert part.returncode == 0, part.stderr[-3000:]
+    assert _results(tmp_path / "part")["updates"] == 11  # stopped mid-piece: states carried over
+    resumed = _torchrun(
+        ["--resume", str(tmp_path / "part"), "--set", "max_updates=20", "--data-dir", str(data_root)]
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _results(tmp_path / "part")["test_nll"] == pytest.approx(
+        _results(tmp_path / "whole")["test_nll"], abs=1e-6
+    )
+    # The data position and carried states belong to two processes: one cannot take them over.
+    alone = main(
+        ["train", "--resume", str(tmp_path / "part"), "--set", "max_updates=30", "--data-dir", str(data_root)]
+    )
+    assert alone == 2
+
+
+def test_text_columns_are_shared_among_processes():
+    ids = torch.arange(103)
+    whole = TextBatches(ids, 6, 5, boundary=0)
+    shares = [TextBatches(ids, 3, 5, boundary=0, rank=r, world=2) for r in range(2)]
+    for full, *parts in zip(whole, *shares, strict=True):
+        assert torch.equal(torch.cat([p.inputs for p in parts], dim=1), full.inputs)
+        assert all(p.total == full.count for p in parts)
+        assert sum(p.count for p in parts) == full.count
+
+
+def test_music_groups_are_dealt_to_processes():
+    rng = np.random.default_rng(0)
+    pieces = [np.zeros((int(n), 88), np.uint8) for n in rng.integers(1, 40, size=9)]  # groups of 4, 4 and 1
+    whole = MusicBatches(pieces, 4, 8, shuffle=True, seed=1)
+    shares = [MusicBatches(pieces, 2, 8, shuffle=True, seed=1, rank=r, world=2) for r in range(2)]
+    for epoch in range(3):
+        assert shares[0].count(epoch) == shares[1].count(epoch)
+        streams = [list(s.batches(epoch)) for s in shares]
+        assert len(streams[0]) == len(streams[1])
+        for a, b in zip(*streams, strict=True):
+            assert a.total == b.total == a.count + b.count
+        # Every piece but those of a last group too small to reach each process, read once.
+        frames = sum(b.count for s in streams for b in s)
+        left_out = [g for g in whole.groups(epoch) if len(g) < 2]
+        assert len(left_out) == 1
+        assert frames == whole.frames - sum(len(pieces[i]) for g in left_out for i in g)
+    with pytest.raises(ValueError, match="rank"):
+        MusicBatches(pieces, 2, rank=2, world=2)
+
+
+def test_reproduce_under_torchrun_writes_the_table_once(tmp_path, data_root):
+    sets = [a for k, v in {**SMALL, "batch_size": 4, "max_updates": 6}.items() for a in ("--set", f"{k}={v}")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "deeprnn", "reproduce", "music", "--models", "rnn", "srnn", "--data", "jsb"]
+    command += ["--out", str(tmp_path), "--data-dir", str(data_root), *sets]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "music.json").read_text())["rows"]
+    assert [(r["model"], r["updates"]) for r in rows] == [("rnn", 6), ("srnn", 6)]
+    assert done.stdout.count("music.json: 2 rows") == 1
