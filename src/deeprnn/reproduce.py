@@ -112,6 +112,7 @@ def write_table(table: str, out: Path) -> dict:
                 continue
             r = json.loads((folder / "results.json").read_text())
             config = json.loads((folder / "config.json").read_text())
+            paper = PAPER.get(data, {}).get(model)
             rows.append(
                 {
                     "model": model,
@@ -124,7 +125,8 @@ def write_table(table: str, out: Path) -> dict:
                     "device": r["device"],
                     "epochs": r["epochs"],
                     "updates": r["updates"],
-                    "paper": PAPER.get(data, {}).get(model),
+                    "paper": paper,
+                    "at_or_below_paper": None if paper is None else r[f"test_{metric}"] <= paper,
                     "scale": scale(r.get("stop_reason", "")),
                     "init_from": config.get("init_from"),
                     "run": str(folder),
@@ -145,14 +147,19 @@ def scale(stop_reason: str) -> str:
 def markdown(result: dict) -> str:
     metric = result["metric"]
     lines = [
-        f"| data | model | test {metric} | paper | valid {metric} | weights | epochs | seconds | scale |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| data | model | test {metric} | paper | at or below the paper | valid {metric} | weights | epochs "
+        "| seconds | scale |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        paper = "–" if r["paper"] is None else f"{r['paper']:g}"
         test, valid = r[f"test_{metric}"], r[f"valid_{metric}"]
+        if r["paper"] is None:
+            paper = reached = "–"
+        else:
+            paper = f"{r['paper']:g}"
+            reached = "yes" if r["at_or_below_paper"] else f"no (+{test - r['paper']:.3f})"
         lines.append(
-            f"| {r['data']} | {r['model']} | {test:.3f} | {paper} | {valid:.3f} | "
+            f"| {r['data']} | {r['model']} | {test:.3f} | {paper} | {reached} | {valid:.3f} | "
             f"{r['weights']:,} | {r['epochs']} | {r['wall_seconds']:.0f} | {r['scale']} |"
         )
     return "\n".join(lines) + "\n"
