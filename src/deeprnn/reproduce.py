@@ -190,7 +190,7 @@ def plot_curves(table: str, out: Path) -> list[Path]:
             ax.set_ylim(top=lowest + 0.25 * abs(lowest) + 0.1)  # the early epochs would hide the rest
             ax.legend()
             fig.tight_layout()
-            target = out / f"{table}-{data}.png"
+            target = out / (f"{table}.png" if data == table else f"{table}-{data}.png")
             written.append(
                 write_atomic(target, lambda file, fig=fig: fig.savefig(file, format="png", dpi=100))
             )
