@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from deeprnn.cli import main
+from deeprnn.data import MusicCorpus
 from deeprnn.data.batching import MusicBatches, TextBatches
+from deeprnn.data.text import TextCorpus
+from deeprnn.training import trainer
+from deeprnn.training.config import TrainConfig
+from deeprnn.training.distributed import World
 
 SMALL = {
     "hidden_size": 12,
@@ -122,3 +127,41 @@ def test_reproduce_under_torchrun_writes_the_table_once(tmp_path, data_root):
     rows = json.loads((tmp_path / "music.json").read_text())["rows"]
     assert [(r["model"], r["updates"]) for r in rows] == [("rnn", 6), ("srnn", 6)]
     assert done.stdout.count("music.json: 2 rows") == 1
+
+
+def _scored(batches) -> tuple[float, int]:
+    """A stand-in score that depends on every target: the sum of target values and their count."""
+    total = count = 0
+    for b in batches.batches():
+        values, mask = b.targets.double(), trainer.valid_mask(b)
+        if mask is not None:
+            values = torch.where(mask if values.dim() == 2 else mask.unsqueeze(-1), values, 0.0)
+        total, count = total + float(values.sum()), count + b.count
+    return total, count
+
+
+def test_evaluation_is_split_among_processes_and_adds_up_to_the_whole():
+    rng = np.random.default_rng(0)
+    pieces = [rng.integers(0, 2, size=(int(n), 88)).astype(np.uint8) for n in rng.integers(1, 30, size=7)]
+    music = MusicCorpus("toy", {"valid": pieces})
+    text = TextCorpus("toy", "char", ["a", "b", "c"], {"valid": torch.randint(0, 3, (101,))}, boundary=0)
+    config = TrainConfig(model="rnn", data="toy", eval_batch_size=4)
+    for corpus in (music, text):
+        whole = _scored(trainer.batches(config, corpus, "valid", training=False))
+        for size in (2, 4):
+            assert trainer.shares_evaluation(config, corpus, "valid", World(0, size))
+            parts = [
+                _scored(trainer.batches(config, corpus, "valid", training=False, world=World(r, size)))
+                for r in range(size)
+            ]
+            assert sum(c for _, c in parts) == whole[1]
+            assert sum(t for t, _ in parts) == pytest.approx(whole[0])
+            assert all(c > 0 for _, c in parts)
+    # What cannot be shared is scored whole by every process: more processes than pieces, text
+    # columns that do not divide among them, and the final one-column text scores.
+    final = TrainConfig(model="rnn", data="toy", eval_batch_size=1)
+    assert not trainer.shares_evaluation(config, music, "valid", World(0, 8))
+    assert not trainer.shares_evaluation(config, text, "valid", World(0, 3))
+    assert not trainer.shares_evaluation(final, text, "valid", World(0, 2))
+    alone = trainer.batches(final, text, "valid", training=False, world=World(1, 2))
+    assert _scored(alone) == _scored(trainer.batches(final, text, "valid", training=False))

@@ -7,9 +7,9 @@ Launch any training command with ``torchrun`` (one process per GPU, or per CPU s
 torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; :func:`setup` joins the process
 group (NCCL on GPUs, Gloo on CPUs) and the trainer wraps the model in
 ``DistributedDataParallel``. Each process reads its share of every global batch
-(``deeprnn.data.batching``); gradients are averaged by DDP. Every process evaluates the whole
-validation split itself, so all of them take the same decisions (early stopping, halving)
-without exchanging them; only process 0 writes the run folder. Resuming reads
+(``deeprnn.data.batching``); gradients are averaged by DDP. Each process scores its share of
+an evaluation split and the totals are summed (:func:`sum_across`), so all of them take the
+same decisions (early stopping, halving); only process 0 writes the run folder. Resuming reads
 ``checkpoints/last.pt`` on every process, so the run folder must be on storage they all see.
 """
 

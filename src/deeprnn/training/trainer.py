@@ -87,22 +87,43 @@ def batches(
     config: TrainConfig, corpus: Corpus, split: str, training: bool, world: World = ONE_PROCESS
 ) -> MusicBatches | TextBatches:
     """Training: shuffled pieces or stream columns in BPTT segments, this process's share of
-    them. Evaluation (whole, in every process): whole pieces; for text, ``eval_batch_size``
-    columns while training and one column (the whole stream, the state carried throughout, as
-    the paper scores it) for the final scores."""
-    share = {"rank": world.rank, "world": world.size} if training else {}
+    them. Evaluation: whole pieces; for text, ``eval_batch_size`` columns while training and one
+    column (the whole stream, the state carried throughout, as the paper scores it) for the
+    final scores. With several processes, each evaluates its share of the split when
+    :func:`shares_evaluation` says it can, and the whole split otherwise."""
+    if not training and not shares_evaluation(config, corpus, split, world):
+        world = ONE_PROCESS
+    share = {"rank": world.rank, "world": world.size}
     if isinstance(corpus, MusicCorpus):
         if training:
             return MusicBatches(
                 corpus.splits[split], config.batch_size, config.bptt_steps, True, config.seed, **share
             )
-        return MusicBatches(corpus.splits[split], config.eval_batch_size)
-    columns = config.batch_size if training else config.eval_batch_size
-    processes = world.size if training else 1
-    columns = min(columns, max(1, len(corpus.splits[split]) // processes))  # a tiny split: fewer columns
-    return TextBatches(
-        corpus.splits[split], columns, config.bptt_steps if training else 1000, corpus.boundary, **share
-    )
+        by_length = sorted(corpus.splits[split], key=len, reverse=True)  # dealt evenly by length
+        return MusicBatches(by_length[world.rank :: world.size], config.eval_batch_size)
+    if training:
+        columns = min(config.batch_size, max(1, len(corpus.splits[split]) // world.size))
+        return TextBatches(corpus.splits[split], columns, config.bptt_steps, corpus.boundary, **share)
+    columns = eval_columns(config, corpus, split) // world.size
+    return TextBatches(corpus.splits[split], columns, 1000, corpus.boundary, **share)
+
+
+def eval_columns(config: TrainConfig, corpus: TextCorpus, split: str) -> int:
+    """Columns of a text split in evaluation: ``eval_batch_size``, fewer for a tiny split."""
+    return min(config.eval_batch_size, max(1, len(corpus.splits[split])))
+
+
+def shares_evaluation(config: TrainConfig, corpus: Corpus, split: str, world: World) -> bool:
+    """Whether the processes can split the scoring of ``split`` among them and add up their
+    totals, with the same result as one process: music when every process gets a piece; text
+    when its evaluation columns divide evenly among the processes (never the final one-column
+    scores, which every process computes whole)."""
+    if not world.distributed:
+        return False
+    if isinstance(corpus, MusicCorpus):
+        return len(corpus.splits[split]) >= world.size
+    columns = eval_columns(config, corpus, split)
+    return columns % world.size == 0
 
 
 def pick_device(name: str) -> torch.device:
@@ -312,10 +333,17 @@ class Run:
         self.optimizer.step()
         return mean
 
+    def score(self, split: str, config: TrainConfig) -> tuple[float, int]:
+        """Total NLL and target count of ``split``, this process's share added up over all."""
+        data = batches(config, self.corpus, split, training=False, world=self.world)
+        total, count = evaluate(self.model, data, self.device)
+        if shares_evaluation(config, self.corpus, split, self.world):
+            total, count = distributed.sum_across([total, count], self.world, self.device)
+        return total, int(count)
+
     def evaluate_valid(self, train_loss: float) -> bool:
         """Score the validation split, keep the best parameters, decide whether to go on."""
-        data = batches(self.config, self.corpus, "valid", training=False)
-        total, count = evaluate(self.model, data, self.device)
+        total, count = self.score("valid", self.config)
         value = from_nll(self.metric, total, count)
         p = self.progress
         improved = value < p.best
@@ -437,9 +465,7 @@ class Run:
         final = replace(self.config, eval_batch_size=1) if self.kind == "text" else self.config
         scores = {}
         for split in ("valid", "test"):
-            total, count = evaluate(
-                self.model, batches(final, self.corpus, split, training=False), self.device
-            )
+            total, count = self.score(split, final)
             scores[split] = {
                 "metric": self.metric,
                 "value": from_nll(self.metric, total, count),
