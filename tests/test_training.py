@@ -108,6 +108,8 @@ def test_config_errors_name_the_valid_settings():
         apply({"epochs": "many"})
     with pytest.raises(ValueError, match="optimizer must be one of sgd, adam, adamw"):
         apply({"optimizer": "lbfgs"})
+    with pytest.raises(ValueError, match="average_after_epochs must be an epoch count"):
+        apply({"average_after_epochs": -1})
     with pytest.raises(ValueError, match="KEY=VALUE"):
         resolve("rnn", "jsb", sets=["lr"])
     assert main(["train", "--model", "rnn", "--data", "jsb", "--set", "colour=red", "--out", "x"]) == 2
@@ -194,8 +196,11 @@ class _Crash(Exception):
     pass
 
 
-def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(tmp_path, data_root, monkeypatch):
-    whole = _train(tmp_path, "whole", data_root)
+@pytest.mark.parametrize("average_after_epochs", [None, 0])
+def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(
+    tmp_path, data_root, monkeypatch, average_after_epochs
+):
+    whole = _train(tmp_path, "whole", data_root, average_after_epochs=average_after_epochs)
     original = trainer.Run.update
     calls = {"n": 0}
 
@@ -207,7 +212,7 @@ def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(tmp_path, data_ro
 
     monkeypatch.setattr(trainer.Run, "update", crashing)
     with pytest.raises(_Crash):
-        _train(tmp_path, "crashed", data_root)
+        _train(tmp_path, "crashed", data_root, average_after_epochs=average_after_epochs)
     monkeypatch.setattr(trainer.Run, "update", original)
     resumed = trainer.train(
         None, tmp_path / "crashed", data_dir=str(data_root), resume=True, log=lambda _: None
@@ -216,6 +221,46 @@ def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(tmp_path, data_ro
     assert resumed["updates"] == whole["updates"]
     lines = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
+
+
+def test_averaging_keeps_the_mean_of_the_parameters_after_each_update_and_validates_it(
+    tmp_path, data_root, monkeypatch
+):
+    """Two epochs, averaging after one: epoch 0 validates the trained parameters; epoch 1
+    validates the plain mean of the parameters after each of its updates, computed here by hand."""
+    original = trainer.Run.update
+    after: list[tuple[int, dict]] = []  # (epoch, parameters) after every update
+
+    def recording(self, batch):
+        loss = original(self, batch)
+        after.append((self.progress.epoch, {k: t.clone() for k, t in self.model.state_dict().items()}))
+        return loss
+
+    monkeypatch.setattr(trainer.Run, "update", recording)
+    _train(tmp_path, "avg", data_root, max_updates=0, epochs=2, eval_every=0, average_after_epochs=1)
+    run = tmp_path / "avg"
+    first = [state for epoch, state in after if epoch == 0]
+    second = [state for epoch, state in after if epoch == 1]
+    assert first and second
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert int(last["averaged"]["n_averaged"]) == len(second)
+    mean = {k: torch.stack([s[k] for s in second]).mean(0) for k in second[0]}
+    for key, value in mean.items():
+        torch.testing.assert_close(last["averaged"][f"module.{key}"], value, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(last["model"][key], value)  # training goes on from the last step
+    corpus = load("jsb", str(data_root))
+    config = apply({**TINY, "max_updates": 0, "epochs": 2, "eval_every": 0})
+    valid = trainer.batches(config, corpus, "valid", training=False)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+    def scored(state):
+        model = DeepRNN(ModelConfig(**json.loads((run / "model.json").read_text())))
+        model.load_state_dict(state)
+        total, count = trainer.evaluate(model, valid, torch.device("cpu"))
+        return total / count
+
+    assert lines[0]["value"] == pytest.approx(scored(first[-1]), abs=1e-5)
+    assert lines[1]["value"] == pytest.approx(scored(mean), abs=1e-5)
 
 
 def test_a_stopped_run_extended_ends_where_a_longer_run_ends(tmp_path, data_root, capsys):

@@ -58,6 +58,10 @@ class TrainConfig:
     halve_patience: int = 1  # evaluations without improvement before halving ("halve", "plateau")
     min_lr: float = 0.0  # stop once the learning rate falls below (halve/plateau)
     weight_noise: float = 0.0  # σ of Gaussian noise added to the weights (not biases) per update
+    # Parameter averaging (Polyak; AWD-LSTM's averaged SGD, SWA): after this many epochs, keep
+    # the running mean of the parameters after every update; validation, the best parameters and
+    # the test score then use the mean. None: no averaging.
+    average_after_epochs: int | None = None
     # Pretraining: start from a finished run's best parameters where names and shapes match.
     init_from: str | None = None
     pretrained_lr_scale: float = 0.1
@@ -81,6 +85,9 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        after = self.average_after_epochs
+        if after is not None and after < 0:
+            raise ValueError(f"average_after_epochs must be an epoch count, 0 or more (or none), got {after}")
         for key in ("lr", "clip_norm", "weight_noise", "momentum", "weight_decay", "time_budget_s"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must not be negative, got {getattr(self, key)}")

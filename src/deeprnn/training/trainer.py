@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from deeprnn import __version__
 from deeprnn.data import MusicCorpus, TextCorpus, load
@@ -223,6 +224,9 @@ class Run:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
             torch.manual_seed(config.seed + world.rank)  # own dropout masks and weight noise
         self.optimizer = make_optimizer(config, self.model, self.pretrained)
+        self.averaged: AveragedModel | None = None  # the running mean of the parameters
+        if config.average_after_epochs is not None:
+            self.averaged = AveragedModel(self.model)
         total = config.max_updates or sum(self.train_data.count(e) for e in range(config.epochs))
         self.schedule = Schedule(config, total_updates=total)
         self.progress = Progress()
@@ -250,6 +254,8 @@ class Run:
             "history": list(self.history),
             **own,
         }
+        if self.averaged is not None:
+            state["averaged"] = self.averaged.state_dict()
         if self.world.distributed:  # each process's carried state and random generators
             state["processes"] = distributed.gather(own, self.world)
         return state
@@ -273,6 +279,8 @@ class Run:
         own = processes[self.world.rank]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["averaged"])
         self.schedule.load_state_dict(state["schedule"])
         self.progress = Progress(**state["progress"])
         self.history = list(state["history"])
@@ -331,25 +339,35 @@ class Run:
         self._nonfinite = 0
         self.schedule.apply(self.optimizer, self.progress.updates)
         self.optimizer.step()
+        if self.averaged is not None and self.progress.epoch >= config.average_after_epochs:
+            self.averaged.update_parameters(self.model)
         return mean
 
-    def score(self, split: str, config: TrainConfig) -> tuple[float, int]:
-        """Total NLL and target count of ``split``, this process's share added up over all."""
+    def evaluated_model(self) -> DeepRNN:
+        """What validation scores: the parameters' running mean once averaging has begun."""
+        if self.averaged is not None and int(self.averaged.n_averaged) > 0:
+            return self.averaged.module
+        return self.model
+
+    def score(self, split: str, config: TrainConfig, model: DeepRNN | None = None) -> tuple[float, int]:
+        """Total NLL and target count of ``split`` under ``model`` (default the trained one), this
+        process's share added up over all."""
         data = batches(config, self.corpus, split, training=False, world=self.world)
-        total, count = evaluate(self.model, data, self.device)
+        total, count = evaluate(model or self.model, data, self.device)
         if shares_evaluation(config, self.corpus, split, self.world):
             total, count = distributed.sum_across([total, count], self.world, self.device)
         return total, int(count)
 
     def evaluate_valid(self, train_loss: float) -> bool:
         """Score the validation split, keep the best parameters, decide whether to go on."""
-        total, count = self.score("valid", self.config)
+        scored = self.evaluated_model()
+        total, count = self.score("valid", self.config, scored)
         value = from_nll(self.metric, total, count)
         p = self.progress
         improved = value < p.best
         if improved:
             p.best, p.best_update, p.evals_since_best = value, p.updates, 0
-            self.best_model = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
+            self.best_model = {k: t.detach().cpu().clone() for k, t in scored.state_dict().items()}
             if self.world.main:
                 checkpoint.save(
                     self.out / "checkpoints" / "best.pt",
