@@ -196,24 +196,30 @@ class _Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("average_after_epochs", [None, 0])
-def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(
-    tmp_path, data_root, monkeypatch, average_after_epochs
-):
-    whole = _train(tmp_path, "whole", data_root, average_after_epochs=average_after_epochs)
+def _crash_at_update_27(tmp_path, data_root, monkeypatch, **overrides) -> None:
+    """Train TINY into tmp_path/crashed and crash it at update 27: between checkpoints (every 3
+    updates) and evaluations (every 10), so its last checkpoint is at update 24."""
     original = trainer.Run.update
     calls = {"n": 0}
 
     def crashing(self, batch):
         calls["n"] += 1
-        if calls["n"] == 27:  # between checkpoints (every 3 updates) and evaluations (every 10)
+        if calls["n"] == 27:
             raise _Crash
         return original(self, batch)
 
     monkeypatch.setattr(trainer.Run, "update", crashing)
     with pytest.raises(_Crash):
-        _train(tmp_path, "crashed", data_root, average_after_epochs=average_after_epochs)
+        _train(tmp_path, "crashed", data_root, **overrides)
     monkeypatch.setattr(trainer.Run, "update", original)
+
+
+@pytest.mark.parametrize("average_after_epochs", [None, 0])
+def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(
+    tmp_path, data_root, monkeypatch, average_after_epochs
+):
+    whole = _train(tmp_path, "whole", data_root, average_after_epochs=average_after_epochs)
+    _crash_at_update_27(tmp_path, data_root, monkeypatch, average_after_epochs=average_after_epochs)
     resumed = trainer.train(
         None, tmp_path / "crashed", data_dir=str(data_root), resume=True, log=lambda _: None
     )
@@ -278,6 +284,19 @@ def test_a_stopped_run_extended_ends_where_a_longer_run_ends(tmp_path, data_root
     lines = (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
     assert json.loads((tmp_path / "short" / "config.json").read_text())["max_updates"] == 40
+
+
+def test_an_interrupted_run_resumed_under_a_limit_it_has_passed_ends_at_once(
+    tmp_path, data_root, monkeypatch, capsys
+):
+    _crash_at_update_27(tmp_path, data_root, monkeypatch)
+    run = str(tmp_path / "crashed")
+    assert main(["train", "--resume", run, "--set", "max_updates=20", "--data-dir", str(data_root)]) == 0
+    assert "already reached its max updates limit" in capsys.readouterr().out
+    done = json.loads((tmp_path / "crashed" / "results.json").read_text())
+    assert (done["updates"], done["stop_reason"], done["best_update"]) == (24, "max updates", 20)
+    lines = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["update"] for x in lines] == [10, 20]  # nothing trained after the crash
 
 
 def test_sigkill_and_resume(tmp_path, data_root):

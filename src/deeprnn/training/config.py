@@ -161,13 +161,21 @@ def with_limits(config: TrainConfig, limits: dict) -> TrainConfig:
     return apply(limits, config)
 
 
-def limit_reached(config: TrainConfig, reason: str, updates: int, epochs: int, seconds: float) -> bool:
-    """Whether a run that stopped for ``reason`` would stop again under ``config``'s limits."""
-    return {
+def limits_passed(config: TrainConfig, updates: int, epochs: int, seconds: float) -> list[str]:
+    """The length limits of ``config`` that a run at this point has reached."""
+    reached = {
         "time budget": 0 < config.time_budget_s <= seconds,
         "max updates": 0 < config.max_updates <= updates,
         "epochs": epochs >= config.epochs,
-    }.get(reason, True)
+    }
+    return [reason for reason, hit in reached.items() if hit]
+
+
+def limit_reached(config: TrainConfig, reason: str, updates: int, epochs: int, seconds: float) -> bool:
+    """Whether a run that stopped for ``reason`` would stop again under ``config``'s limits."""
+    if reason not in ("time budget", "max updates", "epochs"):
+        return True  # early stopping, or a learning rate run down: no limit brings it back
+    return reason in limits_passed(config, updates, epochs, seconds)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:

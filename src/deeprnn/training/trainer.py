@@ -35,7 +35,7 @@ from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.presets import TASKS, preset
 from deeprnn.training import checkpoint, distributed
-from deeprnn.training.config import TrainConfig, limit_reached, with_limits
+from deeprnn.training.config import TrainConfig, limit_reached, limits_passed, with_limits
 from deeprnn.training.distributed import World
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.schedule import Schedule
@@ -640,6 +640,10 @@ def train(
         if p.done and not limit_reached(config, p.stop_reason, p.updates, p.epoch, p.train_seconds):
             logger(f"the run stopped at its {p.stop_reason}; carrying on under the new limits")
             p.done, p.stop_reason = False, ""
+        elif not p.done and (passed := limits_passed(config, p.updates, p.epoch, p.train_seconds)):
+            # an interrupted run given limits it has already reached: it ends here, at its best
+            logger(f"the run has already reached its {passed[0]} limit: it ends at its best point")
+            p.done, p.stop_reason = True, passed[0]
     elif world.main:
         write_json(out / "config.json", config.to_dict())
         write_json(out / "model.json", run.model_config.to_dict())
