@@ -161,21 +161,24 @@ def with_limits(config: TrainConfig, limits: dict) -> TrainConfig:
     return apply(limits, config)
 
 
-def limits_passed(config: TrainConfig, updates: int, epochs: int, seconds: float) -> list[str]:
-    """The length limits of ``config`` that a run at this point has reached."""
-    reached = {
+def _limits(config: TrainConfig, updates: int, epochs: int, seconds: float) -> dict[str, bool]:
+    """Each length limit, as a stop reason, and whether a run at this point has reached it."""
+    return {
         "time budget": 0 < config.time_budget_s <= seconds,
         "max updates": 0 < config.max_updates <= updates,
         "epochs": epochs >= config.epochs,
     }
-    return [reason for reason, hit in reached.items() if hit]
+
+
+def limits_passed(config: TrainConfig, updates: int, epochs: int, seconds: float) -> list[str]:
+    """The length limits of ``config`` that a run at this point has reached."""
+    return [reason for reason, hit in _limits(config, updates, epochs, seconds).items() if hit]
 
 
 def limit_reached(config: TrainConfig, reason: str, updates: int, epochs: int, seconds: float) -> bool:
-    """Whether a run that stopped for ``reason`` would stop again under ``config``'s limits."""
-    if reason not in ("time budget", "max updates", "epochs"):
-        return True  # early stopping, or a learning rate run down: no limit brings it back
-    return reason in limits_passed(config, updates, epochs, seconds)
+    """Whether a run that stopped for ``reason`` would stop again under ``config``'s limits
+    (always, for early stopping: no limit brings that back)."""
+    return _limits(config, updates, epochs, seconds).get(reason, True)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
