@@ -286,6 +286,39 @@ def test_a_stopped_run_extended_ends_where_a_longer_run_ends(tmp_path, data_root
     assert json.loads((tmp_path / "short" / "config.json").read_text())["max_updates"] == 40
 
 
+def test_averaging_added_to_a_finished_run_ends_where_a_run_averaged_from_the_start_ends(
+    tmp_path, data_root, monkeypatch, capsys
+):
+    epochs = {"max_updates": 0, "eval_every": 0}
+    whole = _train(tmp_path, "whole", data_root, epochs=3, average_after_epochs=2, **epochs)
+    _train(tmp_path, "short", data_root, epochs=2, **epochs)
+    run, data = str(tmp_path / "short"), ["--data-dir", str(data_root)]
+    # Epochs 0 and 1 were trained without averaging: it cannot begin at either of them.
+    assert main(["train", "--resume", run, "--set", "average_after_epochs=1", *data]) == 2
+    assert "averaging can only begin at epoch 2 or later" in capsys.readouterr().err
+    extend = ["--set", "epochs=3", "--set", "average_after_epochs=2"]
+    assert main(["train", "--resume", run, *extend, *data]) == 0
+    longer = json.loads((tmp_path / "short" / "results.json").read_text())
+    assert (longer["epochs"], longer["updates"]) == (whole["epochs"], whole["updates"])
+    assert longer["test_nll"] == pytest.approx(whole["test_nll"], abs=1e-6)
+    assert _valid_curve(tmp_path / "short") == pytest.approx(_valid_curve(tmp_path / "whole"), abs=1e-6)
+    saved = json.loads((tmp_path / "short" / "config.json").read_text())
+    assert (saved["epochs"], saved["average_after_epochs"]) == (3, 2)
+    # Once averaging has begun, its start is part of the run.
+    later = ["--set", "epochs=4", "--set", "average_after_epochs=3"]
+    assert main(["train", "--resume", run, *later, *data]) == 2
+    assert "(the run's average_after_epochs is 2)" in capsys.readouterr().err
+    # A run interrupted in its first epoch has begun it: averaging can begin at epoch 1 at the earliest.
+    _crash_at_update_27(tmp_path, data_root, monkeypatch, max_updates=0, epochs=2)
+    crashed = str(tmp_path / "crashed")
+    assert main(["train", "--resume", crashed, "--set", "average_after_epochs=0", *data]) == 2
+    assert "has begun 1 epoch(s)" in capsys.readouterr().err
+
+
+def _valid_curve(run) -> list[float]:
+    return [json.loads(x)["value"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_an_interrupted_run_resumed_under_a_limit_it_has_passed_ends_at_once(
     tmp_path, data_root, monkeypatch, capsys
 ):

@@ -109,7 +109,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.model or args.config or args.data:
             raise UsageError(
                 "--resume continues a run with its saved configuration; drop --model, --data and --config"
-                " (--set may only extend its limits: epochs, max_updates, time_budget_s)"
+                " (--set may only change its limits, epochs, max_updates and time_budget_s, and"
+                " average_after_epochs before averaging begins)"
             )
         out, config = args.resume, None
         limits = parse_sets(args.set or [])
@@ -274,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR where it stopped; with --set epochs=, max_updates= or "
-        "time_budget_s=, extend a run that stopped at its limit",
+        "time_budget_s=, extend a run that stopped at its limit; with --set average_after_epochs=, "
+        "add parameter averaging from an epoch the run has not begun",
     )
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")

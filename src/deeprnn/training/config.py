@@ -146,19 +146,31 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     return TrainConfig(**current)
 
 
-# Settings that bound a run's length: the only ones a resumed run may change (to extend it).
+# Settings that bound a run's length: a resumed run may change them (to extend or cut it).
 LIMITS = ("epochs", "max_updates", "time_budget_s")
+# A resumed run may also set when parameter averaging begins, as long as it has not begun yet.
+AVERAGING = "average_after_epochs"
 
 
-def with_limits(config: TrainConfig, limits: dict) -> TrainConfig:
-    """``config`` with new length limits; any other setting is an error (it would change the run)."""
-    other = sorted(set(limits) - set(LIMITS))
-    if other:
+def with_limits(config: TrainConfig, limits: dict, epochs_begun: int | None = None) -> TrainConfig:
+    """``config`` with new length limits for a resumed run; any other setting is an error (it
+    would change the run), except a start for parameter averaging that no update so far has
+    reached under the old start or the new one (``epochs_begun``: the epochs the run has begun)."""
+    other = sorted(set(limits) - set(LIMITS) - {AVERAGING})
+    if other or (AVERAGING in limits and epochs_begun is None):
         raise ValueError(
             f"a resumed run keeps its configuration; only {', '.join(LIMITS)} may change, "
-            f"not {', '.join(other)}"
+            f"and {AVERAGING} before averaging begins; not {', '.join(other or [AVERAGING])}"
         )
-    return apply(limits, config)
+    changed = apply(limits, config)
+    starts = {config.average_after_epochs, changed.average_after_epochs}
+    if len(starts) > 1 and min(starts - {None}) < epochs_begun:
+        raise ValueError(
+            f"{AVERAGING}: the run has begun {epochs_begun} epoch(s), so averaging can only begin "
+            f"at epoch {epochs_begun} or later, and only if it has not begun already "
+            f"(the run's {AVERAGING} is {config.average_after_epochs})"
+        )
+    return changed
 
 
 def _limits(config: TrainConfig, updates: int, epochs: int, seconds: float) -> dict[str, bool]:

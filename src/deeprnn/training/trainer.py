@@ -279,7 +279,7 @@ class Run:
         own = processes[self.world.rank]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.averaged is not None:
+        if self.averaged is not None and "averaged" in state:  # else averaging starts later
             self.averaged.load_state_dict(state["averaged"])
         self.schedule.load_state_dict(state["schedule"])
         self.progress = Progress(**state["progress"])
@@ -605,6 +605,8 @@ def train(
 
     ``limits`` (resuming only) sets new ``epochs``, ``max_updates`` or ``time_budget_s``: a run
     that stopped at its old limit then carries on, as if the new one had been set from the start.
+    It may also set ``average_after_epochs`` to an epoch the run has not begun, which adds
+    parameter averaging to a run (a finished one, too) exactly as if it had been set from the start.
     """
     out = Path(out)
     world = distributed.from_environment()
@@ -614,7 +616,8 @@ def train(
         saved = json.loads((out / "config.json").read_text())
         config = TrainConfig(**saved)
         if limits:
-            config = with_limits(config, limits)
+            at = checkpoint.load(out / "checkpoints" / "last.pt")["progress"]
+            config = with_limits(config, limits, epochs_begun=at["epoch"] + (at["batch"] > 0))
         if device:
             config = replace(config, device=device)
     elif world.main and out.exists() and any(out.iterdir()):
