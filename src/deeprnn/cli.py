@@ -327,8 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()
+    finished = False
     try:
-        return args.run(args)
+        code = args.run(args)
+        finished = True
+        return code
     except (UsageError, ValueError, FileNotFoundError) as error:
         print(f"deeprnn {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -336,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "torch.distributed" in sys.modules:  # a torchrun launch joined a process group
             from deeprnn.training.distributed import leave_process_group
 
-            leave_process_group()
+            leave_process_group(finished)
 
 
 if __name__ == "__main__":

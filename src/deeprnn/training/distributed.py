@@ -15,6 +15,7 @@ same decisions (early stopping, halving); only process 0 writes the run folder. 
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -65,9 +66,19 @@ def setup(world: World, device: torch.device) -> torch.device:
     return device
 
 
-def leave_process_group() -> None:
-    """At the end of a command: runs and tables in one process group, then leave it."""
+def leave_process_group(finished: bool) -> None:
+    """At the end of a command (runs and tables in one process group), leave the group.
+
+    A command that ``finished`` first waits for the other processes, so none tears down its
+    connections while another still uses them; one that failed leaves at once (the others may
+    never come). A finished run lingers in reference cycles, holding the DDP wrapper and with it
+    the group: it is collected here, before the group is destroyed, rather than at some later
+    collection or at interpreter exit.
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 
