@@ -110,6 +110,8 @@ def test_config_errors_name_the_valid_settings():
         apply({"optimizer": "lbfgs"})
     with pytest.raises(ValueError, match="average_after_epochs must be an epoch count"):
         apply({"average_after_epochs": -1})
+    with pytest.raises(ValueError, match="average_when_stalled must be an evaluation count"):
+        apply({"average_when_stalled": 0})
     with pytest.raises(ValueError, match="KEY=VALUE"):
         resolve("rnn", "jsb", sets=["lr"])
     assert main(["train", "--model", "rnn", "--data", "jsb", "--set", "colour=red", "--out", "x"]) == 2
@@ -284,6 +286,25 @@ def test_a_stopped_run_extended_ends_where_a_longer_run_ends(tmp_path, data_root
     lines = (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
     assert json.loads((tmp_path / "short" / "config.json").read_text())["max_updates"] == 40
+
+
+def test_averaging_begins_once_validation_is_worse_than_the_best_before_the_last_n(tmp_path, data_root):
+    """AWD-LSTM's trigger, n = 2: found by hand on the curve of a run without averaging, whose
+    updates are the same until then; the mean then takes in every later update."""
+    often = {"eval_every": 4, "max_updates": 60}
+    _train(tmp_path, "plain", data_root, **often)
+    plain = [json.loads(x) for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+    values = [r["value"] for r in plain]
+    stalled = next(k for k in range(3, len(values)) if values[k] > min(values[: k - 2]))
+    assert 0 < stalled < len(values) - 1  # the trigger fires, and validation goes on after it
+    _train(tmp_path, "avg", data_root, average_when_stalled=2, **often)
+    curve = _valid_curve(tmp_path / "avg")
+    assert curve[: stalled + 1] == pytest.approx(values[: stalled + 1], abs=1e-9)
+    assert curve[stalled + 1] != pytest.approx(values[stalled + 1], abs=1e-6)  # the mean is scored
+    last = torch.load(tmp_path / "avg" / "checkpoints" / "last.pt", weights_only=True)
+    assert int(last["averaged"]["n_averaged"]) == 60 - plain[stalled]["update"]
+    assert last["progress"]["averaging"] is True
+    assert "parameter averaging begins" in (tmp_path / "avg" / "train.log").read_text()
 
 
 def test_averaging_added_to_a_finished_run_ends_where_a_run_averaged_from_the_start_ends(

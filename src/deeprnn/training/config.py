@@ -62,6 +62,9 @@ class TrainConfig:
     # the running mean of the parameters after every update; validation, the best parameters and
     # the test score then use the mean. None: no averaging.
     average_after_epochs: int | None = None
+    # Or begin it once a validation score is worse than the best of those before the last N
+    # (AWD-LSTM's non-monotone trigger, N = 5 there); with both set, whichever comes first.
+    average_when_stalled: int | None = None
     # Pretraining: start from a finished run's best parameters where names and shapes match.
     init_from: str | None = None
     pretrained_lr_scale: float = 0.1
@@ -88,6 +91,11 @@ class TrainConfig:
         after = self.average_after_epochs
         if after is not None and after < 0:
             raise ValueError(f"average_after_epochs must be an epoch count, 0 or more (or none), got {after}")
+        stalled = self.average_when_stalled
+        if stalled is not None and stalled < 1:
+            raise ValueError(
+                f"average_when_stalled must be an evaluation count, 1 or more (or none), got {stalled}"
+            )
         for key in ("lr", "clip_norm", "weight_noise", "momentum", "weight_decay", "time_budget_s"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must not be negative, got {getattr(self, key)}")

@@ -186,6 +186,7 @@ class Progress:
     evals_since_best: int = 0
     skipped: int = 0  # updates skipped for a non-finite loss or gradient
     restores: int = 0  # times the last good state was restored after repeated non-finite updates
+    averaging: bool = False  # whether parameter averaging has begun
     train_seconds: float = 0.0
     done: bool = False
     stop_reason: str = ""  # early stopping, time budget, max updates, epochs
@@ -225,7 +226,7 @@ class Run:
             torch.manual_seed(config.seed + world.rank)  # own dropout masks and weight noise
         self.optimizer = make_optimizer(config, self.model, self.pretrained)
         self.averaged: AveragedModel | None = None  # the running mean of the parameters
-        if config.average_after_epochs is not None:
+        if config.average_after_epochs is not None or config.average_when_stalled is not None:
             self.averaged = AveragedModel(self.model)
         total = config.max_updates or sum(self.train_data.count(e) for e in range(config.epochs))
         self.schedule = Schedule(config, total_updates=total)
@@ -339,9 +340,14 @@ class Run:
         self._nonfinite = 0
         self.schedule.apply(self.optimizer, self.progress.updates)
         self.optimizer.step()
-        if self.averaged is not None and self.progress.epoch >= config.average_after_epochs:
+        if self.averaged is not None and self.averaging():
             self.averaged.update_parameters(self.model)
         return mean
+
+    def averaging(self) -> bool:
+        """Whether the running mean takes in this update: from its epoch, or once validation stalled."""
+        after = self.config.average_after_epochs
+        return self.progress.averaging or (after is not None and self.progress.epoch >= after)
 
     def evaluated_model(self) -> DeepRNN:
         """What validation scores: the parameters' running mean once averaging has begun."""
@@ -382,6 +388,11 @@ class Run:
                 )
         else:
             p.evals_since_best += 1
+        n = self.config.average_when_stalled
+        earlier = [r["value"] for r in self.history[:-n]] if n else []
+        if earlier and not self.averaging() and value > min(earlier):
+            p.averaging = True
+            self.log(f"validation stalled ({value:.4f} > {min(earlier):.4f}): parameter averaging begins")
         restore = self.schedule.after_evaluation(improved)
         if restore and self.best_model is not None:
             # the paper's text recipe: back to the best parameters, learning rate halved
