@@ -35,7 +35,7 @@ from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.presets import TASKS, preset
 from deeprnn.training import checkpoint, distributed
-from deeprnn.training.config import TrainConfig, limit_reached, limits_passed, with_limits
+from deeprnn.training.config import AVERAGING, TrainConfig, limit_reached, limits_passed, with_limits
 from deeprnn.training.distributed import World
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.schedule import Schedule
@@ -186,7 +186,7 @@ class Progress:
     evals_since_best: int = 0
     skipped: int = 0  # updates skipped for a non-finite loss or gradient
     restores: int = 0  # times the last good state was restored after repeated non-finite updates
-    averaging: bool = False  # whether parameter averaging has begun
+    averaging: bool = False  # set once validation stalled (average_when_stalled)
     train_seconds: float = 0.0
     done: bool = False
     stop_reason: str = ""  # early stopping, time budget, max updates, epochs
@@ -627,8 +627,11 @@ def train(
         saved = json.loads((out / "config.json").read_text())
         config = TrainConfig(**saved)
         if limits:
-            at = checkpoint.load(out / "checkpoints" / "last.pt")["progress"]
-            config = with_limits(config, limits, epochs_begun=at["epoch"] + (at["batch"] > 0))
+            begun = None  # the epochs the run has begun: only a new averaging start needs them
+            if AVERAGING in limits:
+                at = checkpoint.load(out / "checkpoints" / "last.pt")["progress"]
+                begun = at["epoch"] + (at["batch"] > 0)
+            config = with_limits(config, limits, epochs_begun=begun)
         if device:
             config = replace(config, device=device)
     elif world.main and out.exists() and any(out.iterdir()):
