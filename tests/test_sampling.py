@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from deeprnn import DeepRNN, ModelConfig
@@ -19,6 +20,16 @@ def test_music_samples_are_frames_and_follow_the_seed():
     a = sample(model, 30, generator=torch.Generator().manual_seed(1))
     b = sample(model, 30, generator=torch.Generator().manual_seed(1))
     assert a.shape == (30, 88) and set(a.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_model_on_the_gpu_samples_there_and_returns_frames_on_the_cpu():
+    torch.manual_seed(0)
+    model = DeepRNN(ModelConfig(input_size=88, output_size=88, hidden_size=8)).cuda()
+    a = sample(model, 30, generator=torch.Generator(device="cuda").manual_seed(1))
+    b = sample(model, 30, generator=torch.Generator(device="cuda").manual_seed(1))
+    assert a.device.type == "cpu" and a.shape == (30, 88) and set(a.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(a, b)
 
 

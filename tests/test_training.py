@@ -231,6 +231,23 @@ def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(
     assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_gpu_run_follows_the_cpu_run_and_resumes_exactly_after_a_crash(tmp_path, data_root, monkeypatch):
+    # Without weight noise the two devices draw nothing differently: the same curve up to rounding.
+    on_cpu = _train(tmp_path, "cpu", data_root, weight_noise=0.0)
+    on_gpu = _train(tmp_path, "gpu", data_root, weight_noise=0.0, device="cuda")
+    assert on_cpu["device"] == "cpu"
+    assert on_gpu["device"].startswith("cuda") and torch.cuda.get_device_name() in on_gpu["device"]
+    assert _valid_curve(tmp_path / "gpu") == pytest.approx(_valid_curve(tmp_path / "cpu"), rel=1e-3)
+    # With weight noise drawn on the GPU, a resumed run needs the GPU's generator state back.
+    whole = _train(tmp_path, "whole", data_root, device="cuda")
+    _crash_at_update_27(tmp_path, data_root, monkeypatch, device="cuda")
+    resumed = trainer.train(
+        None, tmp_path / "crashed", data_dir=str(data_root), resume=True, log=lambda _: None
+    )
+    assert resumed["test_nll"] == pytest.approx(whole["test_nll"], abs=1e-5)
+
+
 def test_averaging_keeps_the_mean_of_the_parameters_after_each_update_and_validates_it(
     tmp_path, data_root, monkeypatch
 ):

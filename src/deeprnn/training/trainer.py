@@ -135,6 +135,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_name(device: torch.device) -> str:
+    """What a results file records: ``cpu``, or ``cuda:0 (NVIDIA H200)`` with the card's name."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def valid_mask(batch: Batch) -> torch.Tensor | None:
     if batch.lengths is None:
         return None
@@ -514,7 +521,7 @@ class Run:
             "train_seconds": round(self.progress.train_seconds, 1),
             "skipped_updates": self.progress.skipped,
             "stop_reason": self.progress.stop_reason,
-            "device": str(self.device),
+            "device": device_name(self.device),
             "version": __version__,
             **counts,
             "scores": scores,
