@@ -136,7 +136,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """What a results file records: ``cpu``, or ``cuda:0 (NVIDIA H200)`` with the card's name."""
+    """What a results file records: ``cpu``, or ``cuda (NVIDIA H200)`` with the card's name."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
