@@ -63,3 +63,24 @@ def test_reproduce_writes_the_table_and_skips_finished_runs(tmp_path, data_root,
     assert main([*argv, "--set", "max_updates=9"]) == 0  # a higher limit: the runs carry on
     table = json.loads((tmp_path / "music.json").read_text())
     assert {r["model"]: r["updates"] for r in table["rows"]} == {"dts-rnn": 9, "dots-rnn": 9}
+
+
+def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root):
+    """The paper's JSB RNN has 200 units, its sRNN 400: the sRNN is pretrained from a 400-unit RNN
+    trained for it, unless pretraining is turned off."""
+    tiny = ["max_updates=2", "eval_every=2", "batch_size=16", "eval_batch_size=64", "device=cpu"]
+    argv = ["reproduce", "music", "--models", "srnn", "--data", "jsb", "--data-dir", str(data_root)]
+    for s in tiny:
+        argv += ["--set", s]
+    assert main([*argv, "--out", str(tmp_path / "paper")]) == 0
+    widened = tmp_path / "paper" / "runs" / "jsb" / "rnn-400"
+    config = json.loads((widened / "config.json").read_text())
+    assert (config["model"], config["hidden_size"], config["max_updates"]) == ("rnn", 400, 2)
+    assert not (tmp_path / "paper" / "runs" / "jsb" / "rnn").exists()
+    rows = json.loads((tmp_path / "paper" / "music.json").read_text())["rows"]
+    assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", str(widened))]
+
+    assert main([*argv, "--out", str(tmp_path / "scratch"), "--no-pretraining"]) == 0
+    rows = json.loads((tmp_path / "scratch" / "music.json").read_text())["rows"]
+    assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", None)]
+    assert not (tmp_path / "scratch" / "runs" / "jsb" / "rnn-400").exists()

@@ -171,7 +171,15 @@ def _reproduce(args: argparse.Namespace) -> int:
         datas = [d for d in args.data if d in TABLES[table]] if args.data else None
         if args.data and not datas:
             continue
-        result = reproduce(table, args.out, models=models, datas=datas, data_dir=args.data_dir, sets=args.set)
+        result = reproduce(
+            table,
+            args.out,
+            models=models,
+            datas=datas,
+            data_dir=args.data_dir,
+            sets=args.set,
+            pretraining=args.pretraining,
+        )
         if result is not None:
             print(f"{args.out}/{table}.json: {len(result['rows'])} rows")
     return 0
@@ -316,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--data", nargs="+", help="only these data sets (default: the table's)")
     repro.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every run")
     repro.add_argument("--out", required=True, help="where the runs, tables and plots go")
+    repro.add_argument(
+        "--no-pretraining",
+        dest="pretraining",
+        action="store_false",
+        help="start sRNN and DOT(S)-RNN from scratch (default: from a trained RNN / DT(S)-RNN, as the paper)",
+    )
     repro.add_argument(
         "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
     )

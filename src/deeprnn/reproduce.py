@@ -6,6 +6,9 @@ interrupted one resumed, so the command can be stopped and started again at will
 stopped at its time budget (or epochs, or updates) carries on when ``--set`` raises that limit,
 so a long table can be trained across several sittings. Layer-wise
 pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the DT(S)-RNN run.
+Where the paper's RNN is not as wide as its sRNN (Nottingham, JSB, Penn Treebank), the sRNN
+starts instead from an RNN of its own width, trained for it with the RNN's recipe in
+``OUT/runs/<data>/rnn-<width>``, as the paper must have done.
 """
 
 from __future__ import annotations
@@ -54,29 +57,54 @@ def cells(table: str, models: list[str] | None, datas: list[str] | None) -> list
     return [(d, m) for d in (datas or TABLES[table]) for m in order]
 
 
-def run_cell(out: Path, data: str, model: str, data_dir: str | None, sets: list[str], log) -> dict:
+def run_cell(
+    out: Path, data: str, model: str, data_dir: str | None, sets: list[str], log, pretraining: bool = True
+) -> dict:
+    """Train ``model`` on ``data`` in its folder under ``out``, or resume it, or skip it if done."""
+    folder = run_dir(out, data, model)
+    extra = list(sets)
+    source = PRETRAINED_FROM.get(model) if pretraining else None
+    if source and not started(folder):
+        width = hidden_size(model, data, sets)
+        if hidden_size(source, data, sets) == width:
+            if (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
+                extra.append(f"init_from={run_dir(out, data, source)}")
+        else:  # a source of the model's own width, trained for it
+            widened = run_dir(out, data, f"{source}-{width}")
+            train_folder(
+                widened, resolve(source, data, sets=[*sets, f"hidden_size={width}"]), data_dir, sets, log
+            )
+            extra.append(f"init_from={widened}")
+    return train_folder(folder, resolve(model, data, sets=extra), data_dir, sets, log)
+
+
+def started(folder: Path) -> bool:
+    """Whether a run in ``folder`` has finished or saved a checkpoint to resume from."""
+    return (folder / "results.json").exists() or (folder / "checkpoints" / "last.pt").exists()
+
+
+def hidden_size(model: str, data: str, sets: list[str]) -> int:
+    """The width ``model`` trains with on ``data``: its config's, else the paper's (the preset's)."""
+    return resolve(model, data, sets=sets).hidden_size or preset(model, data).hidden_size
+
+
+def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log) -> dict:
+    """Train ``config`` in ``folder``; a finished run is skipped unless ``sets`` raise its limits,
+    an interrupted one resumed."""
     from deeprnn.training.trainer import train
 
-    folder = run_dir(out, data, model)
+    name = f"{folder.parent.name}/{folder.name}"
     limits = {k: v for k, v in parse_sets(sets).items() if k in LIMITS}
     if (folder / "results.json").exists():
         done = json.loads((folder / "results.json").read_text())
         config = with_limits(TrainConfig(**json.loads((folder / "config.json").read_text())), limits)
         if limit_reached(config, done["stop_reason"], done["updates"], done["epochs"], done["train_seconds"]):
-            log(f"{data}/{model}: done, skipped")
+            log(f"{name}: done, skipped")
             return done
     if (folder / "checkpoints" / "last.pt").exists():
-        log(f"{data}/{model}: resuming")
+        log(f"{name}: resuming")
         return train(None, folder, data_dir=data_dir, resume=True, limits=limits, log=log)
-    extra = list(sets)
-    source = PRETRAINED_FROM.get(model)
-    if source and (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
-        if preset(source, data).hidden_size == preset(model, data).hidden_size:
-            extra.append(f"init_from={run_dir(out, data, source)}")
-        else:
-            log(f"{data}/{model}: no pretraining, {source} has another hidden size in the paper's table")
-    config = resolve(model, data, sets=extra)
-    log(f"{data}/{model}: training")
+    log(f"{name}: training")
     return train(config, folder, data_dir=data_dir, force=True, log=log)
 
 
@@ -88,6 +116,7 @@ def reproduce(
     datas: list[str] | None = None,
     data_dir: str | None = None,
     sets: list[str] | None = None,
+    pretraining: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict | None:
     """Run (or resume, or skip) every cell of ``table``; write OUT/<table>.json, .md and plots."""
@@ -95,7 +124,7 @@ def reproduce(
         raise ValueError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}, all")
     out = Path(out)
     for data, model in cells(table, models, datas):
-        run_cell(out, data, model, data_dir, sets or [], log)
+        run_cell(out, data, model, data_dir, sets or [], log, pretraining)
     if not from_environment().main:  # under torchrun, the first process writes the tables
         return None
     return write_table(table, out)
