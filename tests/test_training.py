@@ -180,6 +180,22 @@ def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
     assert capsys.readouterr().out.startswith(f"{run}: valid nll ")
     assert main(["eval", str(tmp_path / "nothing"), "--data-dir", str(data_root)]) == 2
 
+    # Each piece alone: the pieces add up to the split, and one of them is its own forward pass.
+    argv = ["eval", str(run), "--split", "test", "--per-piece", "--json", "--data-dir", str(data_root)]
+    assert main(argv) == 0
+    pieces = json.loads(capsys.readouterr().out)["pieces"]
+    rolls = load("jsb", str(data_root)).splits["test"]
+    assert [p["frames"] for p in pieces] == [len(r) for r in rolls]
+    assert sum(p["nll"] for p in pieces) == pytest.approx(evaluated["nll"], rel=1e-6)
+    model = trainer.load_best(run, "cpu")[0].eval()
+    roll = torch.from_numpy(rolls[3].astype("float32")).unsqueeze(1)
+    with torch.no_grad():
+        logits, _ = model(torch.cat([torch.zeros_like(roll[:1]), roll[:-1]]))
+    by_hand = torch.nn.functional.binary_cross_entropy_with_logits(logits, roll, reduction="sum")
+    assert pieces[3]["nll"] == pytest.approx(float(by_hand), rel=1e-5)
+    assert main(["eval", str(run), "--per-piece", "--data-dir", str(data_root)]) == 0
+    assert "the pieces with the largest share" in capsys.readouterr().out
+
 
 def test_every_epoch_reads_all_its_batches_when_their_number_varies(tmp_path, data_root):
     # With several pieces per batch, an epoch's number of chunks depends on its shuffled grouping.

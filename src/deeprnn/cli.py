@@ -150,14 +150,23 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from deeprnn.training.trainer import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.split, data_dir=args.data_dir, device=args.device)
+    result = evaluate_run(
+        args.run_dir, args.split, data_dir=args.data_dir, device=args.device, per_piece=args.per_piece
+    )
     if args.json:
         print(json.dumps(result))
-    else:
-        print(
-            f"{args.run_dir}: {result['split']} {result['metric']} {result['value']:.4f} "
-            f"({result['count']:,} targets, parameters of update {result['update']})"
-        )
+        return 0
+    print(
+        f"{args.run_dir}: {result['split']} {result['metric']} {result['value']:.4f} "
+        f"({result['count']:,} targets, parameters of update {result['update']})"
+    )
+    if args.per_piece:
+        worst = sorted(result["pieces"], key=lambda p: -p["nll"])[:10]
+        print("the pieces with the largest share of the NLL (piece: frames, NLL per frame, share):")
+        for p in worst:
+            print(
+                f"  {p['piece']}: {p['frames']:,}, {p['nll_per_frame']:.3f}, {p['nll'] / result['nll']:.1%}"
+            )
     return 0
 
 
@@ -301,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--per-piece",
+        action="store_true",
+        help="music: also score each piece alone (JSON: all; else the worst 10)",
+    )
     evaluate.set_defaults(run=_eval)
 
     sampler = commands.add_parser("sample", help="sample music (MIDI, piano roll) or text from a run")

@@ -711,21 +711,31 @@ class _Logger:
 
 
 def evaluate_run(
-    out: str | Path, split: str = "test", *, data_dir: str | None = None, device: str | None = None
+    out: str | Path,
+    split: str = "test",
+    *,
+    data_dir: str | None = None,
+    device: str | None = None,
+    per_piece: bool = False,
 ) -> dict:
-    """Score a run's best parameters on a split, as its final results are scored."""
+    """Score a run's best parameters on a split, as its final results are scored; with
+    ``per_piece`` (music), also each piece alone, to see which pieces weigh on the score."""
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be train, valid or test; got {split!r}")
     model, config, update = load_best(out, device)
     dev = next(model.parameters()).device
     corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
+    if per_piece and not isinstance(corpus, MusicCorpus):
+        raise ValueError(
+            f"per-piece scores are for music runs; {out} is a text run (its split is one stream)"
+        )
     metric = metric_name(
         "music" if isinstance(corpus, MusicCorpus) else "text", getattr(corpus, "level", "frame")
     )
     if isinstance(corpus, TextCorpus):
         config = replace(config, eval_batch_size=1)
     total, count = evaluate(model, batches(config, corpus, split, training=False), dev)
-    return {
+    result = {
         "split": split,
         "metric": metric,
         "value": from_nll(metric, total, count),
@@ -734,6 +744,18 @@ def evaluate_run(
         "update": update,
         "run": str(out),
     }
+    if per_piece:
+        result["pieces"] = piece_scores(model, corpus.splits[split], dev)
+    return result
+
+
+def piece_scores(model: DeepRNN, pieces: list, device: torch.device) -> list[dict]:
+    """Each piece's NLL, scored alone from a zero state, in the split's order."""
+    scores = []
+    for index, piece in enumerate(pieces):
+        total, count = evaluate(model, MusicBatches([piece], 1), device)
+        scores.append({"piece": index, "frames": count, "nll": total, "nll_per_frame": total / count})
+    return scores
 
 
 def load_best(out: str | Path, device: str | None = None) -> tuple[DeepRNN, TrainConfig, int]:
