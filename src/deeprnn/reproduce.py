@@ -6,9 +6,10 @@ interrupted one resumed, so the command can be stopped and started again at will
 stopped at its time budget (or epochs, or updates) carries on when ``--set`` raises that limit,
 so a long table can be trained across several sittings. Layer-wise
 pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the DT(S)-RNN run.
-Where the paper's RNN is not as wide as its sRNN (Nottingham, JSB, Penn Treebank), the sRNN
-starts instead from an RNN of its own width, trained for it with the RNN's recipe in
-``OUT/runs/<data>/rnn-<width>``, as the paper must have done.
+Where the paper's RNN and sRNN differ in width (Nottingham and PTB characters: 600 units
+against 400; JSB and PTB words: 200 against 400), the sRNN starts instead from an RNN of its
+own width, trained for it with the RNN's recipe in ``OUT/runs/<data>/rnn-<width>``, as the
+paper must have done. ``pretraining=False`` (``--no-pretraining``) starts both from scratch.
 """
 
 from __future__ import annotations
