@@ -514,3 +514,18 @@ def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer.Run, "update", original)
     resumed = trainer.train(None, tmp_path / "crashed", resume=True, log=lambda _: None)
     assert resumed["test_ppl"] == pytest.approx(whole["test_ppl"], rel=1e-6)
+
+
+def test_per_piece_scores_refuse_a_text_run(tmp_path, capsys):
+    corpus = tmp_path / "text"
+    corpus.mkdir()
+    for split in ("train", "valid", "test"):
+        (corpus / f"{split}.txt").write_text("the cat sat on the mat\na dog sat on the log\n" * 3)
+    sets = ["hidden_size=8", "max_updates=2", "eval_every=2", "batch_size=2", "bptt_steps=5", "device=cpu"]
+    argv = ["train", "--model", "rnn", "--data", str(corpus), "--out", str(tmp_path / "run")]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--per-piece"]) == 2
+    assert "per-piece scores are for music runs" in capsys.readouterr().err
