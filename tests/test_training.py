@@ -197,6 +197,43 @@ def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
     assert "the pieces with the largest share" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0])
+def test_pretrained_parameters_start_from_the_run_and_train_at_their_scale_of_the_rate(
+    tmp_path, data_root, scale
+):
+    """Layer-wise pretraining: ⊕ comes from the run's best parameters, ▷ starts afresh, and one
+    SGD step moves ⊕ by scale × lr × gradient and ▷ by lr × gradient (gradients computed here)."""
+    _train(tmp_path, "source", data_root, max_updates=10)
+    source = torch.load(tmp_path / "source" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    settings = {**TINY, "model": "dots-rnn", "output_sizes": [8], "weight_noise": 0.0, "clip_norm": 0.0}
+    config = apply(
+        {
+            **settings,
+            "schedule": "constant",
+            "lr": 0.5,
+            "pretrained_lr_scale": scale,
+            "init_from": str(tmp_path / "source"),
+        }
+    )
+    run = trainer.Run(config, tmp_path / "target", data_dir=str(data_root), log=lambda _: None)
+    start = {k: t.clone() for k, t in run.model.named_parameters()}
+    assert run.pretrained == {k for k in start if k.startswith("recurrence.")} and run.pretrained
+    for name in run.pretrained:
+        torch.testing.assert_close(start[name], source[name], rtol=0, atol=0)
+    fresh = trainer.Run(apply(settings), tmp_path / "fresh", data_dir=str(data_root), log=lambda _: None)
+    for name, value in fresh.model.named_parameters():  # ▷ is initialised as without pretraining
+        if name not in run.pretrained:
+            torch.testing.assert_close(start[name], value.detach(), rtol=0, atol=0)
+
+    batch = next(iter(run.train_data.batches(0, 0)))
+    nll, _ = trainer.batch_nll(run.model, batch, None)
+    grads = torch.autograd.grad(nll / batch.total, list(run.model.parameters()))
+    run.update(batch)
+    for (name, value), grad in zip(run.model.named_parameters(), grads, strict=True):
+        rate = 0.5 * (scale if name in run.pretrained else 1.0)
+        torch.testing.assert_close(value.detach(), start[name] - rate * grad, rtol=1e-5, atol=1e-7)
+
+
 def test_every_epoch_reads_all_its_batches_when_their_number_varies(tmp_path, data_root):
     # With several pieces per batch, an epoch's number of chunks depends on its shuffled grouping.
     done = _train(tmp_path, "epochs", data_root, max_updates=0, epochs=3, eval_every=0, batch_size=16)
