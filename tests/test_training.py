@@ -112,6 +112,8 @@ def test_config_errors_name_the_valid_settings():
         apply({"average_after_epochs": -1})
     with pytest.raises(ValueError, match="average_when_stalled must be an evaluation count"):
         apply({"average_when_stalled": 0})
+    with pytest.raises(ValueError, match="pretrained_lr_scale must not be negative, got -0.1"):
+        apply({"pretrained_lr_scale": -0.1})
     with pytest.raises(ValueError, match="KEY=VALUE"):
         resolve("rnn", "jsb", sets=["lr"])
     assert main(["train", "--model", "rnn", "--data", "jsb", "--set", "colour=red", "--out", "x"]) == 2

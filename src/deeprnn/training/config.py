@@ -96,7 +96,15 @@ class TrainConfig:
             raise ValueError(
                 f"average_when_stalled must be an evaluation count, 1 or more (or none), got {stalled}"
             )
-        for key in ("lr", "clip_norm", "weight_noise", "momentum", "weight_decay", "time_budget_s"):
+        for key in (
+            "lr",
+            "pretrained_lr_scale",
+            "clip_norm",
+            "weight_noise",
+            "momentum",
+            "weight_decay",
+            "time_budget_s",
+        ):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must not be negative, got {getattr(self, key)}")
 
