@@ -6,6 +6,7 @@ import json
 
 from deeprnn.cli import main
 from deeprnn.reproduce import PAPER, cells
+from deeprnn.training import config
 
 SMALL = [
     "hidden_size=10",
@@ -84,3 +85,52 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root):
     rows = json.loads((tmp_path / "scratch" / "music.json").read_text())["rows"]
     assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", None)]
     assert not (tmp_path / "scratch" / "runs" / "jsb" / "rnn-400").exists()
+
+
+def test_a_finetune_stage_trains_from_the_first_and_gives_the_row(tmp_path, data_root, monkeypatch, capsys):
+    """A config's [finetune] table: a second run from the first's best, whose settings win over
+    --set, and whose numbers (with both stages' cost) make the row."""
+    committed = config.paper_config_file
+    own = tmp_path / "rnn.toml"
+    own.write_text(
+        committed("rnn", "jsb").read_text()
+        + "\n[finetune]\npretrained_lr_scale = 1.0\nlr = 0.5\nmax_updates = 3\n"
+    )
+    monkeypatch.setattr(
+        config, "paper_config_file", lambda m, d: own if (m, d) == ("rnn", "jsb") else committed(m, d)
+    )
+    out = tmp_path / "out"
+    argv = [
+        "reproduce",
+        "music",
+        "--models",
+        "rnn",
+        "--data",
+        "jsb",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_root),
+    ]
+    for s in [*SMALL, "max_updates=4", "eval_every=2"]:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    first, second = out / "runs" / "jsb" / "rnn", out / "runs" / "jsb" / "rnn-finetune"
+    settings = json.loads((second / "config.json").read_text())
+    assert settings["init_from"] == str(first)
+    assert (settings["lr"], settings["pretrained_lr_scale"], settings["max_updates"]) == (0.5, 1.0, 3)
+    assert (settings["hidden_size"], settings["seed"]) == (10, 0)  # --set, where the table is silent
+    done = [json.loads((f / "results.json").read_text()) for f in (first, second)]
+    assert [d["updates"] for d in done] == [4, 3]
+    (row,) = json.loads((out / "music.json").read_text())["rows"]
+    assert row["test_nll"] == done[1]["test_nll"] != done[0]["test_nll"]
+    assert row["first_stage"]["test_nll"] == done[0]["test_nll"]
+    assert (row["updates"], row["run"], row["init_from"]) == (7, str(second), None)
+    assert row["wall_seconds"] == done[0]["train_seconds"] + done[1]["train_seconds"]
+    assert f"| jsb | rnn + finetune | {row['test_nll']:.3f} |" in (out / "music.md").read_text()
+
+    capsys.readouterr()
+    assert main([*argv, "--set", "max_updates=6"]) == 0  # the first stage carries on, the second is done
+    assert "jsb/rnn: resuming" in capsys.readouterr().out
+    assert json.loads((first / "results.json").read_text())["updates"] == 6
+    assert json.loads((second / "results.json").read_text()) == done[1]

@@ -20,7 +20,7 @@ from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.training import trainer
-from deeprnn.training.config import apply, resolve
+from deeprnn.training.config import apply, finetune_table, resolve
 from deeprnn.training.metrics import from_nll
 
 TINY = dict(
@@ -130,6 +130,39 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
     assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
     ptb = resolve("rnn", "ptb-word")
     assert (ptb.optimizer, ptb.schedule, ptb.state_dropout) == ("adam", "plateau", 0.3)
+
+
+def test_a_finetune_table_is_a_second_stage_over_every_other_setting(tmp_path):
+    path = tmp_path / "rnn.toml"
+    path.write_text(
+        "lr = 2.0\nepochs = 7\n\n[finetune]\npretrained_lr_scale = 1.0\nlr = 0.5\naverage_when_stalled = 5\n"
+    )
+    sets = ["lr=1.5", "seed=3"]
+    first = resolve("rnn", "jsb", str(path), sets=sets)
+    assert (first.lr, first.epochs, first.pretrained_lr_scale, first.average_when_stalled, first.seed) == (
+        1.5,
+        7,
+        0.1,
+        5,  # the committed JSB RNN's, under the file
+        3,
+    )
+    second = resolve("rnn", "jsb", str(path), sets=sets, finetune=True)
+    assert (second.lr, second.epochs, second.pretrained_lr_scale, second.seed) == (0.5, 7, 1.0, 3)
+    assert finetune_table("rnn", "jsb", str(path)) == {
+        "pretrained_lr_scale": 1.0,
+        "lr": 0.5,
+        "average_when_stalled": 5,
+    }
+    assert finetune_table("rnn", "jsb") is None
+    with pytest.raises(ValueError, match=r"rnn on jsb has no \[finetune\] table"):
+        resolve("rnn", "jsb", finetune=True)
+    path.write_text("[finetune]\nlearning_rate = 1.0\n")
+    with pytest.raises(ValueError, match=r"\[finetune\] of rnn on jsb: unknown setting\(s\) learning_rate"):
+        resolve("rnn", "jsb", str(path), finetune=True)
+    path.write_text('[finetune]\ninit_from = "runs/x"\n')
+    for read in (lambda: finetune_table("rnn", "jsb", str(path)), lambda: resolve("rnn", "jsb", str(path))):
+        with pytest.raises(ValueError, match="without init_from"):
+            read()
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

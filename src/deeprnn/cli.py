@@ -101,7 +101,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from deeprnn.training.config import parse_sets, resolve
+    from deeprnn.training.config import finetune_table, parse_sets, resolve
     from deeprnn.training.trainer import RunExists, train
 
     limits = None
@@ -121,6 +121,13 @@ def _train(args: argparse.Namespace) -> int:
         if args.device:
             sets.append(f"device={args.device}")
         out, config = args.out, resolve(args.model, args.data, args.config, sets)
+        if finetune_table(config.model, config.data, args.config) is not None:
+            print(
+                f"note: the config of {config.model} on {config.data} has a [finetune] stage, which"
+                " deeprnn reproduce trains after this run; deeprnn train trains this run alone (train"
+                f" the stage with --set init_from={out} and the table's settings)",
+                file=sys.stderr,
+            )
     try:
         results = train(
             config,

@@ -10,6 +10,10 @@ Where the paper's RNN and sRNN differ in width (Nottingham and PTB characters: 6
 against 400; JSB and PTB words: 200 against 400), the sRNN starts instead from an RNN of its
 own width, trained for it with the RNN's recipe in ``OUT/runs/<data>/rnn-<width>``, as the
 paper must have done. ``pretraining=False`` (``--no-pretraining``) starts both from scratch.
+A config with a ``[finetune]`` table (deeprnn.training.config) has a second stage, trained from
+the first once it has finished, in ``OUT/runs/<data>/<model>-finetune``; the table's row is then
+the second stage's, its seconds, epochs and updates those of both. Pretraining always starts from
+a first stage. A finished second stage is not redone when a first one is carried on.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from pathlib import Path
 
 from deeprnn.io import write_atomic, write_json, write_text
 from deeprnn.presets import preset
-from deeprnn.training.config import LIMITS, TrainConfig, limit_reached, parse_sets, resolve, with_limits
+from deeprnn.training.config import (
+    LIMITS,
+    TrainConfig,
+    finetune_table,
+    limit_reached,
+    parse_sets,
+    resolve,
+    with_limits,
+)
 from deeprnn.training.distributed import from_environment
 
 TABLES = {
@@ -47,6 +59,11 @@ METRIC = {"music": "nll", "ptb-char": "bpc", "ptb-word": "ppl"}
 
 def run_dir(out: Path, data: str, model: str) -> Path:
     return out / "runs" / data / model.replace("*", "-star")
+
+
+def finetune_dir(first: Path) -> Path:
+    """Where the second stage of the run in ``first`` trains."""
+    return first.with_name(f"{first.name}-finetune")
 
 
 def cells(table: str, models: list[str] | None, datas: list[str] | None) -> list[tuple[str, str]]:
@@ -76,7 +93,13 @@ def run_cell(
                 widened, resolve(source, data, sets=[*sets, f"hidden_size={width}"]), data_dir, sets, log
             )
             extra.append(f"init_from={widened}")
-    return train_folder(folder, resolve(model, data, sets=extra), data_dir, sets, log)
+    result = train_folder(folder, resolve(model, data, sets=extra), data_dir, sets, log)
+    table = finetune_table(model, data)
+    if table is None:
+        return result
+    own = [s for s in sets if parse_sets([s]).keys().isdisjoint(table)]  # the table's settings win
+    config = resolve(model, data, sets=[*own, f"init_from={folder}"], finetune=True)
+    return train_folder(finetune_dir(folder), config, data_dir, own, log)
 
 
 def started(folder: Path) -> bool:
@@ -137,11 +160,12 @@ def write_table(table: str, out: Path) -> dict:
     rows = []
     for data in TABLES[table]:
         for model in MODELS[table]:
-            folder = run_dir(out, data, model)
-            if not (folder / "results.json").exists():
+            first = run_dir(out, data, model)
+            stages = [f for f in (first, finetune_dir(first)) if (f / "results.json").exists()]
+            if first not in stages:
                 continue
-            r = json.loads((folder / "results.json").read_text())
-            config = json.loads((folder / "config.json").read_text())
+            done = [json.loads((f / "results.json").read_text()) for f in stages]
+            r = done[-1]
             paper = PAPER.get(data, {}).get(model)
             rows.append(
                 {
@@ -151,15 +175,23 @@ def write_table(table: str, out: Path) -> dict:
                     f"valid_{metric}": r[f"valid_{metric}"],
                     "params": r["params"],
                     "weights": r["weights"],
-                    "wall_seconds": r["train_seconds"],
+                    "wall_seconds": sum(d["train_seconds"] for d in done),
                     "device": r["device"],
-                    "epochs": r["epochs"],
-                    "updates": r["updates"],
+                    "epochs": sum(d["epochs"] for d in done),
+                    "updates": sum(d["updates"] for d in done),
                     "paper": paper,
                     "at_or_below_paper": None if paper is None else r[f"test_{metric}"] <= paper,
                     "scale": scale(r.get("stop_reason", "")),
-                    "init_from": config.get("init_from"),
-                    "run": str(folder),
+                    "init_from": json.loads((first / "config.json").read_text()).get("init_from"),
+                    "first_stage": None
+                    if len(done) == 1
+                    else {
+                        f"test_{metric}": done[0][f"test_{metric}"],
+                        f"valid_{metric}": done[0][f"valid_{metric}"],
+                        "epochs": done[0]["epochs"],
+                        "run": str(first),
+                    },
+                    "run": str(stages[-1]),
                 }
             )
     result = {"table": table, "metric": metric, "rows": rows}
@@ -188,9 +220,15 @@ def markdown(result: dict) -> str:
         else:
             paper = f"{r['paper']:g}"
             reached = "yes" if r["at_or_below_paper"] else f"no (+{test - r['paper']:.3f})"
+        model, epochs = r["model"], f"{r['epochs']}"
+        if r["first_stage"]:
+            model, epochs = (
+                f"{model} + finetune",
+                f"{r['first_stage']['epochs']} + {r['epochs'] - r['first_stage']['epochs']}",
+            )
         lines.append(
-            f"| {r['data']} | {r['model']} | {test:.3f} | {paper} | {reached} | {valid:.3f} | "
-            f"{r['weights']:,} | {r['epochs']} | {r['wall_seconds']:.0f} | {r['scale']} |"
+            f"| {r['data']} | {model} | {test:.3f} | {paper} | {reached} | {valid:.3f} | "
+            f"{r['weights']:,} | {epochs} | {r['wall_seconds']:.0f} | {r['scale']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -207,11 +245,11 @@ def plot_curves(table: str, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         drawn, lowest = False, float("inf")
         for model in MODELS[table]:
-            path = run_dir(out, data, model) / "metrics.jsonl"
-            if not path.exists():
-                continue
-            history = [json.loads(line) for line in path.read_text().splitlines()]
-            if history:
+            first = run_dir(out, data, model)
+            history = metrics(first)
+            if history:  # a second stage continues the first's line from its last update
+                after = history[-1]["update"]
+                history += [{**h, "update": after + h["update"]} for h in metrics(finetune_dir(first))]
                 values = [h["value"] for h in history]
                 ax.plot([h["update"] for h in history], values, label=model)
                 drawn, lowest = True, min(lowest, *values)
@@ -226,3 +264,9 @@ def plot_curves(table: str, out: Path) -> list[Path]:
             )
         plt.close(fig)
     return written
+
+
+def metrics(folder: Path) -> list[dict]:
+    """The validation history of the run in ``folder`` (empty if it has none)."""
+    path = folder / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -3,6 +3,12 @@
 A run's configuration is, in order of precedence: ``--set KEY=VALUE`` overrides, a ``--config``
 TOML file, the committed file of the paper's experiment for (model, data)
 (``deeprnn/configs/<data>/<model>.toml``, when there is one), and the defaults below.
+
+A TOML file may end with a ``[finetune]`` table: the settings of a second stage in the manner of
+AWD-LSTM's fine-tuning (and of a warm restart), a run that starts from the first one's best
+parameters (``init_from``) with the schedule, averaging and patience begun afresh. They override
+every other source, ``--set`` included. ``deeprnn reproduce`` trains that stage after the first;
+``resolve(..., finetune=True)`` gives its configuration.
 """
 
 from __future__ import annotations
@@ -162,6 +168,9 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     return TrainConfig(**current)
 
 
+# The TOML table of a second, fine-tuning stage (see the module docstring).
+FINETUNE = "finetune"
+
 # Settings that bound a run's length: a resumed run may change them (to extend or cut it).
 LIMITS = ("epochs", "max_updates", "time_budget_s")
 # A resumed run may also set when parameter averaging begins, as long as it has not begun yet.
@@ -239,9 +248,14 @@ def paper_config_file(model: str, data: str) -> Path | None:
 
 
 def resolve(
-    model: str | None, data: str | None, config_file: str | None = None, sets: list[str] | None = None
+    model: str | None,
+    data: str | None,
+    config_file: str | None = None,
+    sets: list[str] | None = None,
+    finetune: bool = False,
 ) -> TrainConfig:
-    """The configuration of a run from the command line's pieces (see the module docstring)."""
+    """The configuration of a run from the command line's pieces (see the module docstring);
+    ``finetune``: of its second stage, the ``[finetune]`` table applied over the rest."""
     overrides = parse_sets(sets or [])
     from_file = read_toml(config_file) if config_file else {}
     model = model or overrides.get("model") or from_file.get("model") or TrainConfig.model
@@ -251,6 +265,31 @@ def resolve(
     if paper is not None:
         values.update(read_toml(paper))
     values.update(from_file)
+    stage = _checked_stage(values.pop(FINETUNE, None), model, data)
     values.update(overrides)
     values.update(model=model, data=data)
-    return apply(values)
+    config = apply(values)
+    if not finetune:
+        return config
+    if stage is None:
+        raise ValueError(f"{model} on {data} has no [{FINETUNE}] table: there is no second stage to train")
+    try:
+        return apply(stage, config)
+    except ValueError as error:
+        raise ValueError(f"[{FINETUNE}] of {model} on {data}: {error}") from None
+
+
+def finetune_table(model: str, data: str, config_file: str | None = None) -> dict | None:
+    """The ``[finetune]`` table of the run's TOML files (``config_file`` over the committed one),
+    or None when it has no second stage."""
+    tables = [read_toml(f).get(FINETUNE) for f in (config_file, paper_config_file(model, data)) if f]
+    return _checked_stage(next((t for t in tables if t is not None), None), model, data)
+
+
+def _checked_stage(table: Any, model: str, data: str) -> dict | None:
+    if table is not None and (not isinstance(table, dict) or "init_from" in table):
+        raise ValueError(
+            f"[{FINETUNE}] of {model} on {data} must be a table of settings, without init_from "
+            f"(the stage starts from the first one); got {table!r}"
+        )
+    return table
