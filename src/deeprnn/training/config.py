@@ -6,9 +6,9 @@ TOML file, the committed file of the paper's experiment for (model, data)
 
 A TOML file may end with a ``[finetune]`` table: the settings of a second stage in the manner of
 AWD-LSTM's fine-tuning (and of a warm restart), a run that starts from the first one's best
-parameters (``init_from``) with the schedule, averaging and patience begun afresh. They override
-every other source, ``--set`` included. ``deeprnn reproduce`` trains that stage after the first;
-``resolve(..., finetune=True)`` gives its configuration.
+recurrence (⊕, by ``init_from``; ▷ afresh) with the schedule, averaging and patience begun
+afresh. They override every other source, ``--set`` included. ``deeprnn reproduce`` trains that
+stage after the first; ``resolve(..., finetune=True)`` gives its configuration.
 """
 
 from __future__ import annotations
