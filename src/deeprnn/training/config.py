@@ -260,11 +260,7 @@ def resolve(
     from_file = read_toml(config_file) if config_file else {}
     model = model or overrides.get("model") or from_file.get("model") or TrainConfig.model
     data = data or overrides.get("data") or from_file.get("data") or TrainConfig.data
-    values: dict = {}
-    paper = paper_config_file(model, data)
-    if paper is not None:
-        values.update(read_toml(paper))
-    values.update(from_file)
+    values = _file_values(model, data, from_file)
     stage = _checked_stage(values.pop(FINETUNE, None), model, data)
     values.update(overrides)
     values.update(model=model, data=data)
@@ -282,8 +278,16 @@ def resolve(
 def finetune_table(model: str, data: str, config_file: str | None = None) -> dict | None:
     """The ``[finetune]`` table of the run's TOML files (``config_file`` over the committed one),
     or None when it has no second stage."""
-    tables = [read_toml(f).get(FINETUNE) for f in (config_file, paper_config_file(model, data)) if f]
-    return _checked_stage(next((t for t in tables if t is not None), None), model, data)
+    values = _file_values(model, data, read_toml(config_file) if config_file else {})
+    return _checked_stage(values.get(FINETUNE), model, data)
+
+
+def _file_values(model: str, data: str, from_file: dict) -> dict:
+    """The committed config of (model, data), updated by a ``--config`` file's values."""
+    paper = paper_config_file(model, data)
+    values = read_toml(paper) if paper is not None else {}
+    values.update(from_file)
+    return values
 
 
 def _checked_stage(table: Any, model: str, data: str) -> dict | None:
