@@ -56,6 +56,7 @@ def test_reproduce_writes_the_table_and_skips_finished_runs(tmp_path, data_root,
         in (tmp_path / "music.md").read_text()
     )
     assert (tmp_path / "music-jsb.png").stat().st_size > 1000
+    assert [u for u, _ in rows["dts-rnn"]["curve"]] == [3, 6]  # evaluated every 3 updates
     first = rows["dts-rnn"]["test_nll"]
     capsys.readouterr()
     assert main(argv) == 0  # everything finished: nothing is trained again
@@ -128,9 +129,37 @@ def test_a_finetune_stage_trains_from_the_first_and_gives_the_row(tmp_path, data
     assert (row["updates"], row["run"], row["init_from"]) == (7, str(second), None)
     assert row["wall_seconds"] == done[0]["train_seconds"] + done[1]["train_seconds"]
     assert f"| jsb | rnn + finetune | {row['test_nll']:.3f} |" in (out / "music.md").read_text()
+    assert [u for u, _ in row["curve"]][:2] == [2, 4] and row["curve"][2][0] > 4  # the stage continues
 
     capsys.readouterr()
     assert main([*argv, "--set", "max_updates=6"]) == 0  # the first stage carries on, the second is done
     assert "jsb/rnn: resuming" in capsys.readouterr().out
     assert json.loads((first / "results.json").read_text())["updates"] == 6
     assert json.loads((second / "results.json").read_text()) == done[1]
+
+
+def test_a_cell_without_runs_keeps_its_row(tmp_path, data_root, capsys):
+    """Runs are not committed: rerunning one cell in a fresh checkout rewrites that row and keeps
+    the others from the table already there; a kept row without a curve keeps its data set's PNG."""
+    argv = ["reproduce", "music", "--data", "jsb", "--out", str(tmp_path), "--data-dir", str(data_root)]
+    for s in SMALL:
+        argv += ["--set", s]
+    assert main([*argv, "--models", "rnn"]) == 0
+    (kept,) = json.loads((tmp_path / "music.json").read_text())["rows"]
+    (tmp_path / "runs" / "jsb" / "rnn").rename(tmp_path / "gone")
+    assert main([*argv, "--models", "dts-rnn"]) == 0
+    rows = {r["model"]: r for r in json.loads((tmp_path / "music.json").read_text())["rows"]}
+    assert list(rows) == ["rnn", "dts-rnn"] and rows["rnn"] == kept
+    assert f"| jsb | rnn | {kept['test_nll']:.3f} |" in (tmp_path / "music.md").read_text()
+
+    legacy = {**kept}
+    del legacy["curve"]  # as tables written before rows held their curve
+    table = json.loads((tmp_path / "music.json").read_text())
+    table["rows"][0] = legacy
+    (tmp_path / "music.json").write_text(json.dumps(table))
+    picture = (tmp_path / "music-jsb.png").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--models", "dts-rnn"]) == 0
+    assert "music-jsb.png: kept as it was" in capsys.readouterr().out
+    assert (tmp_path / "music-jsb.png").read_bytes() == picture
+    assert json.loads((tmp_path / "music.json").read_text())["rows"][0] == legacy

@@ -14,6 +14,8 @@ A config with a ``[finetune]`` table (deeprnn.training.config) has a second stag
 the first once it has finished, in ``OUT/runs/<data>/<model>-finetune``; the table's row is then
 the second stage's, its seconds, epochs and updates those of both. Pretraining always starts from
 a first stage. A finished second stage is not redone when a first one is carried on.
+Runs are not committed, so a cell with no run under ``OUT`` keeps its row (and learning curve)
+from the table already in ``OUT``: one cell can be rerun in a fresh checkout.
 """
 
 from __future__ import annotations
@@ -151,54 +153,83 @@ def reproduce(
         run_cell(out, data, model, data_dir, sets or [], log, pretraining)
     if not from_environment().main:  # under torchrun, the first process writes the tables
         return None
-    return write_table(table, out)
+    return write_table(table, out, log)
 
 
-def write_table(table: str, out: Path) -> dict:
-    """Collect every finished run of ``table`` under ``out`` into JSON, Markdown and plots."""
+def write_table(table: str, out: Path, log: Callable[[str], None] = print) -> dict:
+    """Collect every finished run of ``table`` under ``out`` into JSON, Markdown and plots.
+
+    A cell with no run under ``out`` keeps its row from an earlier ``out/<table>.json``, so one
+    cell can be rerun in a fresh checkout (whose runs are not committed) without losing the rest.
+    """
     metric = METRIC[table]
+    earlier = {(r["data"], r["model"]): r for r in read_rows(out / f"{table}.json")}
     rows = []
     for data in TABLES[table]:
         for model in MODELS[table]:
-            first = run_dir(out, data, model)
-            stages = [f for f in (first, finetune_dir(first)) if (f / "results.json").exists()]
-            if first not in stages:
-                continue
-            done = [json.loads((f / "results.json").read_text()) for f in stages]
-            r = done[-1]
-            paper = PAPER.get(data, {}).get(model)
-            rows.append(
-                {
-                    "model": model,
-                    "data": data,
-                    f"test_{metric}": r[f"test_{metric}"],
-                    f"valid_{metric}": r[f"valid_{metric}"],
-                    "params": r["params"],
-                    "weights": r["weights"],
-                    "wall_seconds": sum(d["train_seconds"] for d in done),
-                    "device": r["device"],
-                    "epochs": sum(d["epochs"] for d in done),
-                    "updates": sum(d["updates"] for d in done),
-                    "paper": paper,
-                    "at_or_below_paper": None if paper is None else r[f"test_{metric}"] <= paper,
-                    "scale": scale(r.get("stop_reason", "")),
-                    "init_from": json.loads((first / "config.json").read_text()).get("init_from"),
-                    "first_stage": None
-                    if len(done) == 1
-                    else {
-                        f"test_{metric}": done[0][f"test_{metric}"],
-                        f"valid_{metric}": done[0][f"valid_{metric}"],
-                        "epochs": done[0]["epochs"],
-                        "run": str(first),
-                    },
-                    "run": str(stages[-1]),
-                }
-            )
+            row = run_row(table, data, model, out)
+            if row is None:
+                row = earlier.get((data, model))
+            if row is not None:
+                rows.append(row)
     result = {"table": table, "metric": metric, "rows": rows}
     write_json(out / f"{table}.json", result)
     write_text(out / f"{table}.md", markdown(result))
-    plot_curves(table, out)
+    plot_curves(result, out, log)
     return result
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a table written earlier (none if there is no such file)."""
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def run_row(table: str, data: str, model: str, out: Path) -> dict | None:
+    """The row of ``model`` on ``data`` from its runs under ``out``; None if it has not finished."""
+    metric = METRIC[table]
+    first = run_dir(out, data, model)
+    stages = [f for f in (first, finetune_dir(first)) if (f / "results.json").exists()]
+    if first not in stages:
+        return None
+    done = [json.loads((f / "results.json").read_text()) for f in stages]
+    r = done[-1]
+    paper = PAPER.get(data, {}).get(model)
+    return {
+        "model": model,
+        "data": data,
+        f"test_{metric}": r[f"test_{metric}"],
+        f"valid_{metric}": r[f"valid_{metric}"],
+        "params": r["params"],
+        "weights": r["weights"],
+        "wall_seconds": sum(d["train_seconds"] for d in done),
+        "device": r["device"],
+        "epochs": sum(d["epochs"] for d in done),
+        "updates": sum(d["updates"] for d in done),
+        "paper": paper,
+        "at_or_below_paper": None if paper is None else r[f"test_{metric}"] <= paper,
+        "scale": scale(r.get("stop_reason", "")),
+        "init_from": json.loads((first / "config.json").read_text()).get("init_from"),
+        "first_stage": None
+        if len(done) == 1
+        else {
+            f"test_{metric}": done[0][f"test_{metric}"],
+            f"valid_{metric}": done[0][f"valid_{metric}"],
+            "epochs": done[0]["epochs"],
+            "run": str(first),
+        },
+        "run": str(stages[-1]),
+        "curve": curve(stages),
+    }
+
+
+def curve(stages: list[Path]) -> list[list[float]]:
+    """[update, valid metric] at every evaluation; a second stage continues from the first's end."""
+    points, after = [], 0
+    for folder in stages:
+        history = metrics(folder)
+        points += [[after + h["update"], h["value"]] for h in history]
+        after += history[-1]["update"] if history else 0
+    return points
 
 
 def scale(stop_reason: str) -> str:
@@ -233,35 +264,33 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(table: str, out: Path) -> list[Path]:
-    """One PNG per data set: the validation metric against updates, one line per model."""
+def plot_curves(result: dict, out: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """One PNG per data set: the validation metric against updates, one line per row.
+
+    A data set with a row from a table written before rows held their curve keeps its PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    table, written = result["table"], []
     for data in TABLES[table]:
+        rows = [r for r in result["rows"] if r["data"] == data]
+        target = out / (f"{table}.png" if data == table else f"{table}-{data}.png")
+        if not rows:
+            continue
+        if any("curve" not in r for r in rows):
+            log(f"{target.name}: kept as it was (a row of {data} has no stored curve)")
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        drawn, lowest = False, float("inf")
-        for model in MODELS[table]:
-            first = run_dir(out, data, model)
-            history = metrics(first)
-            if history:  # a second stage continues the first's line from its last update
-                after = history[-1]["update"]
-                history += [{**h, "update": after + h["update"]} for h in metrics(finetune_dir(first))]
-                values = [h["value"] for h in history]
-                ax.plot([h["update"] for h in history], values, label=model)
-                drawn, lowest = True, min(lowest, *values)
-        if drawn:
-            ax.set(xlabel="updates", ylabel=f"valid {METRIC[table]}", title=data)
-            ax.set_ylim(top=lowest + 0.25 * abs(lowest) + 0.1)  # the early epochs would hide the rest
-            ax.legend()
-            fig.tight_layout()
-            target = out / (f"{table}.png" if data == table else f"{table}-{data}.png")
-            written.append(
-                write_atomic(target, lambda file, fig=fig: fig.savefig(file, format="png", dpi=100))
-            )
+        lowest = min(v for r in rows for _, v in r["curve"])
+        for r in rows:
+            ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
+        ax.set(xlabel="updates", ylabel=f"valid {result['metric']}", title=data)
+        ax.set_ylim(top=lowest + 0.25 * abs(lowest) + 0.1)  # the early epochs would hide the rest
+        ax.legend()
+        fig.tight_layout()
+        written.append(write_atomic(target, lambda file, fig=fig: fig.savefig(file, format="png", dpi=100)))
         plt.close(fig)
     return written
 
