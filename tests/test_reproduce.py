@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from deeprnn.cli import main
 from deeprnn.reproduce import PAPER, cells
 from deeprnn.training import config
@@ -163,3 +165,12 @@ def test_a_cell_without_runs_keeps_its_row(tmp_path, data_root, capsys):
     assert "music-jsb.png: kept as it was" in capsys.readouterr().out
     assert (tmp_path / "music-jsb.png").read_bytes() == picture
     assert json.loads((tmp_path / "music.json").read_text())["rows"][0] == legacy
+
+
+def test_a_table_that_is_not_ours_is_an_error_not_overwritten(tmp_path):
+    from deeprnn.reproduce import write_table
+
+    (tmp_path / "music.json").write_text('{"rows": [{"model": "rnn"}]}')
+    with pytest.raises(ValueError, match="not a table written by deeprnn reproduce .*'data'"):
+        write_table("music", tmp_path)
+    assert (tmp_path / "music.json").read_text() == '{"rows": [{"model": "rnn"}]}'

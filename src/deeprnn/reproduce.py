@@ -163,7 +163,7 @@ def write_table(table: str, out: Path, log: Callable[[str], None] = print) -> di
     cell can be rerun in a fresh checkout (whose runs are not committed) without losing the rest.
     """
     metric = METRIC[table]
-    earlier = {(r["data"], r["model"]): r for r in read_rows(out / f"{table}.json")}
+    earlier = earlier_rows(out / f"{table}.json")
     rows = []
     for data in TABLES[table]:
         for model in MODELS[table]:
@@ -179,9 +179,17 @@ def write_table(table: str, out: Path, log: Callable[[str], None] = print) -> di
     return result
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a table written earlier (none if there is no such file)."""
-    return json.loads(path.read_text())["rows"] if path.exists() else []
+def earlier_rows(path: Path) -> dict[tuple[str, str], dict]:
+    """The rows of a table written earlier, by (data, model); none if there is no such file."""
+    if not path.exists():
+        return {}
+    try:
+        return {(r["data"], r["model"]): r for r in json.loads(path.read_text())["rows"]}
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"{path} is not a table written by deeprnn reproduce ({error!r}); its rows are kept for "
+            "the cells without runs, so move it away or mend it"
+        ) from error
 
 
 def run_row(table: str, data: str, model: str, out: Path) -> dict | None:
