@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deeprnn.cli import main
-from deeprnn.reproduce import PAPER, cells
+from deeprnn.reproduce import PAPER, cells, write_table
 from deeprnn.training import config
 
 SMALL = [
@@ -168,8 +168,6 @@ def test_a_cell_without_runs_keeps_its_row(tmp_path, data_root, capsys):
 
 
 def test_a_table_that_is_not_ours_is_an_error_not_overwritten(tmp_path):
-    from deeprnn.reproduce import write_table
-
     (tmp_path / "music.json").write_text('{"rows": [{"model": "rnn"}]}')
     with pytest.raises(ValueError, match="not a table written by deeprnn reproduce .*'data'"):
         write_table("music", tmp_path)
