@@ -56,6 +56,10 @@ class _Plan:
         """How many layers read h_{t-1} (all with a shortcut, else the first)."""
         return len(self.kinds) if self.shortcut else 1
 
+    def pieces(self, layer: int) -> int:
+        """Pre-activations per output of ``layer`` (explicit: a view of 0 steps cannot infer it)."""
+        return self.pre_sizes[layer] // self.widths[layer]
+
     @property
     def lp_layers(self) -> list[int]:
         return [i for i, kind in enumerate(self.kinds) if kind == "lp"]
@@ -92,7 +96,7 @@ class _FusedUnroll(torch.autograd.Function):
         def finish(layer: int, a: torch.Tensor, t: int) -> None:
             kind, out = plan.kinds[layer], outputs[layer][t]
             if kind == "lp":
-                lp_pool(a.view(batch, plan.widths[layer], -1), orders[layer], out=out)
+                lp_pool(a.view(batch, plan.widths[layer], plan.pieces(layer)), orders[layer], out=out)
             elif a is out:
                 if kind in _IN_PLACE:
                     _IN_PLACE[kind](out)
@@ -138,7 +142,7 @@ class _FusedUnroll(torch.autograd.Function):
         local, d_order, incoming = [], {}, {}
         for layer, (kind, z) in enumerate(zip(plan.kinds, outputs, strict=True)):
             if kind == "lp":
-                groups = pre[layer].view(steps, batch, plan.widths[layer], -1)
+                groups = pre[layer].view(steps, batch, plan.widths[layer], plan.pieces(layer))
                 rho = rhos[lp_layers.index(layer)]
                 d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
                 local.append(d_a.unbind(0))
@@ -156,7 +160,9 @@ class _FusedUnroll(torch.autograd.Function):
                 if layer in incoming:
                     incoming_steps[layer][t].copy_(g_layer)
                     torch.mul(
-                        g_layer.unsqueeze(-1), local[layer][t], out=slot.view(batch, plan.widths[layer], -1)
+                        g_layer.unsqueeze(-1),
+                        local[layer][t],
+                        out=slot.view(batch, plan.widths[layer], plan.pieces(layer)),
                     )
                 elif local[layer] is None:
                     slot.copy_(g_layer)
