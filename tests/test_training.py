@@ -104,15 +104,15 @@ def test_text_metric_counts_every_token_once():
 def test_config_errors_name_the_valid_settings():
     with pytest.raises(ValueError, match="unknown setting.*valid settings:.*bptt_steps"):
         apply({"learning_rate": 1})
-    with pytest.raises(ValueError, match="epochs must be int"):
+    with pytest.raises(ValueError, match="--set epochs: must be a whole number, got 'many'"):
         apply({"epochs": "many"})
-    with pytest.raises(ValueError, match="optimizer must be one of sgd, adam, adamw"):
+    with pytest.raises(ValueError, match="--set optimizer: must be one of sgd, adam, adamw"):
         apply({"optimizer": "lbfgs"})
-    with pytest.raises(ValueError, match="average_after_epochs must be an epoch count"):
+    with pytest.raises(ValueError, match="--set average_after_epochs: must be an epoch count"):
         apply({"average_after_epochs": -1})
-    with pytest.raises(ValueError, match="average_when_stalled must be an evaluation count"):
+    with pytest.raises(ValueError, match="--set average_when_stalled: must be an evaluation count"):
         apply({"average_when_stalled": 0})
-    with pytest.raises(ValueError, match="pretrained_lr_scale must not be negative, got -0.1"):
+    with pytest.raises(ValueError, match="--set pretrained_lr_scale: must be 0 or more, got -0.1"):
         apply({"pretrained_lr_scale": -0.1})
     with pytest.raises(ValueError, match="KEY=VALUE"):
         resolve("rnn", "jsb", sets=["lr"])

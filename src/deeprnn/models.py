@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from deeprnn.errors import ConfigError
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.heads import make_head
 from deeprnn.operators.outputs import DeepOutput
@@ -64,7 +65,7 @@ class ModelConfig:
         make_head(self.head)  # raises on an unknown head
         sizes = (self.input_size, self.output_size, self.hidden_size)
         if min(sizes) < 1:
-            raise ValueError(f"input, output and hidden sizes must be positive, got {sizes}")
+            raise ConfigError(f"input, output and hidden sizes must be positive, got {sizes}")
 
     @property
     def tokens(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from deeprnn.errors import ConfigError
 from deeprnn.models import ModelConfig
 
 # task: (input and output size, head, the size-table row it takes its sizes from)
@@ -55,12 +56,12 @@ PAPER_MODELS = ("rnn", "dts-rnn", "dots-rnn", "srnn")  # the four columns of the
 
 
 def canonical_model(name: str) -> str:
-    """'DT(S)-RNN', 'dts_rnn', 'DTSRNN' -> 'dts-rnn'; raises a ValueError naming the presets."""
+    """'DT(S)-RNN', 'dts_rnn', 'DTSRNN' -> 'dts-rnn'; raises a ConfigError naming the presets."""
     key = str(name).strip().lower().replace("(s)", "s").replace("_", "").replace("-", "").replace(" ", "")
     for model in MODELS:
         if model.replace("-", "") == key:
             return model
-    raise ValueError(
+    raise ConfigError(
         f"unknown model {name!r}; expected one of: {', '.join(MODELS)} (or the paper's spellings)"
     )
 
@@ -69,7 +70,7 @@ def canonical_task(name: str) -> str:
     key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
     key = TASK_ALIASES.get(key, key)
     if key not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}")
     return key
 
 

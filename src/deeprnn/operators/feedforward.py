@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from deeprnn.errors import ConfigError
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.projection import Projection
 from deeprnn.operators.units import Unit
@@ -22,7 +23,7 @@ def per_layer(value: str | Sequence[str], count: int, what: str) -> list[str]:
         return [value] * count
     value = list(value)
     if len(value) != count:
-        raise ValueError(f"{what}: expected one unit per layer ({count}), got {len(value)}: {value}")
+        raise ConfigError(f"{what}: expected one unit per layer ({count}), got {len(value)}: {value}")
     return value
 
 
@@ -42,7 +43,7 @@ class FeedForward(nn.Module):
         super().__init__()
         widths = [int(w) for w in widths]
         if any(w < 1 for w in widths):
-            raise ValueError(f"layer widths must be positive, got {widths}")
+            raise ConfigError(f"layer widths must be positive, got {widths}")
         self.units = nn.ModuleList(
             Unit(spec, w) for spec, w in zip(per_layer(units, len(widths), "units"), widths, strict=True)
         )

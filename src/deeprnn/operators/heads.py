@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from deeprnn.errors import ConfigError
+
 
 class Bernoulli:
     """Multi-label frames: targets are (…, K) 0/1 floats."""
@@ -65,4 +67,4 @@ def make_head(name: str) -> Bernoulli | Categorical:
     try:
         return HEADS[name]()
     except KeyError:
-        raise ValueError(f"unknown head {name!r}; expected one of: {', '.join(HEADS)}") from None
+        raise ConfigError(f"unknown head {name!r}; expected one of: {', '.join(HEADS)}") from None

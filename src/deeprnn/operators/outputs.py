@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from deeprnn.errors import ConfigError
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.projection import Projection
@@ -35,7 +36,7 @@ class DeepOutput(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"output dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"output dropout must be in [0, 1), got {dropout}")
         self.hidden = FeedForward(hidden_size, inner_sizes, units, bias=bias, dropout=dropout)
         self.logits = Projection(self.hidden.out_size, out_size, bias=bias)
         self.hidden_size, self.out_size, self.dropout = hidden_size, out_size, dropout

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeprnn.errors import ConfigError
+
 
 class Projection(nn.Module):
     """x ↦ U x (+ b): ``x`` is (..., in_size) floats, or (...) token ids when ``tokens``."""
@@ -17,7 +19,7 @@ class Projection(nn.Module):
     def __init__(self, in_size: int, out_size: int, *, tokens: bool = False, bias: bool = True):
         super().__init__()
         if in_size < 1 or out_size < 1:
-            raise ValueError(f"a projection needs positive sizes, got {in_size} -> {out_size}")
+            raise ConfigError(f"a projection needs positive sizes, got {in_size} -> {out_size}")
         self.in_size, self.out_size, self.tokens = in_size, out_size, tokens
         shape = (in_size, out_size) if tokens else (out_size, in_size)
         self.weight = nn.Parameter(torch.empty(shape))

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeprnn.errors import ConfigError
 from deeprnn.operators.feedforward import per_layer
 from deeprnn.operators.projection import Projection
 from deeprnn.operators.units import Unit
@@ -48,9 +49,9 @@ class DeepTransition(nn.Module):
         super().__init__()
         widths = [int(w) for w in inner_sizes] + [int(hidden_size)]
         if any(w < 1 for w in widths) or input_size < 1:
-            raise ValueError(f"sizes must be positive: input {input_size}, layers {widths} (inner…, hidden)")
+            raise ConfigError(f"sizes must be positive: input {input_size}, layers {widths} (inner…, hidden)")
         if shortcut and len(widths) < 2:
-            raise ValueError("a shortcut skips intermediate layers: give at least one inner size")
+            raise ConfigError("a shortcut skips intermediate layers: give at least one inner size")
         self.input_size, self.hidden_size, self.widths = input_size, hidden_size, widths
         self.shortcut, self.tokens = shortcut, tokens
         specs = per_layer(units, len(widths), "transition units")

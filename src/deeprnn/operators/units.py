@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeprnn.errors import ConfigError
+
 ELEMENTWISE = ("sigmoid", "tanh", "relu", "linear")
 POOLING = ("lp", "maxout")
 DEFAULT_PIECES = 2
@@ -30,7 +32,7 @@ _FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, 
 
 
 def parse_unit(spec: str) -> tuple[str, int]:
-    """Split a unit spec into (kind, pieces); raise a ValueError naming the valid specs."""
+    """Split a unit spec into (kind, pieces); raise a ConfigError naming the valid specs."""
     if not isinstance(spec, str):
         raise TypeError(f"a unit is given by name, e.g. 'sigmoid'; got {type(spec).__name__}")
     kind, _, count = spec.strip().lower().partition(":")
@@ -44,7 +46,7 @@ def parse_unit(spec: str) -> tuple[str, int]:
         if pieces >= 1:
             return kind, pieces
     valid = ", ".join(ELEMENTWISE + tuple(f"{k}[:pieces]" for k in POOLING))
-    raise ValueError(f"unknown unit {spec!r}; expected one of: {valid}")
+    raise ConfigError(f"unknown unit {spec!r}; expected one of: {valid}")
 
 
 class Unit(nn.Module):

@@ -14,6 +14,8 @@ stage after the first; ``resolve(..., finetune=True)`` gives its configuration.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import tomllib
 import types
 import typing
@@ -22,11 +24,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from deeprnn.errors import ConfigError
+from deeprnn.operators.units import ELEMENTWISE, POOLING, parse_unit
+from deeprnn.presets import MODELS, canonical_model
+
 CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
     "schedule": ("inverse", "halve", "cosine", "plateau", "constant"),
     "device": ("auto", "cpu", "cuda"),
     "text_level": ("word", "char"),
+    "data_kind": ("music", "text"),
 }
 
 
@@ -84,74 +91,131 @@ class TrainConfig:
     # Reproducibility and hardware.
     seed: int = 0
     device: str = "auto"
+    # The kind of data these settings were made for ("music" or "text"); a run refuses data of
+    # the other kind. The committed configs set it; None: any.
+    data_kind: str | None = None
     notes: str = ""  # free text: where the settings come from
 
     def __post_init__(self) -> None:
-        for key, allowed in CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
-        positive = ("batch_size", "bptt_steps", "eval_batch_size", "frames_per_beat", "epochs")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
-        after = self.average_after_epochs
-        if after is not None and after < 0:
-            raise ValueError(f"average_after_epochs must be an epoch count, 0 or more (or none), got {after}")
-        stalled = self.average_when_stalled
-        if stalled is not None and stalled < 1:
-            raise ValueError(
-                f"average_when_stalled must be an evaluation count, 1 or more (or none), got {stalled}"
-            )
-        for key in (
-            "lr",
-            "pretrained_lr_scale",
-            "clip_norm",
-            "weight_noise",
-            "momentum",
-            "weight_decay",
-            "time_budget_s",
-        ):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must not be negative, got {getattr(self, key)}")
+        for key, kind in _field_types().items():
+            setattr(self, key, _check(key, getattr(self, key), kind))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+# The range of each numeric setting, beside its type: (test, what the message says it must be).
+# Every float must also be finite. A field missing here may take any value of its type.
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
+_POSITIVE = (lambda v: v > 0, "above 0")
+_PROBABILITY = (lambda v: 0 <= v < 1, "in [0, 1)")
+_UNIT = (
+    lambda v: _parses(parse_unit, v),
+    "a unit: " + ", ".join(ELEMENTWISE + tuple(f"{k}[:pieces]" for k in POOLING)),
+)
+RANGES: dict[str, tuple[Any, str]] = {
+    "model": (lambda v: _parses(canonical_model, v), "a preset: " + ", ".join(MODELS)),
+    "data": (lambda v: v.strip() != "", "a data set name or a path"),
+    "hidden_size": _AT_LEAST_1,
+    "transition_sizes": _AT_LEAST_1,
+    "output_sizes": _AT_LEAST_1,
+    "input_sizes": _AT_LEAST_1,
+    "levels": _AT_LEAST_1,
+    "transition_units": _UNIT,
+    "output_units": _UNIT,
+    "input_dropout": _PROBABILITY,
+    "state_dropout": _PROBABILITY,
+    "recurrent_dropout": _PROBABILITY,
+    "output_dropout": _PROBABILITY,
+    "batch_size": _AT_LEAST_1,
+    "bptt_steps": _AT_LEAST_1,
+    "eval_batch_size": _AT_LEAST_1,
+    "frames_per_beat": _AT_LEAST_1,
+    "lr": _POSITIVE,
+    "momentum": _PROBABILITY,
+    "weight_decay": _NOT_NEGATIVE,
+    "clip_norm": (lambda v: v >= 0, "0 or more (0 turns clipping off)"),
+    "lr_decay_beta": _POSITIVE,
+    "halve_patience": _AT_LEAST_1,
+    "min_lr": _NOT_NEGATIVE,
+    "weight_noise": _NOT_NEGATIVE,
+    "average_after_epochs": (lambda v: v >= 0, "an epoch count, 0 or more (or none)"),
+    "average_when_stalled": (lambda v: v >= 1, "an evaluation count, 1 or more (or none)"),
+    "init_from": (lambda v: v.strip() != "", "a run folder (or none)"),
+    "pretrained_lr_scale": _NOT_NEGATIVE,
+    "epochs": _AT_LEAST_1,
+    "max_updates": (lambda v: v >= 0, "0 or more (0: no limit)"),
+    "time_budget_s": (lambda v: v >= 0, "0 or more (0: no limit)"),
+    "patience": (lambda v: v >= 0, "0 or more (0: never stop early)"),
+    "eval_every": (lambda v: v >= 0, "0 or more (0: once per epoch)"),
+    "checkpoint_every": _AT_LEAST_1,
+    "seed": (lambda v: 0 <= v < 2**63, "in [0, 2**63)"),
+    **{
+        key: (lambda v, allowed=allowed: v in allowed, "one of " + ", ".join(allowed))
+        for key, allowed in CHOICES.items()
+    },
+}
+
+
+def _parses(parse: Any, value: Any) -> bool:
+    """Whether ``parse`` (a parser that raises ConfigError) accepts ``value``."""
+    try:
+        parse(value)
+    except ConfigError:
+        return False
+    return True
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+
+
+def _check(key: str, value: Any, kind: Any) -> Any:
+    """A setting checked for its type, finiteness and range (an integer for a float becomes a
+    float); a ConfigError naming it as ``--set KEY`` if it is wrong."""
+    optional = isinstance(kind, types.UnionType) and type(None) in kind.__args__
+    if value is None and optional:
+        return None
+    base = next(a for a in kind.__args__ if a is not type(None)) if optional else kind
+    is_list = typing.get_origin(base) is list
+    element = typing.get_args(base)[0] if is_list else base
+    items = value if is_list and isinstance(value, list) else [value]
+    if element is float:
+        items = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in items]
+    typed = (isinstance(value, list) or not is_list) and all(
+        isinstance(v, element) and (element is bool or not isinstance(v, bool)) for v in items
+    )
+    if not typed:
+        wanted = "a list of whole numbers like [400, 400]" if is_list else _TYPE_NAMES[element]
+        raise ConfigError(f"--set {key}: must be {wanted}{' or none' if optional else ''}, got {value!r}")
+    if element is float and not all(math.isfinite(v) for v in items):
+        raise ConfigError(f"--set {key}: must be a finite number, got {value!r}")
+    test, must = RANGES.get(key, (None, ""))
+    if test is not None and not all(test(v) for v in items):
+        raise ConfigError(f"--set {key}: must be {must}, got {value!r}")
+    return items if is_list else items[0]
+
+
+@functools.cache
 def _field_types() -> dict[str, Any]:
     hints = typing.get_type_hints(TrainConfig)
     return {f.name: hints[f.name] for f in fields(TrainConfig)}
 
 
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """Check (and for strings from --set, parse) a value against the field's type."""
+def _parse(value: Any, kind: Any) -> Any:
+    """A value from --set (a string) or a TOML file in the field's shape: strings read as TOML
+    values, a single integer as a list of one; :func:`_check` then checks it."""
     optional = isinstance(kind, types.UnionType) and type(None) in kind.__args__
     base = next((a for a in kind.__args__ if a is not type(None)), kind) if optional else kind
     if optional and isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
         return None
     if isinstance(value, str) and base is not str:
-        text = value.strip()
         try:
-            value = tomllib.loads(f"v = {text}")["v"]
+            value = tomllib.loads(f"v = {value.strip()}")["v"]
         except tomllib.TOMLDecodeError:
-            value = text
-    if value is None and optional:
-        return None
-    origin = typing.get_origin(base)
-    if origin is list:
-        if isinstance(value, int):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise ValueError(f"{key} must be a list of integers like [400, 400], got {value!r}")
-        return value
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        raise ValueError(f"{key} must be {getattr(base, '__name__', base)}, got {value!r}")
+            value = value.strip()
+    if typing.get_origin(base) is list and isinstance(value, int) and not isinstance(value, bool):
+        return [value]
     return value
 
 
@@ -160,11 +224,11 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     kinds = _field_types()
     unknown = sorted(set(values) - set(kinds))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(kinds))}"
         )
     current = (base or TrainConfig()).to_dict()
-    current.update({k: _coerce(k, v, kinds[k]) for k, v in values.items()})
+    current.update({k: _parse(v, kinds[k]) for k, v in values.items()})
     return TrainConfig(**current)
 
 
@@ -183,14 +247,14 @@ def with_limits(config: TrainConfig, limits: dict, epochs_begun: int | None = No
     reached under the old start or the new one (``epochs_begun``: the epochs the run has begun)."""
     other = sorted(set(limits) - set(LIMITS) - {AVERAGING})
     if other or (AVERAGING in limits and epochs_begun is None):
-        raise ValueError(
+        raise ConfigError(
             f"a resumed run keeps its configuration; only {', '.join(LIMITS)} may change, "
             f"and {AVERAGING} before averaging begins; not {', '.join(other or [AVERAGING])}"
         )
     changed = apply(limits, config)
     starts = {config.average_after_epochs, changed.average_after_epochs}
     if len(starts) > 1 and min(starts - {None}) < epochs_begun:
-        raise ValueError(
+        raise ConfigError(
             f"{AVERAGING}: the run has begun {epochs_begun} epoch(s), so averaging can only begin "
             f"at epoch {epochs_begun} or later, and only if it has not begun already "
             f"(the run's {AVERAGING} is {config.average_after_epochs})"
@@ -223,7 +287,7 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = value
     return out
 
@@ -233,15 +297,13 @@ def read_toml(path: str | Path) -> dict:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: not valid TOML ({error})") from None
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
 
 
 def paper_config_file(model: str, data: str) -> Path | None:
     """The committed config of the paper's experiment for (model, data), if there is one."""
-    from deeprnn.presets import canonical_model
-
     name = canonical_model(model).replace("*", "-star")
     candidate = resources.files("deeprnn") / "configs" / data / f"{name}.toml"
     return Path(str(candidate)) if candidate.is_file() else None
@@ -268,11 +330,11 @@ def resolve(
     if not finetune:
         return config
     if stage is None:
-        raise ValueError(f"{model} on {data} has no [{FINETUNE}] table: there is no second stage to train")
+        raise ConfigError(f"{model} on {data} has no [{FINETUNE}] table: there is no second stage to train")
     try:
         return apply(stage, config)
-    except ValueError as error:
-        raise ValueError(f"[{FINETUNE}] of {model} on {data}: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"[{FINETUNE}] of {model} on {data}: {error}") from None
 
 
 def finetune_table(model: str, data: str, config_file: str | None = None) -> dict | None:
@@ -292,7 +354,7 @@ def _file_values(model: str, data: str, from_file: dict) -> dict:
 
 def _checked_stage(table: Any, model: str, data: str) -> dict | None:
     if table is not None and (not isinstance(table, dict) or "init_from" in table):
-        raise ValueError(
+        raise ConfigError(
             f"[{FINETUNE}] of {model} on {data} must be a table of settings, without init_from "
             f"(the stage starts from the first one); got {table!r}"
         )
