@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
 
 from deeprnn import __version__
+from deeprnn.errors import TrainingDiverged, UserError
 from deeprnn.runtime import keep_freed_memory
 
-
-class UsageError(Exception):
-    """A problem with what the user asked for: printed without a traceback, exit status 2."""
+MAX_SAMPLE_STEPS = 10_000  # frames or tokens per sample, unless --long
+EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -68,12 +70,7 @@ def _data(args: argparse.Namespace) -> int:
     root = registry.data_dir(args.data_dir)
     if args.action == "list":
         for d in registry.DATASETS.values():
-            present = (
-                any((root / f).exists() for f in d.files)
-                if d.kind == "music"
-                else all((root / f).exists() for f in d.files)
-            )
-            print(f"{d.name:<13} {d.kind:<6} {'present' if present else 'missing':<8} {d.about}")
+            print(f"{d.name:<13} {d.kind:<6} {'present' if d.present(root) else 'missing':<8} {d.about}")
         print(f"data folder: {root}")
         return 0
     if args.action == "verify":
@@ -81,15 +78,18 @@ def _data(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"{row['status']:<18} {row['path']}")
         bad = [r for r in rows if r["status"] == "checksum mismatch"]
+        missing = [d.name for d in registry.DATASETS.values() if not d.present(root)]
         print(f"data folder: {root}")
-        return 1 if bad else 0
+        if missing:
+            print(f"missing data sets: {', '.join(missing)} (deeprnn data download)")
+        return 1 if bad or missing else 0
     if args.action == "download":
         from deeprnn.data.download import download
 
         download(root, args.name or "all")
         return 0
     if not args.name:
-        raise UsageError("data stats needs a data set name or a path")
+        raise UserError("data stats needs a data set name or a path")
     corpus = data.load(args.name, root, text_level=args.level, frames_per_beat=args.frames_per_beat)
     result = data.stats(corpus)
     if args.json:
@@ -102,12 +102,12 @@ def _data(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from deeprnn.training.config import finetune_table, parse_sets, resolve
-    from deeprnn.training.trainer import RunExists, train
+    from deeprnn.training.trainer import train
 
     limits = None
     if args.resume:
         if args.model or args.config or args.data:
-            raise UsageError(
+            raise UserError(
                 "--resume continues a run with its saved configuration; drop --model, --data and --config"
                 " (--set may only change its limits, epochs, max_updates and time_budget_s, and"
                 " average_after_epochs before averaging begins)"
@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
         limits = parse_sets(args.set or [])
     else:
         if not args.out:
-            raise UsageError("give --out RUN_DIR (or --resume RUN_DIR)")
+            raise UserError("give --out RUN_DIR (or --resume RUN_DIR)")
         sets = list(args.set or [])
         if args.device:
             sets.append(f"device={args.device}")
@@ -128,18 +128,15 @@ def _train(args: argparse.Namespace) -> int:
                 f" the stage with --set init_from={out} and the table's settings)",
                 file=sys.stderr,
             )
-    try:
-        results = train(
-            config,
-            out,
-            data_dir=args.data_dir,
-            resume=bool(args.resume),
-            limits=limits,
-            force=args.force,
-            device=args.device,
-        )
-    except RunExists as error:
-        raise UsageError(str(error)) from None
+    results = train(
+        config,
+        out,
+        data_dir=args.data_dir,
+        resume=bool(args.resume),
+        limits=limits,
+        force=args.force,
+        device=args.device,
+    )
     metric = results["metric"]
     print(
         json.dumps(
@@ -211,6 +208,11 @@ def _sample(args: argparse.Namespace) -> int:
     from deeprnn.sampling import sample, save_piano_roll
     from deeprnn.training.trainer import load_best
 
+    if args.steps > MAX_SAMPLE_STEPS and not args.long:
+        raise UserError(
+            f"--steps {args.steps:,} is above the limit of {MAX_SAMPLE_STEPS:,} frames or tokens per "
+            "sample; pass --long to draw that many anyway"
+        )
     model, config, _ = load_best(args.run_dir, args.device)
     out = Path(args.out)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
@@ -235,6 +237,26 @@ def _sample(args: argparse.Namespace) -> int:
             notes = int(roll.sum())
             print(f"{out}/sample-{k}.mid and .png: {roll.shape[0]} frames, {notes} notes")
     return 0
+
+
+def _at_least_1(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _above_0(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -326,11 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sampler = commands.add_parser("sample", help="sample music (MIDI, piano roll) or text from a run")
     sampler.add_argument("run_dir", metavar="RUN", help="the run folder")
-    sampler.add_argument("--steps", type=int, default=200, help="frames or tokens per sample")
-    sampler.add_argument("--count", type=int, default=1, help="number of samples")
+    sampler.add_argument("--steps", type=_at_least_1, default=200, help="frames or tokens per sample")
+    sampler.add_argument(
+        "--long", action="store_true", help=f"allow more than {MAX_SAMPLE_STEPS:,} steps per sample"
+    )
+    sampler.add_argument("--count", type=_at_least_1, default=1, help="number of samples")
     sampler.add_argument(
         "--temperature",
-        type=float,
+        type=_above_0,
         default=1.0,
         help="the logits are divided by it (lower: more conservative)",
     )
@@ -365,16 +390,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     finished = False
     try:
         code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
         finished = True
         return code
-    except (UsageError, ValueError, FileNotFoundError) as error:
-        print(f"deeprnn {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return _fail(args.command, str(error), EXIT_USER_ERROR)
+    except TrainingDiverged as error:
+        return _fail(args.command, str(error), EXIT_DIVERGED)
+    except BrokenPipeError:  # the reader went away (deeprnn … | head): leave quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as error:  # permissions, a full disk, a missing path: the file and the cause
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(args.command, f"{where}{error.strerror or error}", EXIT_USER_ERROR)
     finally:
         if "torch.distributed" in sys.modules:  # a torchrun launch joined a process group
             from deeprnn.training.distributed import leave_process_group
 
             leave_process_group(finished)
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"deeprnn {command}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

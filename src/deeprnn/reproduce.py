@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from deeprnn.errors import UserError
 from deeprnn.io import write_atomic, write_json, write_text
 from deeprnn.presets import preset
 from deeprnn.training.config import (
@@ -117,13 +118,17 @@ def hidden_size(model: str, data: str, sets: list[str]) -> int:
 def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log) -> dict:
     """Train ``config`` in ``folder``; a finished run is skipped unless ``sets`` raise its limits,
     an interrupted one resumed."""
-    from deeprnn.training.trainer import train
+    from deeprnn.training.trainer import read_config, train
 
     name = f"{folder.parent.name}/{folder.name}"
     limits = {k: v for k, v in parse_sets(sets).items() if k in LIMITS}
     if (folder / "results.json").exists():
         done = json.loads((folder / "results.json").read_text())
-        config = with_limits(TrainConfig(**json.loads((folder / "config.json").read_text())), limits)
+        if done.get("stop_reason") == "diverged":
+            raise UserError(
+                f"{name} diverged ({done.get('message', '')}); change its settings, or remove {folder}"
+            )
+        config = with_limits(read_config(folder), limits)
         if limit_reached(config, done["stop_reason"], done["updates"], done["epochs"], done["train_seconds"]):
             log(f"{name}: done, skipped")
             return done
@@ -147,7 +152,7 @@ def reproduce(
 ) -> dict | None:
     """Run (or resume, or skip) every cell of ``table``; write OUT/<table>.json, .md and plots."""
     if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}, all")
+        raise UserError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}, all")
     out = Path(out)
     for data, model in cells(table, models, datas):
         run_cell(out, data, model, data_dir, sets or [], log, pretraining)
@@ -186,7 +191,7 @@ def earlier_rows(path: Path) -> dict[tuple[str, str], dict]:
     try:
         return {(r["data"], r["model"]): r for r in json.loads(path.read_text())["rows"]}
     except (ValueError, TypeError, KeyError) as error:
-        raise ValueError(
+        raise UserError(
             f"{path} is not a table written by deeprnn reproduce ({error!r}); its rows are kept for "
             "the cells without runs, so move it away or mend it"
         ) from error

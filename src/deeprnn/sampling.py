@@ -7,13 +7,17 @@ head's distribution, feed it back as x_{t+1}, carry the state.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from deeprnn.errors import ConfigError
 from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN
+
+MAX_ROLL_INCHES = 160  # the widest piano-roll picture: 16,000 pixels at 100 dpi
 
 
 @torch.no_grad()
@@ -30,9 +34,9 @@ def sample(
     ``start`` primes the state: (T, 88) frames or (T,) ids, the first being the context of the
     second (by default one silent frame, or token 0 — pass the line-end token for text)."""
     if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+        raise ConfigError(f"steps must be at least 1, got {steps}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be a finite number above 0, got {temperature}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -57,7 +61,8 @@ def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "") -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, roll.shape[0] / 25), 4))
+    width = min(max(6, roll.shape[0] / 25), MAX_ROLL_INCHES)  # a long roll is drawn denser
+    fig, ax = plt.subplots(figsize=(width, 4))
     ax.imshow(
         np.asarray(roll).T,
         origin="lower",

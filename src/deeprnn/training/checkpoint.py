@@ -10,10 +10,12 @@ any moment leaves either the previous checkpoint or the new one, never a torn fi
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import torch
 
+from deeprnn.errors import RunFolderError
 from deeprnn.io import write_bytes
 
 
@@ -24,9 +26,22 @@ def save(path: Path, state: dict) -> Path:
 
 
 def load(path: Path) -> dict:
+    """A checkpoint's contents; a RunFolderError if it is missing or cannot be read as one
+    (truncated, overwritten, or holding objects that only running code could rebuild)."""
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise RunFolderError(f"no checkpoint at {path}")
+    data = path.read_bytes()  # an I/O error (permissions, a failing disk) is reported as such
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # bytes that are not a checkpoint fail in many ways
+        # torch's own message would suggest the unsafe weights_only=False: say what is wrong instead
+        why = "truncated, or not a checkpoint deeprnn wrote"
+        if isinstance(error, pickle.UnpicklingError) and "global" in str(error).lower():
+            why = "it holds objects other than tensors and plain values (deeprnn runs no code from one)"
+        raise RunFolderError(f"{path} is damaged: {why}") from None
+    if not isinstance(state, dict):
+        raise RunFolderError(f"{path} is damaged: not a checkpoint deeprnn wrote")
+    return state
 
 
 def rng_state() -> dict:

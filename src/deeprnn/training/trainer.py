@@ -11,11 +11,14 @@ A run folder holds:
     tb/                TensorBoard event files
     train.log          what was printed
 
+(``deeprnn.training.run_folder`` owns that layout, the folder's lock and what may replace it.)
+
 Under ``torchrun`` the same code trains data-parallel (``deeprnn.training.distributed``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -31,22 +34,20 @@ from torch.optim.swa_utils import AveragedModel
 from deeprnn import __version__
 from deeprnn.data import MusicCorpus, TextCorpus, load
 from deeprnn.data.batching import Batch, MusicBatches, TextBatches
+from deeprnn.errors import ConfigError, RunFolderError, TrainingDiverged
 from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.presets import TASKS, preset
-from deeprnn.training import checkpoint, distributed
-from deeprnn.training.config import AVERAGING, TrainConfig, limit_reached, limits_passed, with_limits
+from deeprnn.training import checkpoint, distributed, run_folder
+from deeprnn.training.config import TrainConfig, apply, limit_reached, limits_passed, with_limits
 from deeprnn.training.distributed import World
+from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.schedule import Schedule
 
 Corpus = MusicCorpus | TextCorpus
 ONE_PROCESS = World()
-NONFINITE_RESTORE = 3  # consecutive non-finite updates before the last good state is restored
-
-
-class RunExists(Exception):
-    """The run folder exists: resume it or pass --force."""
+RunExists = run_folder.RunExists
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,6 +83,22 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
         if (value := getattr(config, key)) is not None
     }
     return replace(c, **overrides)
+
+
+def build_model(config: ModelConfig) -> DeepRNN:
+    """The model of ``config``; a clear error when its parameters do not fit in memory."""
+    try:
+        return DeepRNN(config)
+    except (MemoryError, RuntimeError) as error:
+        if not isinstance(error, MemoryError) and "alloc" not in str(error):
+            raise
+        sizes = {
+            k: getattr(config, k) for k in ("hidden_size", "transition_sizes", "output_sizes", "input_sizes")
+        }
+        shown = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        raise ConfigError(
+            f"the model's parameters do not fit in memory ({shown}); set smaller sizes (--set hidden_size=…)"
+        ) from None
 
 
 def batches(
@@ -131,7 +148,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but PyTorch sees no GPU; use --device cpu or auto")
+        raise ConfigError("device 'cuda' was asked for, but PyTorch sees no GPU; use --device cpu or auto")
     return torch.device(name)
 
 
@@ -195,6 +212,8 @@ class Progress:
     restores: int = 0  # times the last good state was restored after repeated non-finite updates
     averaging: bool = False  # set once validation stalled (average_when_stalled)
     train_seconds: float = 0.0
+    loss_sum: float = 0.0  # training losses since the last evaluation (its train_loss)
+    loss_count: int = 0
     done: bool = False
     stop_reason: str = ""  # early stopping, time budget, max updates, epochs
 
@@ -216,9 +235,14 @@ class Run:
             config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat
         )
         self.kind = "music" if isinstance(self.corpus, MusicCorpus) else "text"
+        if config.data_kind not in (None, self.kind):
+            raise ConfigError(
+                f"these settings are for {config.data_kind} (data_kind = {config.data_kind!r}), but "
+                f"{config.data} is {self.kind}; use a config made for {self.kind} data"
+            )
         self.metric = metric_name(self.kind, getattr(self.corpus, "level", "frame"))
         self.model_config = model_config(config, self.corpus)
-        self.model = DeepRNN(self.model_config).to(self.device)
+        self.model = build_model(self.model_config).to(self.device)
         self.train_data = batches(config, self.corpus, "train", training=True, world=world)
         self.noisy = [p for p in self.model.parameters() if p.dim() >= 2]
         self.pretrained: set[str] = set()
@@ -240,9 +264,9 @@ class Run:
         self.progress = Progress()
         self.history: list[dict] = []
         self.state: torch.Tensor | None = None  # carried between segments
-        self.good_state: dict | None = None  # model and optimiser at the last checkpoint
+        self.guard = NonfiniteGuard()
+        self.good_state = self.snapshot()  # model and optimiser where a restore returns to
         self.best_model: dict | None = None  # the best parameters (CPU), kept by every process
-        self._nonfinite = 0  # non-finite updates in a row
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -259,6 +283,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "progress": vars(self.progress).copy(),
+            "guard": self.guard.state_dict(),
             "history": list(self.history),
             **own,
         }
@@ -268,19 +293,44 @@ class Run:
             state["processes"] = distributed.gather(own, self.world)
         return state
 
-    def save_last(self) -> None:
-        state = self.checkpoint_state()  # every process takes part (it gathers their states)
-        if self.world.main:
-            checkpoint.save(self.out / "checkpoints" / "last.pt", state)
-        self.good_state = copy.deepcopy(
-            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-        )
+    def snapshot(self) -> dict:
+        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
 
-    def resume(self) -> None:
-        state = checkpoint.load(self.out / "checkpoints" / "last.pt")
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def save_last(self, best: bool = False) -> None:
+        """Write ``last.pt`` and, when validation improved, ``best.pt``: the best parameters, with
+        the whole run at that point (a resume can start there if ``last.pt`` is damaged). Never
+        a state whose parameters are not finite: the guard will return to the last good one."""
+        if not self.finite():
+            self.log(f"update {self.progress.updates}: parameters not finite, checkpoint not written")
+            return
+        state = self.checkpoint_state()  # every process takes part (it gathers their states)
+        folder = self.out / "checkpoints"
+        if self.world.main:
+            checkpoint.save(folder / "last.pt", state)
+            if best:
+                p = self.progress
+                checkpoint.save(
+                    folder / "best.pt",
+                    {
+                        "version": __version__,
+                        "config": self.config.to_dict(),
+                        "model_config": self.model_config.to_dict(),
+                        "model": self.best_model,
+                        "update": p.best_update,
+                        "valid": p.best,
+                        "resume": state,
+                    },
+                )
+        self.good_state = self.snapshot()
+
+    def resume(self, state: dict) -> None:
+        """Continue from a checkpoint's ``state`` (see :func:`resumable_state`)."""
         processes = state.get("processes", [state])
         if len(processes) != self.world.size:
-            raise ValueError(
+            raise RunFolderError(
                 f"{self.out} was trained by {len(processes)} process(es); resume it with as many, "
                 f"not {self.world.size} (the data position and carried states are per process)"
             )
@@ -291,12 +341,12 @@ class Run:
             self.averaged.load_state_dict(state["averaged"])
         self.schedule.load_state_dict(state["schedule"])
         self.progress = Progress(**state["progress"])
+        if "guard" in state:
+            self.guard.load_state_dict(state["guard"])
         self.history = list(state["history"])
         self.state = None if own["carry"] is None else own["carry"].to(self.device)
         checkpoint.set_rng_state(own["rng"])
-        self.good_state = copy.deepcopy(
-            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-        )
+        self.good_state = self.snapshot()
         best = self.out / "checkpoints" / "best.pt"
         self.best_model = checkpoint.load(best)["model"] if best.exists() else None
         p = self.progress
@@ -331,25 +381,50 @@ class Run:
         mean = distributed.sum_across([float(loss.detach())], self.world, self.device)[0] / self.world.size
         if not (math.isfinite(mean) and torch.isfinite(norm)):
             self.progress.skipped += 1
-            self._nonfinite += 1
-            if self._nonfinite >= NONFINITE_RESTORE and self.good_state is not None:
+            action = self.guard.nonfinite()
+            if action == "diverged":
+                self.diverged(mean)
+            if action == "restore":
                 self.model.load_state_dict(self.good_state["model"])
                 self.optimizer.load_state_dict(self.good_state["optimizer"])
                 self.schedule.halve()
                 self.progress.restores += 1
-                self._nonfinite = 0
                 self.state = None
                 self.log(
-                    f"{NONFINITE_RESTORE} non-finite updates in a row: restored the last good state, "
-                    f"learning rate now {self.schedule.lr():.3g}"
+                    f"{self.guard.restore_after} non-finite updates in a row: restored the last good "
+                    f"state, learning rate now {self.schedule.lr():.3g}"
                 )
             return None
-        self._nonfinite = 0
+        self.guard.finite()
         self.schedule.apply(self.optimizer, self.progress.updates)
         self.optimizer.step()
         if self.averaged is not None and self.averaging():
             self.averaged.update_parameters(self.model)
         return mean
+
+    def diverged(self, loss: float) -> None:
+        """Stop the run: halving the rate from the last good state has not helped."""
+        p, folder = self.progress, self.out / "checkpoints"
+        last_good = next((str(folder / n) for n in ("last.pt", "best.pt") if (folder / n).exists()), "none")
+        message = (
+            f"training diverged at update {p.updates + 1} (loss {loss}): {self.guard.give_up_after} returns "
+            f"to the last good state at half the learning rate did not help; last good checkpoint: "
+            f"{last_good}. Lower lr, clip the gradient (clip_norm) or change the units"
+        )
+        self.log(message)
+        if self.world.main:
+            write_json(
+                self.out / "results.json",
+                {
+                    "model": self.config.model,
+                    "data": self.corpus.name,
+                    "stop_reason": "diverged",
+                    "diverged": {"update": p.updates + 1, "loss": str(loss), "last_good": last_good},
+                    "message": message,
+                    "version": __version__,
+                },
+            )
+        raise TrainingDiverged(message, p.updates + 1, loss, last_good)
 
     def averaging(self) -> bool:
         """Whether the running mean takes in this update: from its epoch, or once validation stalled."""
@@ -371,8 +446,9 @@ class Run:
             total, count = distributed.sum_across([total, count], self.world, self.device)
         return total, int(count)
 
-    def evaluate_valid(self, train_loss: float) -> bool:
-        """Score the validation split, keep the best parameters, decide whether to go on."""
+    def evaluate_valid(self, train_loss: float) -> tuple[bool, bool]:
+        """Score the validation split and keep the best parameters; whether it improved, and
+        whether to stop (early stopping, or the rate below ``min_lr``)."""
         scored = self.evaluated_model()
         total, count = self.score("valid", self.config, scored)
         value = from_nll(self.metric, total, count)
@@ -381,18 +457,7 @@ class Run:
         if improved:
             p.best, p.best_update, p.evals_since_best = value, p.updates, 0
             self.best_model = {k: t.detach().cpu().clone() for k, t in scored.state_dict().items()}
-            if self.world.main:
-                checkpoint.save(
-                    self.out / "checkpoints" / "best.pt",
-                    {
-                        "version": __version__,
-                        "config": self.config.to_dict(),
-                        "model_config": self.model_config.to_dict(),
-                        "model": self.best_model,
-                        "update": p.updates,
-                        "valid": value,
-                    },
-                )
+            self.guard.improved()
         else:
             p.evals_since_best += 1
         n = self.config.average_when_stalled
@@ -425,7 +490,7 @@ class Run:
         )
         self.writer.add_scalar(f"valid/{self.metric}", value, p.updates)
         stop = self.config.patience > 0 and p.evals_since_best >= self.config.patience
-        return stop or self.schedule.finished()
+        return improved, stop or self.schedule.finished()
 
     def train(self) -> dict:
         from torch.utils.tensorboard import SummaryWriter
@@ -436,7 +501,6 @@ class Run:
         else:
             self.writer = _NoWriter()
         self.model.train()
-        losses: list[float] = []
         stop = p.done
         while not stop:
             started = time.perf_counter()
@@ -447,7 +511,7 @@ class Run:
                 p.batch += 1
                 p.updates += 1
                 if loss is not None:
-                    losses.append(loss)
+                    p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
                     self.writer.add_scalar("train/loss", loss, p.updates)
                 bar.update(batch, loss)
                 p.train_seconds += time.perf_counter() - started
@@ -459,10 +523,11 @@ class Run:
                 out_of_updates = config.max_updates > 0 and p.updates >= config.max_updates
                 periodic = config.eval_every > 0 and p.updates % config.eval_every == 0
                 if end_of_epoch or periodic or out_of_time or out_of_updates:
-                    mean = sum(losses) / len(losses) if losses else math.nan
-                    losses = []
+                    mean = p.loss_sum / p.loss_count if p.loss_count else math.nan
+                    p.loss_sum, p.loss_count = 0.0, 0
+                    improved, stop_early = self.evaluate_valid(mean)
                     reasons = {
-                        "early stopping": self.evaluate_valid(mean),
+                        "early stopping": stop_early,
                         "time budget": out_of_time,
                         "max updates": out_of_updates,
                         "epochs": p.epoch >= config.epochs,
@@ -470,7 +535,7 @@ class Run:
                     stop = any(reasons.values())
                     p.done = stop
                     p.stop_reason = next((r for r, hit in reasons.items() if hit), "")
-                    self.save_last()
+                    self.save_last(best=improved)
                     self.write_metrics()
                     if stop or end_of_epoch:
                         break
@@ -564,7 +629,7 @@ def load_pretrained(model: DeepRNN, run: Path) -> set[str]:
         if n.startswith("recurrence.") and n in own and own[n].shape == t.shape
     }
     if not matched:
-        raise ValueError(f"init_from {run}: no parameter of that run matches this model by name and shape")
+        raise ConfigError(f"init_from {run}: no parameter of that run matches this model by name and shape")
     with torch.no_grad():
         for name in matched:
             own[name].copy_(best["model"][name])
@@ -619,47 +684,101 @@ def train(
     device: str | None = None,
     log=print,
 ) -> dict:
-    """Train (or, with ``resume``, continue with its saved configuration) a run in ``out``.
+    """Train ``config`` in the run folder ``out`` (``force``: replacing the run there), or, with
+    ``resume``, continue the run in ``out`` with its saved configuration.
 
     ``limits`` (resuming only) sets new ``epochs``, ``max_updates`` or ``time_budget_s``: a run
     that stopped at its old limit then carries on, as if the new one had been set from the start.
     It may also set ``average_after_epochs`` to an epoch the run has not begun, which adds
     parameter averaging to a run (a finished one, too) exactly as if it had been set from the start.
+    The folder is locked while the run trains (``deeprnn.training.run_folder``).
     """
     out = Path(out)
     world = distributed.from_environment()
     if resume:
-        if not (out / "checkpoints" / "last.pt").exists():
-            raise FileNotFoundError(f"{out} holds no checkpoint to resume (checkpoints/last.pt)")
-        saved = json.loads((out / "config.json").read_text())
-        config = TrainConfig(**saved)
+        return _resume(out, limits or {}, data_dir, device, log, world)
+    if config is None:
+        raise ConfigError("a new run needs a configuration (or resume=True)")
+    if not world.main:  # the first process prepares the folder; the others train into it
+        device_used = distributed.setup(world, pick_device(config.device))
+        return Run(config, out, data_dir, log=_quiet, world=world, device=device_used).train()
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunFolderError(f"--out {out}: a file is in the way; a run needs a folder") from None
+    try:
+        with run_folder.locked(out):
+            return _start(config, out, data_dir, force, log, world)
+    finally:
+        if created and out.is_dir() and not run_folder.entries(out):  # nothing came of it
+            (out / run_folder.LOCK).unlink(missing_ok=True)
+            out.rmdir()
+
+
+def _start(config: TrainConfig, out: Path, data_dir: str | None, force: bool, log, world: World) -> dict:
+    """A new run in the locked folder ``out``: a run there is replaced (``force``) only once the
+    new one's configuration, data and model have loaded."""
+    old = run_folder.entries(out)
+    if old and not force:
+        raise RunExists(f"{out} already holds a run; use --resume to continue it or --force to replace it")
+    if old:
+        run_folder.check_replaceable(out)
+    logger = _Logger(out / "train.log", log)
+    run = Run(
+        config,
+        out,
+        data_dir,
+        log=logger,
+        world=world,
+        device=distributed.setup(world, pick_device(config.device)),
+    )
+    if old:
+        run_folder.clear(out)
+    write_json(out / "config.json", config.to_dict())
+    write_json(out / "model.json", run.model_config.to_dict())
+    if isinstance(run.corpus, TextCorpus):  # what sampling needs to write text
+        c = run.corpus
+        write_json(
+            out / "vocab.json", {"name": c.name, "level": c.level, "boundary": c.boundary, "vocab": c.vocab}
+        )
+    counts = count_parameters(run.model)
+    processes = f", {world.size} processes" if world.distributed else ""
+    logger(
+        f"{config.model} on {run.corpus.name}: {counts['weights']:,} weights, {counts['params']:,} "
+        f"parameters, device {run.device}{processes}"
+    )
+    return run.train()
+
+
+def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, log, world: World) -> dict:
+    """Continue the run in ``out`` from its newest readable checkpoint."""
+    if not out.is_dir():
+        raise RunFolderError(f"{out}: no run folder to resume")
+    with run_folder.locked(out) if world.main else contextlib.nullcontext():
+        if world.main:
+            run_folder.remove_temporaries(out)
+        config = read_config(out)
+        ended = out / "results.json"
+        if ended.exists() and (done := _read_json(ended)).get("stop_reason") == "diverged":
+            d = done.get("diverged", {})
+            raise TrainingDiverged(
+                done.get("message", "the run diverged"), d.get("update"), d.get("loss"), d.get("last_good")
+            )
+        logger = _Logger(out / "train.log", log) if world.main else _quiet
+        state = resumable_state(out, logger)
         if limits:
-            begun = None  # the epochs the run has begun: only a new averaging start needs them
-            if AVERAGING in limits:
-                at = checkpoint.load(out / "checkpoints" / "last.pt")["progress"]
-                begun = at["epoch"] + (at["batch"] > 0)
-            config = with_limits(config, limits, epochs_begun=begun)
+            at = state["progress"]  # the epochs begun: only a new averaging start needs them
+            config = with_limits(config, limits, epochs_begun=at["epoch"] + (at["batch"] > 0))
         if device:
             config = replace(config, device=device)
-    elif world.main and out.exists() and any(out.iterdir()):
-        if not force:
-            raise RunExists(
-                f"{out} already holds a run; use --resume to continue it or --force to replace it"
-            )
-        import shutil
-
-        shutil.rmtree(out)
-    if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-        logger = _Logger(out / "train.log", log)
-    else:
-        logger = _quiet
-    device_used = distributed.setup(world, pick_device(config.device))
-    run = Run(config, out, data_dir, log=logger, world=world, device=device_used)
-    if resume:
-        run.resume()
-        if limits and world.main:
-            write_json(out / "config.json", config.to_dict())
+        device_used = distributed.setup(world, pick_device(config.device))
+        run = Run(config, out, data_dir, log=logger, world=world, device=device_used)
+        run.resume(state)
+        if world.main:
+            run.write_metrics()  # as of the checkpoint: a kill may have come before the file's update
+            if limits:
+                write_json(out / "config.json", config.to_dict())
         p = run.progress
         if p.done and not limit_reached(config, p.stop_reason, p.updates, p.epoch, p.train_seconds):
             logger(f"the run stopped at its {p.stop_reason}; carrying on under the new limits")
@@ -668,22 +787,55 @@ def train(
             # an interrupted run given limits it has already reached: it ends here, at its best
             logger(f"the run has already reached its {passed[0]} limit: it ends at its best point")
             p.done, p.stop_reason = True, passed[0]
-    elif world.main:
-        write_json(out / "config.json", config.to_dict())
-        write_json(out / "model.json", run.model_config.to_dict())
-        if isinstance(run.corpus, TextCorpus):  # what sampling needs to write text
-            c = run.corpus
-            write_json(
-                out / "vocab.json",
-                {"name": c.name, "level": c.level, "boundary": c.boundary, "vocab": c.vocab},
-            )
-        counts = count_parameters(run.model)
-        processes = f", {world.size} processes" if world.distributed else ""
-        logger(
-            f"{config.model} on {run.corpus.name}: {counts['weights']:,} weights, {counts['params']:,} "
-            f"parameters, device {run.device}{processes}"
-        )
-    return run.finish() if run.progress.done else run.train()
+        return run.finish() if p.done else run.train()
+
+
+def resumable_state(out: Path, log=print) -> dict:
+    """The newest readable training state of a run: ``last.pt``, else the run as it was at its
+    best point (``best.pt``); says which it took and what it skipped."""
+    folder, skipped = out / "checkpoints", []
+    for name in ("last.pt", "best.pt"):
+        if not (folder / name).exists():
+            continue
+        try:
+            state = checkpoint.load(folder / name)
+        except RunFolderError as error:
+            skipped.append(str(error))
+            continue
+        if name == "best.pt":
+            if "resume" not in state:
+                skipped.append(
+                    f"{folder / name} holds parameters only (written before deeprnn kept the run in it)"
+                )
+                continue
+            state = state["resume"]
+        if skipped:
+            log(f"resuming from {folder / name}; skipped: {'; '.join(skipped)}")
+        return state
+    reasons = "; ".join(skipped) or f"no checkpoint in {folder}"
+    raise RunFolderError(f"{out} holds no checkpoint to resume from ({reasons})")
+
+
+def read_config(out: Path) -> TrainConfig:
+    """A run folder's ``config.json``, checked like any configuration."""
+    path = out / "config.json"
+    if not path.exists():
+        raise RunFolderError(f"{out} is not a run folder (no config.json)")
+    values = _read_json(path)
+    try:
+        return apply(values)
+    except ConfigError as error:
+        raise RunFolderError(f"{path} is damaged: {error}") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path} is damaged: not JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise RunFolderError(f"{path} is damaged: expected a JSON object, got {type(values).__name__}")
+    return values
 
 
 def _quiet(message: str) -> None:
@@ -721,12 +873,12 @@ def evaluate_run(
     """Score a run's best parameters on a split, as its final results are scored; with
     ``per_piece`` (music), also each piece alone, to see which pieces weigh on the score."""
     if split not in ("train", "valid", "test"):
-        raise ValueError(f"split must be train, valid or test; got {split!r}")
+        raise ConfigError(f"split must be train, valid or test; got {split!r}")
     model, config, update = load_best(out, device)
     dev = next(model.parameters()).device
     corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
     if per_piece and not isinstance(corpus, MusicCorpus):
-        raise ValueError(
+        raise ConfigError(
             f"per-piece scores are for music runs; {out} is a text run (its split is one stream)"
         )
     metric = metric_name(
@@ -762,9 +914,7 @@ def load_best(out: str | Path, device: str | None = None) -> tuple[DeepRNN, Trai
     """A run's best parameters in a model (on ``device``, default the run's), its config, and
     the update at which they were best."""
     out = Path(out)
-    if not (out / "config.json").exists():
-        raise FileNotFoundError(f"{out} is not a run folder (no config.json)")
-    config = TrainConfig(**json.loads((out / "config.json").read_text()))
+    config = read_config(out)
     best = checkpoint.load(out / "checkpoints" / "best.pt")
     model = DeepRNN(ModelConfig(**best["model_config"]))
     model.load_state_dict(best["model"])

@@ -1,0 +1,45 @@
+"""The guard against non-finite updates: skip them, go back to a finite state, or give up.
+
+An update whose loss or gradient norm is not finite is skipped. After ``restore_after`` of them
+in a row, the run returns to its last good state (the last checkpoint whose parameters were all
+finite, or the start) with the learning rate halved. If that happens ``give_up_after`` times
+with no better validation score between them, halving has not helped: the run has diverged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class NonfiniteGuard:
+    restore_after: int = 3
+    give_up_after: int = 3
+    in_a_row: int = 0  # non-finite updates in a row
+    restores: int = 0  # restores since validation last improved
+
+    def finite(self) -> None:
+        """An update went through."""
+        self.in_a_row = 0
+
+    def nonfinite(self) -> str:
+        """An update was not finite: ``"skip"`` it, ``"restore"`` the last good state, or the
+        run has ``"diverged"``."""
+        self.in_a_row += 1
+        if self.in_a_row < self.restore_after:
+            return "skip"
+        self.in_a_row = 0
+        if self.restores + 1 >= self.give_up_after:
+            return "diverged"
+        self.restores += 1
+        return "restore"
+
+    def improved(self) -> None:
+        """Validation reached a new best: the restores before it did their job."""
+        self.restores = 0
+
+    def state_dict(self) -> dict:
+        return {"in_a_row": self.in_a_row, "restores": self.restores}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.in_a_row, self.restores = state["in_a_row"], state["restores"]

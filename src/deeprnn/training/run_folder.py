@@ -1,0 +1,113 @@
+"""A run folder: what it holds, the lock a training process holds on it, and what may replace it.
+
+    config.json      the resolved configuration        model.json, vocab.json   what loading needs
+    metrics.jsonl    one line per evaluation           results.json             the final scores
+    checkpoints/     last.pt (to resume), best.pt (the best parameters, and the run at that point)
+    tb/              TensorBoard event files           train.log                what was printed
+    .lock            held (flock) by the process that trains in the folder
+
+A folder is locked for as long as a process trains in it, so a second ``train``, ``--resume`` or
+``--force`` on it is refused, naming the holder; the kernel releases the lock of a process that
+dies, so a killed run's lock is simply taken over. ``--force`` replaces a folder only when every
+entry in it is one of the above (it never deletes a folder that holds anything else).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from deeprnn.errors import RunFolderError
+
+FILES = ("config.json", "model.json", "vocab.json", "metrics.jsonl", "results.json", "train.log")
+FOLDERS = ("checkpoints", "tb")
+LOCK = ".lock"
+
+
+class RunExists(RunFolderError):
+    """The run folder already holds a run: resume it or pass --force."""
+
+
+def is_temporary(path: Path) -> bool:
+    """A file left by an atomic write that a kill interrupted (deeprnn.io)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def entries(folder: Path) -> list[Path]:
+    """What the folder holds, its lock aside."""
+    return sorted(p for p in folder.iterdir() if p.name != LOCK)
+
+
+def foreign(folder: Path) -> list[str]:
+    """The entries of ``folder`` that are not part of a run folder."""
+    own = set(FILES) | set(FOLDERS)
+    return [p.name for p in entries(folder) if p.name not in own and not is_temporary(p)]
+
+
+def check_replaceable(folder: Path) -> None:
+    """Refuse to replace a folder that holds anything a run did not write."""
+    strange = foreign(folder)
+    if strange:
+        shown = ", ".join(strange[:5]) + (f" and {len(strange) - 5} more" if len(strange) > 5 else "")
+        raise RunFolderError(
+            f"{folder} is not a deeprnn run folder (it holds {shown}); --force replaces only a run "
+            "folder, so choose another --out"
+        )
+
+
+def clear(folder: Path) -> None:
+    """Delete a run's files, keeping the folder and its lock (call :func:`check_replaceable` first)."""
+    for path in entries(folder):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of interrupted atomic writes (only safe under the lock)."""
+    found = [p for where in (folder, folder / "checkpoints") if where.is_dir() for p in where.iterdir()]
+    removed = [p for p in found if is_temporary(p) and p.is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold the folder's lock for the life of the block; refuse if another process holds it."""
+    path = folder / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderError(f"{folder} is in use: {_holder(fd)} trains in it") from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as the holder wrote it."""
+    try:
+        who = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"process {who['pid']} on {who['host']} (since {who['since']}: {who['command']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"

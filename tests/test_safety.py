@@ -1,0 +1,525 @@
+"""Nothing lost, ever: run-folder safety, divergence, corrupt files, settings and limits.
+
+Each test names the case of the safety review it covers; all run on a tiny piano-roll file made
+here, so none needs the benchmark data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from deeprnn import DeepRNN, preset
+from deeprnn.cli import main
+from deeprnn.errors import ConfigError, RunFolderError
+from deeprnn.presets import MODELS
+from deeprnn.training import run_folder, trainer
+from deeprnn.training.config import TrainConfig, apply, paper_config_file, resolve
+
+SETTINGS = {
+    "model": "dts-rnn",
+    "hidden_size": 8,
+    "transition_sizes": [6],
+    "batch_size": 2,
+    "bptt_steps": 5,
+    "max_updates": 30,
+    "eval_every": 10,
+    "checkpoint_every": 3,
+    "weight_noise": 0.05,
+    "device": "cpu",
+}
+QUIET = {"log": lambda _: None}
+
+
+@pytest.fixture(scope="module")
+def rolls(tmp_path_factory) -> Path:
+    """A tiny piano-roll file: pieces of 8–30 frames with up to four notes each."""
+    rng = random.Random(0)
+
+    def piece(frames: int) -> list[tuple[int, ...]]:
+        return [tuple(sorted(rng.sample(range(21, 109), rng.randint(0, 4)))) for _ in range(frames)]
+
+    splits = {
+        s: [piece(rng.randint(8, 30)) for _ in range(n)]
+        for s, n in (("train", 12), ("valid", 3), ("test", 3))
+    }
+    path = tmp_path_factory.mktemp("data") / "tiny.pickle"
+    path.write_bytes(pickle.dumps(splits))
+    return path
+
+
+def config(rolls: Path, **overrides) -> TrainConfig:
+    return apply({**SETTINGS, "data": str(rolls), **overrides})
+
+
+def cli_sets(rolls: Path, **overrides) -> list[str]:
+    values = {**SETTINGS, "data": str(rolls), **overrides}
+    args = ["--model", values.pop("model"), "--data", values.pop("data")]
+    for key, value in values.items():
+        args += ["--set", f"{key}={json.dumps(value) if isinstance(value, list) else value}"]
+    return args
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file of a run folder but its lock (which records who last held it)."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != run_folder.LOCK]
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
+
+
+# -- 1. --force replaces only a run folder, and only once the new run has loaded -----------------
+
+
+def test_force_refuses_a_folder_that_is_not_a_run(tmp_path, rolls, capsys):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    assert main(["train", *cli_sets(rolls), "--force", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} is not a deeprnn run folder (it holds thesis.tex)" in err
+    assert (folder / "thesis.tex").read_text() == "precious"
+
+
+def test_force_with_bad_data_keeps_the_old_run(tmp_path, rolls, capsys):
+    run = tmp_path / "run"
+    trainer.train(config(rolls), run, **QUIET)
+    before = snapshot(run)
+    argv = ["train", *cli_sets(rolls), "--force", "--out", str(run)]
+    argv[argv.index("--data") + 1] = str(tmp_path / "missing.pickle")
+    assert main(argv) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
+def test_force_replaces_a_run(tmp_path, rolls):
+    run = tmp_path / "run"
+    first = trainer.train(config(rolls), run, **QUIET)
+    (run / "checkpoints" / ".last.pt.abc.tmp").write_bytes(b"torn")
+    second = trainer.train(config(rolls, seed=3), run, force=True, **QUIET)
+    assert second["test_nll"] != first["test_nll"]
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+    assert not (run / "checkpoints" / ".last.pt.abc.tmp").exists()
+
+
+# -- 2. a run folder is locked while a process trains in it -------------------------------------
+
+
+def test_a_locked_folder_is_refused_naming_the_holder(tmp_path, rolls, capsys):
+    run = tmp_path / "run"
+    trainer.train(config(rolls), run, **QUIET)
+    with run_folder.locked(run):
+        for extra in (["--resume", str(run)], [*cli_sets(rolls), "--force", "--out", str(run)]):
+            assert main(["train", *extra]) == 2
+            err = capsys.readouterr().err
+            assert f"{run} is in use: process {os.getpid()} on " in err
+    assert main(["train", "--resume", str(run)]) == 0  # released
+
+
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    code = (
+        "import pathlib, time\nfrom deeprnn.training import run_folder\n"
+        f"with run_folder.locked(pathlib.Path({str(folder)!r})):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunFolderError, match=f"process {holder.pid} on"), run_folder.locked(folder):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with run_folder.locked(folder):  # the kernel released it with the process
+        assert json.loads((folder / run_folder.LOCK).read_text())["pid"] == os.getpid()
+
+
+def test_two_trainings_on_one_folder_one_is_refused(tmp_path, rolls):
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "deeprnn", "train", *cli_sets(rolls, max_updates=300), "--out", str(run)]
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outcomes = sorted((p.wait(), p.stderr.read()) for p in procs)
+    assert [code for code, _ in outcomes] == [0, 2]
+    assert "is in use" in outcomes[1][1] or "already holds a run" in outcomes[1][1]
+    assert json.loads((run / "results.json").read_text())["updates"] == 300
+
+
+# -- 3. divergence is detected and named --------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_settings_are_refused(value):
+    for key in ("lr", "clip_norm", "weight_noise", "time_budget_s"):
+        with pytest.raises(ConfigError, match=f"--set {key}: must be a finite number"):
+            apply({key: value})
+
+
+def test_a_diverging_run_stops_and_says_so(tmp_path, rolls, capsys):
+    run = tmp_path / "run"
+    sets = cli_sets(
+        rolls, lr=1e12, clip_norm=0, transition_units="relu", schedule="constant", max_updates=200
+    )
+    assert main(["train", *sets, "--out", str(run)]) == 3
+    err = capsys.readouterr().err
+    assert "training diverged at update" in err and "last good checkpoint" in err
+    results = json.loads((run / "results.json").read_text())
+    assert results["stop_reason"] == "diverged" and results["diverged"]["update"] < 200
+    for name in ("last.pt", "best.pt"):  # whatever was written is finite
+        if (run / "checkpoints" / name).exists():
+            state = torch.load(run / "checkpoints" / name, weights_only=True)
+            assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert main(["train", "--resume", str(run)]) == 3  # a resume says so again
+    assert "training diverged" in capsys.readouterr().err
+
+
+def test_restores_go_back_to_finite_parameters_only(tmp_path, rolls, monkeypatch):
+    """Parameters made NaN by a step are never checkpointed; the restore after three non-finite
+    updates returns to the last finite checkpoint (update 9), not to the NaN state."""
+    original = trainer.Run.update
+    seen = {"restored_to": None}
+
+    def poisoning(self, batch):
+        loss = original(self, batch)
+        if self.progress.updates == 10:  # this update (the 11th) leaves NaN weights behind
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        if self.progress.restores and seen["restored_to"] is None:
+            seen["restored_to"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return loss
+
+    monkeypatch.setattr(trainer.Run, "update", poisoning)
+    result = trainer.train(
+        config(rolls, checkpoint_every=3, eval_every=100, max_updates=20), tmp_path / "r", **QUIET
+    )
+    assert result["skipped_updates"] == 3
+    good = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    assert good["progress"]["restores"] == 1
+    assert all(torch.isfinite(t).all() for t in seen["restored_to"].values())
+
+
+# -- 4. a corrupt checkpoint is a clear error; resume falls back -------------------------------
+
+
+def test_resume_falls_back_to_best_when_last_is_damaged(tmp_path, rolls):
+    """best.pt holds the run as it was at its best point, so a resume from it ends where an
+    uninterrupted run ends (it redoes the updates after that point)."""
+    whole = trainer.train(config(rolls), tmp_path / "whole", **QUIET)
+    run = tmp_path / "cut"
+    trainer.train(config(rolls, max_updates=20), run, **QUIET)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    lines = []
+    resumed = trainer.train(None, run, resume=True, limits={"max_updates": 30}, log=lines.append)
+    assert f"resuming from {run / 'checkpoints' / 'best.pt'}; skipped: {last} is damaged" in lines[0]
+    assert resumed["test_nll"] == whole["test_nll"]
+    assert _metrics(run) == _metrics(tmp_path / "whole")
+
+
+def test_damaged_checkpoints_are_clear_errors(tmp_path, rolls, capsys):
+    run = tmp_path / "run"
+    trainer.train(config(rolls), run, **QUIET)
+    garbage = random.Random(1)
+    (run / "checkpoints" / "last.pt").write_bytes(garbage.randbytes(600))
+    best = run / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])  # truncated
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no checkpoint to resume from" in err and "last.pt is damaged" in err
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt is damaged" in err and "weights_only" not in err and "Traceback" not in err
+
+
+# -- 5. every setting is checked where it is parsed ----------------------------------------------
+
+# A bad value for every field of TrainConfig (None: the field takes any value of its type).
+BAD = {
+    "model": "lstm",
+    "data": " ",
+    "hidden_size": 0,
+    "transition_sizes": [400, 0],
+    "output_sizes": [-1],
+    "input_sizes": "[0]",
+    "levels": 0,
+    "transition_units": "gelu",
+    "output_units": "maxout:0",
+    "input_dropout": 1.0,
+    "state_dropout": -0.1,
+    "recurrent_dropout": "nan",
+    "output_dropout": 2,
+    "batch_size": 0,
+    "bptt_steps": -5,
+    "eval_batch_size": 0,
+    "text_level": "byte",
+    "frames_per_beat": 0,
+    "optimizer": "lbfgs",
+    "lr": 0,
+    "momentum": 1.0,
+    "weight_decay": -1e-4,
+    "clip_norm": "nan",
+    "schedule": "exp",
+    "lr_decay_beta": 0,
+    "halve_patience": 0,
+    "min_lr": "-inf",
+    "weight_noise": "nan",
+    "average_after_epochs": -1,
+    "average_when_stalled": 0,
+    "init_from": 5,
+    "pretrained_lr_scale": -0.1,
+    "epochs": 0,
+    "max_updates": -1,
+    "time_budget_s": "inf",
+    "patience": -1,
+    "eval_every": -1,
+    "checkpoint_every": 0,
+    "seed": -1,
+    "device": "tpu",
+    "data_kind": "audio",
+    "notes": None,
+}
+
+
+def test_every_setting_has_a_checked_range():
+    assert set(BAD) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in BAD.items():
+        if value is None:
+            continue
+        with pytest.raises(ConfigError, match=f"^--set {key}: must be "):
+            apply({key: value})
+    with pytest.raises(ConfigError, match="^--set init_from: must be a run folder"):
+        TrainConfig(init_from=" ")
+    with pytest.raises(ConfigError, match="^--set epochs: must be a whole number, got 2.5"):
+        apply({"epochs": 2.5})
+    with pytest.raises(ConfigError, match="^--set seed: must be a whole number"):
+        TrainConfig(seed=True)  # not via --set, too
+
+
+def test_a_model_too_large_for_memory_is_a_clear_error(tmp_path, rolls, capsys):
+    sets = cli_sets(rolls, hidden_size=1_000_000_000)
+    assert main(["train", *sets, "--out", str(tmp_path / "big")]) == 2
+    assert "do not fit in memory" in capsys.readouterr().err
+    assert not (tmp_path / "big").exists()  # a folder made for nothing is removed
+
+
+def test_a_music_config_on_text_data_is_refused(tmp_path):
+    text = tmp_path / "text"
+    text.mkdir()
+    for split in ("train", "valid", "test"):
+        (text / f"{split}.txt").write_text("the cat sat on the mat\n" * 5)
+    settings = resolve("dts-rnn", str(text), str(paper_config_file("dts-rnn", "jsb")), sets=["max_updates=1"])
+    assert settings.data_kind == "music"
+    with pytest.raises(ConfigError, match=f"these settings are for music .* but {text} is text"):
+        trainer.train(settings, tmp_path / "run", **QUIET)
+
+
+# -- 6. other crashes and silent failures -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "60000"], "above the limit of 10,000"),
+        (["--count", "0"], "must be at least 1"),
+        (["--temperature", "nan"], "must be a finite number above 0"),
+        (["--temperature", "-1"], "must be a finite number above 0"),
+    ],
+)
+def test_sample_limits(tmp_path, rolls, capsys, extra, message):
+    run = tmp_path / "run"
+    trainer.train(config(rolls, max_updates=10), run, **QUIET)
+    assert exit_code(["sample", str(run), "--out", str(tmp_path / "s"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def exit_code(argv: list[str]) -> int:
+    """The command's exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as error:
+        return error.code
+
+
+def test_long_samples_are_allowed_when_asked(tmp_path, rolls):
+    run = tmp_path / "run"
+    trainer.train(config(rolls, max_updates=10), run, **QUIET)
+    assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--steps", "10001", "--long"]) == 0
+    assert (tmp_path / "s" / "sample-0.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_zero_length_sequences_forward_and_backward(model):
+    for task, x in (("jsb", torch.zeros(0, 3, 88)), ("ptb-char", torch.zeros(0, 3, dtype=torch.int64))):
+        net = DeepRNN(preset(model, task))
+        h0 = torch.randn(net.config.levels, 3, net.config.hidden_size, requires_grad=True)
+        logits, h_n = net(x, h0)
+        assert logits.shape[:2] == (0, 3)
+        assert torch.equal(h_n, h0)
+        (logits.sum() + h_n.sum()).backward()
+        assert torch.equal(h0.grad, torch.ones_like(h0))
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, rolls, capsys, monkeypatch):
+    run = tmp_path / "run"
+    trainer.train(config(rolls, max_updates=10), run, **QUIET)
+    before = snapshot(run)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["train", "--resume", str(run), "--set", "max_updates=20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("No space left on device") and str(run) in err[0]
+    monkeypatch.undo()
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if k != "train.log"} == {
+        k: v for k, v in before.items() if k != "train.log"
+    }
+
+
+def test_out_that_is_a_file(tmp_path, rolls, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert main(["train", *cli_sets(rolls), "--out", str(target)]) == 2
+    assert "a file is in the way" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"colour": "red"}', '{"lr": "fast"}'])
+def test_a_garbage_config_json_is_a_clear_error(tmp_path, rolls, capsys, content):
+    run = tmp_path / "run"
+    trainer.train(config(rolls, max_updates=10), run, **QUIET)
+    (run / "config.json").write_text(content)
+    for argv in (["train", "--resume", str(run)], ["eval", str(run)]):
+        assert main(argv) == 2
+        assert f"{run / 'config.json'} is damaged" in capsys.readouterr().err
+
+
+def test_data_verify_fails_when_files_are_missing(tmp_path, capsys):
+    assert main(["data", "verify", "--data-dir", str(tmp_path)]) == 1
+    assert "missing data sets: jsb, nottingham" in capsys.readouterr().out
+
+
+def test_a_missing_path_as_data_says_so(tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "songs"
+    assert main(["train", "--model", "rnn", "--data", str(missing), "--out", str(tmp_path / "r")]) == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
+
+
+def test_internal_errors_keep_their_traceback(tmp_path, rolls, monkeypatch):
+    def bug(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(trainer, "batch_nll", bug)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["train", *cli_sets(rolls), "--out", str(tmp_path / "r")])
+
+
+def test_a_closed_pipe_exits_quietly():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deeprnn", "info", "--model", "dots-rnn*", "--task", "jsb", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the command writes
+    assert proc.wait() == 0
+    assert proc.stderr.read() == b""
+
+
+# -- 7. metrics and temporary files stay consistent ---------------------------------------------
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_metrics_are_complete_after_a_kill_before_their_last_write(tmp_path, rolls, monkeypatch):
+    whole = trainer.train(config(rolls), tmp_path / "whole", **QUIET)
+    original = trainer.Run.write_metrics
+
+    def dies_at_the_end(self):
+        if self.progress.done:
+            raise _Crash  # after the final last.pt, before the metrics
+        original(self)
+
+    monkeypatch.setattr(trainer.Run, "write_metrics", dies_at_the_end)
+    with pytest.raises(_Crash):
+        trainer.train(config(rolls), tmp_path / "cut", **QUIET)
+    monkeypatch.undo()
+    (tmp_path / "cut" / "checkpoints" / ".best.pt.x1.tmp").write_bytes(b"torn")
+    resumed = trainer.train(None, tmp_path / "cut", resume=True, **QUIET)
+    assert resumed["test_nll"] == whole["test_nll"]
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "whole")
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
+
+
+def test_train_loss_is_continuous_across_a_resume(tmp_path, rolls, monkeypatch):
+    trainer.train(config(rolls), tmp_path / "whole", **QUIET)
+    original = trainer.Run.update
+
+    def crashing(self, batch):
+        if self.progress.updates == 16:  # after the checkpoint at update 15, mid-way between evaluations
+            raise _Crash
+        return original(self, batch)
+
+    monkeypatch.setattr(trainer.Run, "update", crashing)
+    with pytest.raises(_Crash):
+        trainer.train(config(rolls), tmp_path / "cut", **QUIET)
+    monkeypatch.undo()
+    trainer.train(None, tmp_path / "cut", resume=True, **QUIET)
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "whole")
+
+
+def _metrics(run: Path) -> list[dict]:
+    """metrics.jsonl without its wall-clock field."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "train_seconds"} for line in lines]
+
+
+# -- the kill loop ------------------------------------------------------------------------------
+
+
+def test_kill_loop(tmp_path, rolls):
+    """SIGKILL at random (seeded) moments of a tiny run that checkpoints every other update,
+    resumed after each kill: 2 trials of 10 kills, each ending as an uninterrupted run ends."""
+    sets = cli_sets(rolls, max_updates=2000, eval_every=50, checkpoint_every=2, patience=0)
+    base = [sys.executable, "-m", "deeprnn", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model: threads would only contend
+    subprocess.run([*base, *sets, "--out", str(tmp_path / "whole")], check=True, capture_output=True, env=env)
+    expected = json.loads((tmp_path / "whole" / "results.json").read_text())
+    rng = random.Random(20)
+    kills = 0
+    for trial in range(2):
+        run = tmp_path / f"killed-{trial}"
+        command = [*base, *sets, "--out", str(run)]
+        for _ in range(10):
+            log = run / "train.log"
+            started = log.stat().st_size if log.exists() else 0
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            while proc.poll() is None and (not log.exists() or log.stat().st_size <= started):
+                time.sleep(0.01)  # wait until it trains (it logs its start or its resume)
+            time.sleep(rng.uniform(0.0, 0.4))
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait() == -signal.SIGKILL, "the run ended before its kill: make it longer"
+            kills += 1
+            command = [*base, "--resume", str(run)]
+        subprocess.run(command, check=True, capture_output=True, env=env)
+        got = json.loads((run / "results.json").read_text())
+        for key in ("test_nll", "valid_nll", "best_update", "updates", "stop_reason"):
+            assert got[key] == expected[key], (trial, key)
+        assert _metrics(run) == _metrics(tmp_path / "whole")
+        assert not list(run.rglob("*.tmp"))
+    assert kills == 20
