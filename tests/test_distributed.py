@@ -16,7 +16,7 @@ from deeprnn.cli import main
 from deeprnn.data import MusicCorpus
 from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.data.text import TextCorpus
-from deeprnn.training import trainer
+from deeprnn.training import builder, evaluation
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.distributed import World
 
@@ -133,7 +133,7 @@ def _scored(batches) -> tuple[float, int]:
     """A stand-in score that depends on every target: the sum of target values and their count."""
     total = count = 0
     for b in batches.batches():
-        values, mask = b.targets.double(), trainer.valid_mask(b)
+        values, mask = b.targets.double(), evaluation.valid_mask(b)
         if mask is not None:
             values = torch.where(mask if values.dim() == 2 else mask.unsqueeze(-1), values, 0.0)
         total, count = total + float(values.sum()), count + b.count
@@ -147,11 +147,11 @@ def test_evaluation_is_split_among_processes_and_adds_up_to_the_whole():
     text = TextCorpus("toy", "char", ["a", "b", "c"], {"valid": torch.randint(0, 3, (101,))}, boundary=0)
     config = TrainConfig(model="rnn", data="toy", eval_batch_size=4)
     for corpus in (music, text):
-        whole = _scored(trainer.batches(config, corpus, "valid", training=False))
+        whole = _scored(builder.batches(config, corpus, "valid", training=False))
         for size in (2, 4):
-            assert trainer.shares_evaluation(config, corpus, "valid", World(0, size))
+            assert builder.shares_evaluation(config, corpus, "valid", World(0, size))
             parts = [
-                _scored(trainer.batches(config, corpus, "valid", training=False, world=World(r, size)))
+                _scored(builder.batches(config, corpus, "valid", training=False, world=World(r, size)))
                 for r in range(size)
             ]
             assert sum(c for _, c in parts) == whole[1]
@@ -160,8 +160,8 @@ def test_evaluation_is_split_among_processes_and_adds_up_to_the_whole():
     # What cannot be shared is scored whole by every process: more processes than pieces, text
     # columns that do not divide among them, and the final one-column text scores.
     final = TrainConfig(model="rnn", data="toy", eval_batch_size=1)
-    assert not trainer.shares_evaluation(config, music, "valid", World(0, 8))
-    assert not trainer.shares_evaluation(config, text, "valid", World(0, 3))
-    assert not trainer.shares_evaluation(final, text, "valid", World(0, 2))
-    alone = trainer.batches(final, text, "valid", training=False, world=World(1, 2))
-    assert _scored(alone) == _scored(trainer.batches(final, text, "valid", training=False))
+    assert not builder.shares_evaluation(config, music, "valid", World(0, 8))
+    assert not builder.shares_evaluation(config, text, "valid", World(0, 3))
+    assert not builder.shares_evaluation(final, text, "valid", World(0, 2))
+    alone = builder.batches(final, text, "valid", training=False, world=World(1, 2))
+    assert _scored(alone) == _scored(builder.batches(final, text, "valid", training=False))

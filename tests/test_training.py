@@ -19,7 +19,7 @@ from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.operators.heads import Bernoulli, Categorical
-from deeprnn.training import trainer
+from deeprnn.training import builder, evaluation, trainer
 from deeprnn.training.config import apply, finetune_table, resolve
 from deeprnn.training.metrics import from_nll
 
@@ -77,14 +77,14 @@ def test_music_metric_is_total_over_frames_not_mean_of_pieces():
     # Two pieces, 1 and 3 frames, 88 keys, p = sigmoid(0) = 1/2 everywhere: every frame costs
     # 88 ln 2 whatever it holds, so NLL/frame = 88 ln 2 with 4 frames counted (padding excluded).
     pieces = [np.ones((1, 88), np.uint8), np.zeros((3, 88), np.uint8)]
-    total, count = trainer.evaluate(
+    total, count = evaluation.evaluate(
         _Constant(0.0, 88, "bernoulli"), MusicBatches(pieces, 2), torch.device("cpu")
     )
     assert count == 4
     assert total == pytest.approx(4 * 88 * math.log(2), rel=1e-6)
     # With p(on) = sigmoid(ln 3) = 3/4: the 1-frame piece (all on) costs 88 ln(4/3) and each frame
     # of the other 88 ln 4; total / frames, not the mean of the two pieces' means.
-    total, count = trainer.evaluate(
+    total, count = evaluation.evaluate(
         _Constant(math.log(3), 88, "bernoulli"), MusicBatches(pieces, 2), torch.device("cpu")
     )
     expected = (88 * math.log(4 / 3) + 3 * 88 * math.log(4)) / 4
@@ -93,7 +93,7 @@ def test_music_metric_is_total_over_frames_not_mean_of_pieces():
 
 def test_text_metric_counts_every_token_once():
     ids = torch.arange(103) % 7
-    total, count = trainer.evaluate(
+    total, count = evaluation.evaluate(
         _Constant(0.0, 7, "categorical"), TextBatches(ids, 4, 10, 0), torch.device("cpu")
     )
     assert count == 103
@@ -222,7 +222,7 @@ def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
     rolls = load("jsb", str(data_root)).splits["test"]
     assert [p["frames"] for p in pieces] == [len(r) for r in rolls]
     assert sum(p["nll"] for p in pieces) == pytest.approx(evaluated["nll"], rel=1e-6)
-    model = trainer.load_best(run, "cpu")[0].eval()
+    model = evaluation.load_best(run, "cpu")[0].eval()
     roll = torch.from_numpy(rolls[3].astype("float32")).unsqueeze(1)
     with torch.no_grad():
         logits, _ = model(torch.cat([torch.zeros_like(roll[:1]), roll[:-1]]))
@@ -273,7 +273,7 @@ def test_every_epoch_reads_all_its_batches_when_their_number_varies(tmp_path, da
     # With several pieces per batch, an epoch's number of chunks depends on its shuffled grouping.
     done = _train(tmp_path, "epochs", data_root, max_updates=0, epochs=3, eval_every=0, batch_size=16)
     corpus = load("jsb", str(data_root))
-    train = trainer.batches(apply({**TINY, "batch_size": 16}), corpus, "train", training=True)
+    train = builder.batches(apply({**TINY, "batch_size": 16}), corpus, "train", training=True)
     counts = [train.count(e) for e in range(3)]
     assert len(set(counts)) > 1
     assert done["epochs"] == 3 and done["stop_reason"] == "epochs"
@@ -363,13 +363,13 @@ def test_averaging_keeps_the_mean_of_the_parameters_after_each_update_and_valida
         assert not torch.allclose(last["model"][key], value)  # training goes on from the last step
     corpus = load("jsb", str(data_root))
     config = apply({**TINY, "max_updates": 0, "epochs": 2, "eval_every": 0})
-    valid = trainer.batches(config, corpus, "valid", training=False)
+    valid = builder.batches(config, corpus, "valid", training=False)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
     def scored(state):
         model = DeepRNN(ModelConfig(**json.loads((run / "model.json").read_text())))
         model.load_state_dict(state)
-        total, count = trainer.evaluate(model, valid, torch.device("cpu"))
+        total, count = evaluation.evaluate(model, valid, torch.device("cpu"))
         return total / count
 
     assert lines[0]["value"] == pytest.approx(scored(first[-1]), abs=1e-5)

@@ -152,7 +152,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from deeprnn.training.trainer import evaluate_run
+    from deeprnn.training.evaluation import evaluate_run
 
     result = evaluate_run(
         args.run_dir, args.split, data_dir=args.data_dir, device=args.device, per_piece=args.per_piece
@@ -206,7 +206,7 @@ def _sample(args: argparse.Namespace) -> int:
     from deeprnn.data.music import roll_to_midi
     from deeprnn.io import write_text
     from deeprnn.sampling import sample, save_piano_roll
-    from deeprnn.training.trainer import load_best
+    from deeprnn.training.evaluation import load_best
 
     if args.steps > MAX_SAMPLE_STEPS and not args.long:
         raise UserError(

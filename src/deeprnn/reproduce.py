@@ -118,7 +118,8 @@ def hidden_size(model: str, data: str, sets: list[str]) -> int:
 def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log) -> dict:
     """Train ``config`` in ``folder``; a finished run is skipped unless ``sets`` raise its limits,
     an interrupted one resumed."""
-    from deeprnn.training.trainer import read_config, train
+    from deeprnn.training.run_folder import read_config
+    from deeprnn.training.trainer import train
 
     name = f"{folder.parent.name}/{folder.name}"
     limits = {k: v for k, v in parse_sets(sets).items() if k in LIMITS}

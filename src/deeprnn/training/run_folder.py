@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from deeprnn.errors import RunFolderError
+from deeprnn.errors import ConfigError, RunFolderError
+from deeprnn.training import checkpoint
+from deeprnn.training.config import TrainConfig, apply
 
 FILES = ("config.json", "model.json", "vocab.json", "metrics.jsonl", "results.json", "train.log")
 FOLDERS = ("checkpoints", "tb")
@@ -111,3 +113,51 @@ def _holder(fd: int) -> str:
         return f"process {who['pid']} on {who['host']} (since {who['since']}: {who['command']})"
     except (ValueError, KeyError, TypeError):
         return "another process"
+
+
+def resumable_state(out: Path, log=print) -> dict:
+    """The newest readable training state of a run: ``last.pt``, else the run as it was at its
+    best point (``best.pt``); says which it took and what it skipped."""
+    folder, skipped = out / "checkpoints", []
+    for name in ("last.pt", "best.pt"):
+        if not (folder / name).exists():
+            continue
+        try:
+            state = checkpoint.load(folder / name)
+        except RunFolderError as error:
+            skipped.append(str(error))
+            continue
+        if name == "best.pt":
+            if "resume" not in state:
+                skipped.append(
+                    f"{folder / name} holds parameters only (written before deeprnn kept the run in it)"
+                )
+                continue
+            state = state["resume"]
+        if skipped:
+            log(f"resuming from {folder / name}; skipped: {'; '.join(skipped)}")
+        return state
+    reasons = "; ".join(skipped) or f"no checkpoint in {folder}"
+    raise RunFolderError(f"{out} holds no checkpoint to resume from ({reasons})")
+
+
+def read_config(out: Path) -> TrainConfig:
+    """A run folder's ``config.json``, checked like any configuration."""
+    path = out / "config.json"
+    if not path.exists():
+        raise RunFolderError(f"{out} is not a run folder (no config.json)")
+    values = read_json(path)
+    try:
+        return apply(values)
+    except ConfigError as error:
+        raise RunFolderError(f"{path} is damaged: {error}") from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path} is damaged: not JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise RunFolderError(f"{path} is damaged: expected a JSON object, got {type(values).__name__}")
+    return values

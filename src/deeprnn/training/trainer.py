@@ -1,19 +1,11 @@
-"""Training and evaluation of a deep RNN: one run, from its configuration to its results.
+"""Training a deep RNN: one run, from its configuration to its results.
 
     config ─► data + model ─► [update … evaluate ─► checkpoint]* ─► best parameters ─► test
 
-A run folder holds:
-
-    config.json        the resolved configuration
-    metrics.jsonl      one line per evaluation
-    results.json       the final valid and test scores, at the best validation point
-    checkpoints/       last.pt (to resume) and best.pt (the best parameters)
-    tb/                TensorBoard event files
-    train.log          what was printed
-
-(``deeprnn.training.run_folder`` owns that layout, the folder's lock and what may replace it.)
-
-Under ``torchrun`` the same code trains data-parallel (``deeprnn.training.distributed``).
+:func:`train` starts a run in a run folder (``deeprnn.training.run_folder``: its layout, its
+lock, what may replace it) or resumes one; :class:`Run` is the loop. What a run is made of comes
+from ``deeprnn.training.builder``, its scores from ``deeprnn.training.evaluation``. Under
+``torchrun`` the same code trains data-parallel (``deeprnn.training.distributed``).
 """
 
 from __future__ import annotations
@@ -22,7 +14,6 @@ import contextlib
 import copy
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,169 +24,30 @@ from torch.optim.swa_utils import AveragedModel
 
 from deeprnn import __version__
 from deeprnn.data import MusicCorpus, TextCorpus, load
-from deeprnn.data.batching import Batch, MusicBatches, TextBatches
+from deeprnn.data.batching import Batch
 from deeprnn.errors import ConfigError, RunFolderError, TrainingDiverged
 from deeprnn.io import write_json, write_text
-from deeprnn.models import DeepRNN, ModelConfig, count_parameters
-from deeprnn.presets import TASKS, preset
+from deeprnn.models import DeepRNN, count_parameters
 from deeprnn.training import checkpoint, distributed, run_folder
-from deeprnn.training.config import TrainConfig, apply, limit_reached, limits_passed, with_limits
+from deeprnn.training.builder import (
+    ONE_PROCESS,
+    batches,
+    build_model,
+    device_name,
+    load_pretrained,
+    make_optimizer,
+    model_config,
+    pick_device,
+    shares_evaluation,
+)
+from deeprnn.training.config import TrainConfig, limit_reached, limits_passed, with_limits
+from deeprnn.training.console import Logger, NoWriter, ProgressBar, quiet
 from deeprnn.training.distributed import World
+from deeprnn.training.evaluation import batch_nll, evaluate
 from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.metrics import from_nll, metric_name
+from deeprnn.training.run_folder import RunExists, read_config, read_json, resumable_state
 from deeprnn.training.schedule import Schedule
-
-Corpus = MusicCorpus | TextCorpus
-ONE_PROCESS = World()
-RunExists = run_folder.RunExists
-
-
-# ---------------------------------------------------------------------------------------------
-# What a run is made of
-
-
-def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
-    """The preset for the corpus (the paper's sizes), sized to its vocabulary, with overrides."""
-    if corpus.name in TASKS:
-        task = corpus.name
-    elif isinstance(corpus, MusicCorpus):
-        task = "nottingham"
-    else:
-        task = "ptb-char" if corpus.level == "char" else "ptb-word"
-    c = preset(config.model, task)
-    if isinstance(corpus, TextCorpus):
-        c = replace(c, input_size=corpus.vocab_size, output_size=corpus.vocab_size)
-    overrides = {
-        key: value
-        for key in (
-            "hidden_size",
-            "transition_sizes",
-            "output_sizes",
-            "input_sizes",
-            "levels",
-            "transition_units",
-            "output_units",
-            "input_dropout",
-            "state_dropout",
-            "recurrent_dropout",
-            "output_dropout",
-        )
-        if (value := getattr(config, key)) is not None
-    }
-    return replace(c, **overrides)
-
-
-def build_model(config: ModelConfig) -> DeepRNN:
-    """The model of ``config``; a clear error when its parameters do not fit in memory."""
-    try:
-        return DeepRNN(config)
-    except (MemoryError, RuntimeError) as error:
-        if not isinstance(error, MemoryError) and "alloc" not in str(error):
-            raise
-        sizes = {
-            k: getattr(config, k) for k in ("hidden_size", "transition_sizes", "output_sizes", "input_sizes")
-        }
-        shown = ", ".join(f"{k} {v}" for k, v in sizes.items())
-        raise ConfigError(
-            f"the model's parameters do not fit in memory ({shown}); set smaller sizes (--set hidden_size=…)"
-        ) from None
-
-
-def batches(
-    config: TrainConfig, corpus: Corpus, split: str, training: bool, world: World = ONE_PROCESS
-) -> MusicBatches | TextBatches:
-    """Training: shuffled pieces or stream columns in BPTT segments, this process's share of
-    them. Evaluation: whole pieces; for text, ``eval_batch_size`` columns while training and one
-    column (the whole stream, the state carried throughout, as the paper scores it) for the
-    final scores. With several processes, each evaluates its share of the split when
-    :func:`shares_evaluation` says it can, and the whole split otherwise."""
-    if not training and not shares_evaluation(config, corpus, split, world):
-        world = ONE_PROCESS
-    share = {"rank": world.rank, "world": world.size}
-    if isinstance(corpus, MusicCorpus):
-        if training:
-            return MusicBatches(
-                corpus.splits[split], config.batch_size, config.bptt_steps, True, config.seed, **share
-            )
-        by_length = sorted(corpus.splits[split], key=len, reverse=True)  # dealt evenly by length
-        return MusicBatches(by_length[world.rank :: world.size], config.eval_batch_size)
-    if training:
-        columns = min(config.batch_size, max(1, len(corpus.splits[split]) // world.size))
-        return TextBatches(corpus.splits[split], columns, config.bptt_steps, corpus.boundary, **share)
-    columns = eval_columns(config, corpus, split) // world.size
-    return TextBatches(corpus.splits[split], columns, 1000, corpus.boundary, **share)
-
-
-def eval_columns(config: TrainConfig, corpus: TextCorpus, split: str) -> int:
-    """Columns of a text split in evaluation: ``eval_batch_size``, fewer for a tiny split."""
-    return min(config.eval_batch_size, max(1, len(corpus.splits[split])))
-
-
-def shares_evaluation(config: TrainConfig, corpus: Corpus, split: str, world: World) -> bool:
-    """Whether the processes can split the scoring of ``split`` among them and add up their
-    totals, with the same result as one process: music when every process gets a piece; text
-    when its evaluation columns divide evenly among the processes (never the final one-column
-    scores, which every process computes whole)."""
-    if not world.distributed:
-        return False
-    if isinstance(corpus, MusicCorpus):
-        return len(corpus.splits[split]) >= world.size
-    columns = eval_columns(config, corpus, split)
-    return columns % world.size == 0
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for, but PyTorch sees no GPU; use --device cpu or auto")
-    return torch.device(name)
-
-
-def device_name(device: torch.device) -> str:
-    """What a results file records: ``cpu``, or ``cuda (NVIDIA H200)`` with the card's name."""
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-def valid_mask(batch: Batch) -> torch.Tensor | None:
-    if batch.lengths is None:
-        return None
-    steps = batch.inputs.shape[0]
-    return torch.arange(steps, device=batch.lengths.device).unsqueeze(1) < batch.lengths
-
-
-def batch_nll(model: DeepRNN, batch: Batch, state: torch.Tensor | None, net: nn.Module | None = None):
-    """Summed NLL (nats) of the valid targets of a batch, and the state after it; ``net`` is
-    the model as called for training (its DistributedDataParallel wrapper, if any)."""
-    logits, state = (net or model)(batch.inputs, state, batch.lengths)
-    nll = model.head.nll(logits, batch.targets)
-    mask = valid_mask(batch)
-    if mask is not None:
-        nll = torch.where(mask, nll, 0.0)
-    return nll.sum(), state
-
-
-@torch.no_grad()
-def evaluate(model: DeepRNN, data: MusicBatches | TextBatches, device: torch.device) -> tuple[float, int]:
-    """Total NLL (nats, summed in float64) and the number of targets, the state carried."""
-    was_training = model.training
-    model.eval()
-    total, count, state = 0.0, 0, None
-    for batch in data.batches():
-        batch = batch.to(device)
-        if batch.reset:
-            state = None
-        nll, state = batch_nll(model, batch, state)
-        total += float(nll.double())
-        count += batch.count
-    model.train(was_training)
-    return total, count
-
-
-# ---------------------------------------------------------------------------------------------
-# The run
 
 
 @dataclass
@@ -499,13 +351,13 @@ class Run:
         if self.world.main:
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
         else:
-            self.writer = _NoWriter()
+            self.writer = NoWriter()
         self.model.train()
         stop = p.done
         while not stop:
             started = time.perf_counter()
             per_epoch = self.train_data.count(p.epoch)
-            bar = _ProgressBar(per_epoch, p.batch, f"epoch {p.epoch}")
+            bar = ProgressBar(per_epoch, p.batch, f"epoch {p.epoch}")
             for batch in self.train_data.batches(p.epoch, p.batch):
                 loss = self.update(batch.to(self.device))
                 p.batch += 1
@@ -601,78 +453,6 @@ class Run:
         return results
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) -> torch.optim.Optimizer:
-    """Pretrained parameters (layer-wise pretraining) get ``pretrained_lr_scale`` × the rate."""
-    fresh = [p for n, p in model.named_parameters() if n not in pretrained]
-    groups = [{"params": fresh, "lr_scale": 1.0}]
-    if pretrained:
-        old = [p for n, p in model.named_parameters() if n in pretrained]
-        groups.append({"params": old, "lr_scale": config.pretrained_lr_scale})
-    groups = [g for g in groups if g["params"]]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def load_pretrained(model: DeepRNN, run: Path) -> set[str]:
-    """Layer-wise pretraining: copy the recurrence parameters (input map and ⊕ levels) of a
-    finished run whose names and shapes match; return their names. ▷ always starts afresh."""
-    best = checkpoint.load(run / "checkpoints" / "best.pt")
-    own = model.state_dict()
-    matched = {
-        n
-        for n, t in best["model"].items()
-        if n.startswith("recurrence.") and n in own and own[n].shape == t.shape
-    }
-    if not matched:
-        raise ConfigError(f"init_from {run}: no parameter of that run matches this model by name and shape")
-    with torch.no_grad():
-        for name in matched:
-            own[name].copy_(best["model"][name])
-    return matched
-
-
-class _ProgressBar:
-    """tqdm on a terminal; otherwise a plain line every 10 % of the epoch."""
-
-    def __init__(self, total: int, done: int, label: str) -> None:
-        self.total, self.done, self.first, self.label = total, done, done, label
-        self.started, self.targets, self.loss = time.perf_counter(), 0, None
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, desc=label, unit="batch", leave=False)
-        self.every = max(1, total // 10)
-
-    def update(self, batch: Batch, loss: float | None) -> None:
-        self.done += 1
-        self.targets += batch.count
-        if loss is not None:  # a running mean, for display
-            self.loss = loss if self.loss is None else 0.95 * self.loss + 0.05 * loss
-        elapsed = time.perf_counter() - self.started
-        rate = self.targets / max(elapsed, 1e-9)
-        left = (self.total - self.done) * elapsed / max(self.done - self.first, 1)
-        shown = "nan" if self.loss is None else f"{self.loss:.4f}"
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {shown}, {rate:,.0f} targets/s")
-            self.bar.update(1)
-        elif self.done % self.every == 0:
-            print(
-                f"{self.label}: {self.done}/{self.total} batches, loss {shown}, {rate:,.0f} targets/s, "
-                f"~{left:.0f} s left in the epoch",
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def train(
     config: TrainConfig | None,
     out: str | Path,
@@ -701,7 +481,7 @@ def train(
         raise ConfigError("a new run needs a configuration (or resume=True)")
     if not world.main:  # the first process prepares the folder; the others train into it
         device_used = distributed.setup(world, pick_device(config.device))
-        return Run(config, out, data_dir, log=_quiet, world=world, device=device_used).train()
+        return Run(config, out, data_dir, log=quiet, world=world, device=device_used).train()
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -724,7 +504,7 @@ def _start(config: TrainConfig, out: Path, data_dir: str | None, force: bool, lo
         raise RunExists(f"{out} already holds a run; use --resume to continue it or --force to replace it")
     if old:
         run_folder.check_replaceable(out)
-    logger = _Logger(out / "train.log", log)
+    logger = Logger(out / "train.log", log)
     run = Run(
         config,
         out,
@@ -760,12 +540,12 @@ def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, l
             run_folder.remove_temporaries(out)
         config = read_config(out)
         ended = out / "results.json"
-        if ended.exists() and (done := _read_json(ended)).get("stop_reason") == "diverged":
+        if ended.exists() and (done := read_json(ended)).get("stop_reason") == "diverged":
             d = done.get("diverged", {})
             raise TrainingDiverged(
                 done.get("message", "the run diverged"), d.get("update"), d.get("loss"), d.get("last_good")
             )
-        logger = _Logger(out / "train.log", log) if world.main else _quiet
+        logger = Logger(out / "train.log", log) if world.main else quiet
         state = resumable_state(out, logger)
         if limits:
             at = state["progress"]  # the epochs begun: only a new averaging start needs them
@@ -788,134 +568,3 @@ def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, l
             logger(f"the run has already reached its {passed[0]} limit: it ends at its best point")
             p.done, p.stop_reason = True, passed[0]
         return run.finish() if p.done else run.train()
-
-
-def resumable_state(out: Path, log=print) -> dict:
-    """The newest readable training state of a run: ``last.pt``, else the run as it was at its
-    best point (``best.pt``); says which it took and what it skipped."""
-    folder, skipped = out / "checkpoints", []
-    for name in ("last.pt", "best.pt"):
-        if not (folder / name).exists():
-            continue
-        try:
-            state = checkpoint.load(folder / name)
-        except RunFolderError as error:
-            skipped.append(str(error))
-            continue
-        if name == "best.pt":
-            if "resume" not in state:
-                skipped.append(
-                    f"{folder / name} holds parameters only (written before deeprnn kept the run in it)"
-                )
-                continue
-            state = state["resume"]
-        if skipped:
-            log(f"resuming from {folder / name}; skipped: {'; '.join(skipped)}")
-        return state
-    reasons = "; ".join(skipped) or f"no checkpoint in {folder}"
-    raise RunFolderError(f"{out} holds no checkpoint to resume from ({reasons})")
-
-
-def read_config(out: Path) -> TrainConfig:
-    """A run folder's ``config.json``, checked like any configuration."""
-    path = out / "config.json"
-    if not path.exists():
-        raise RunFolderError(f"{out} is not a run folder (no config.json)")
-    values = _read_json(path)
-    try:
-        return apply(values)
-    except ConfigError as error:
-        raise RunFolderError(f"{path} is damaged: {error}") from None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise RunFolderError(f"{path} is damaged: not JSON ({error})") from None
-    if not isinstance(values, dict):
-        raise RunFolderError(f"{path} is damaged: expected a JSON object, got {type(values).__name__}")
-    return values
-
-
-def _quiet(message: str) -> None:
-    """The log of every process but the first: they train the same run, silently."""
-
-
-class _NoWriter:
-    """TensorBoard's writer for every process but the first."""
-
-    def add_scalar(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _Logger:
-    def __init__(self, path: Path, echo) -> None:
-        self.path, self.echo = path, echo
-
-    def __call__(self, message: str) -> None:
-        self.echo(message)
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(message + "\n")
-
-
-def evaluate_run(
-    out: str | Path,
-    split: str = "test",
-    *,
-    data_dir: str | None = None,
-    device: str | None = None,
-    per_piece: bool = False,
-) -> dict:
-    """Score a run's best parameters on a split, as its final results are scored; with
-    ``per_piece`` (music), also each piece alone, to see which pieces weigh on the score."""
-    if split not in ("train", "valid", "test"):
-        raise ConfigError(f"split must be train, valid or test; got {split!r}")
-    model, config, update = load_best(out, device)
-    dev = next(model.parameters()).device
-    corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
-    if per_piece and not isinstance(corpus, MusicCorpus):
-        raise ConfigError(
-            f"per-piece scores are for music runs; {out} is a text run (its split is one stream)"
-        )
-    metric = metric_name(
-        "music" if isinstance(corpus, MusicCorpus) else "text", getattr(corpus, "level", "frame")
-    )
-    if isinstance(corpus, TextCorpus):
-        config = replace(config, eval_batch_size=1)
-    total, count = evaluate(model, batches(config, corpus, split, training=False), dev)
-    result = {
-        "split": split,
-        "metric": metric,
-        "value": from_nll(metric, total, count),
-        "nll": total,
-        "count": count,
-        "update": update,
-        "run": str(out),
-    }
-    if per_piece:
-        result["pieces"] = piece_scores(model, corpus.splits[split], dev)
-    return result
-
-
-def piece_scores(model: DeepRNN, pieces: list, device: torch.device) -> list[dict]:
-    """Each piece's NLL, scored alone from a zero state, in the split's order."""
-    scores = []
-    for index, piece in enumerate(pieces):
-        total, count = evaluate(model, MusicBatches([piece], 1), device)
-        scores.append({"piece": index, "frames": count, "nll": total, "nll_per_frame": total / count})
-    return scores
-
-
-def load_best(out: str | Path, device: str | None = None) -> tuple[DeepRNN, TrainConfig, int]:
-    """A run's best parameters in a model (on ``device``, default the run's), its config, and
-    the update at which they were best."""
-    out = Path(out)
-    config = read_config(out)
-    best = checkpoint.load(out / "checkpoints" / "best.pt")
-    model = DeepRNN(ModelConfig(**best["model_config"]))
-    model.load_state_dict(best["model"])
-    return model.to(pick_device(device or config.device)), config, best["update"]

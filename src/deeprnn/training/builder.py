@@ -1,0 +1,162 @@
+"""What a run is made of: the model, the batches, the device and the optimiser of a
+:class:`~deeprnn.training.config.TrainConfig` on a corpus, and layer-wise pretraining."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deeprnn.data import MusicCorpus, TextCorpus
+from deeprnn.data.batching import MusicBatches, TextBatches
+from deeprnn.errors import ConfigError
+from deeprnn.models import DeepRNN, ModelConfig
+from deeprnn.presets import TASKS, preset
+from deeprnn.training import checkpoint
+from deeprnn.training.config import TrainConfig
+from deeprnn.training.distributed import World
+
+Corpus = MusicCorpus | TextCorpus
+ONE_PROCESS = World()
+
+
+def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
+    """The preset for the corpus (the paper's sizes), sized to its vocabulary, with overrides."""
+    if corpus.name in TASKS:
+        task = corpus.name
+    elif isinstance(corpus, MusicCorpus):
+        task = "nottingham"
+    else:
+        task = "ptb-char" if corpus.level == "char" else "ptb-word"
+    c = preset(config.model, task)
+    if isinstance(corpus, TextCorpus):
+        c = replace(c, input_size=corpus.vocab_size, output_size=corpus.vocab_size)
+    overrides = {
+        key: value
+        for key in (
+            "hidden_size",
+            "transition_sizes",
+            "output_sizes",
+            "input_sizes",
+            "levels",
+            "transition_units",
+            "output_units",
+            "input_dropout",
+            "state_dropout",
+            "recurrent_dropout",
+            "output_dropout",
+        )
+        if (value := getattr(config, key)) is not None
+    }
+    return replace(c, **overrides)
+
+
+def build_model(config: ModelConfig) -> DeepRNN:
+    """The model of ``config``; a clear error when its parameters do not fit in memory."""
+    try:
+        return DeepRNN(config)
+    except (MemoryError, RuntimeError) as error:
+        if not isinstance(error, MemoryError) and "alloc" not in str(error):
+            raise
+        sizes = {
+            k: getattr(config, k) for k in ("hidden_size", "transition_sizes", "output_sizes", "input_sizes")
+        }
+        shown = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        raise ConfigError(
+            f"the model's parameters do not fit in memory ({shown}); set smaller sizes (--set hidden_size=…)"
+        ) from None
+
+
+def batches(
+    config: TrainConfig, corpus: Corpus, split: str, training: bool, world: World = ONE_PROCESS
+) -> MusicBatches | TextBatches:
+    """Training: shuffled pieces or stream columns in BPTT segments, this process's share of
+    them. Evaluation: whole pieces; for text, ``eval_batch_size`` columns while training and one
+    column (the whole stream, the state carried throughout, as the paper scores it) for the
+    final scores. With several processes, each evaluates its share of the split when
+    :func:`shares_evaluation` says it can, and the whole split otherwise."""
+    if not training and not shares_evaluation(config, corpus, split, world):
+        world = ONE_PROCESS
+    share = {"rank": world.rank, "world": world.size}
+    if isinstance(corpus, MusicCorpus):
+        if training:
+            return MusicBatches(
+                corpus.splits[split], config.batch_size, config.bptt_steps, True, config.seed, **share
+            )
+        by_length = sorted(corpus.splits[split], key=len, reverse=True)  # dealt evenly by length
+        return MusicBatches(by_length[world.rank :: world.size], config.eval_batch_size)
+    if training:
+        columns = min(config.batch_size, max(1, len(corpus.splits[split]) // world.size))
+        return TextBatches(corpus.splits[split], columns, config.bptt_steps, corpus.boundary, **share)
+    columns = eval_columns(config, corpus, split) // world.size
+    return TextBatches(corpus.splits[split], columns, 1000, corpus.boundary, **share)
+
+
+def eval_columns(config: TrainConfig, corpus: TextCorpus, split: str) -> int:
+    """Columns of a text split in evaluation: ``eval_batch_size``, fewer for a tiny split."""
+    return min(config.eval_batch_size, max(1, len(corpus.splits[split])))
+
+
+def shares_evaluation(config: TrainConfig, corpus: Corpus, split: str, world: World) -> bool:
+    """Whether the processes can split the scoring of ``split`` among them and add up their
+    totals, with the same result as one process: music when every process gets a piece; text
+    when its evaluation columns divide evenly among the processes (never the final one-column
+    scores, which every process computes whole)."""
+    if not world.distributed:
+        return False
+    if isinstance(corpus, MusicCorpus):
+        return len(corpus.splits[split]) >= world.size
+    columns = eval_columns(config, corpus, split)
+    return columns % world.size == 0
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for, but PyTorch sees no GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What a results file records: ``cpu``, or ``cuda (NVIDIA H200)`` with the card's name."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) -> torch.optim.Optimizer:
+    """Pretrained parameters (layer-wise pretraining) get ``pretrained_lr_scale`` × the rate."""
+    fresh = [p for n, p in model.named_parameters() if n not in pretrained]
+    groups = [{"params": fresh, "lr_scale": 1.0}]
+    if pretrained:
+        old = [p for n, p in model.named_parameters() if n in pretrained]
+        groups.append({"params": old, "lr_scale": config.pretrained_lr_scale})
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def load_pretrained(model: DeepRNN, run: Path) -> set[str]:
+    """Layer-wise pretraining: copy the recurrence parameters (input map and ⊕ levels) of a
+    finished run whose names and shapes match; return their names. ▷ always starts afresh."""
+    best = checkpoint.load(run / "checkpoints" / "best.pt")
+    own = model.state_dict()
+    matched = {
+        n
+        for n, t in best["model"].items()
+        if n.startswith("recurrence.") and n in own and own[n].shape == t.shape
+    }
+    if not matched:
+        raise ConfigError(f"init_from {run}: no parameter of that run matches this model by name and shape")
+    with torch.no_grad():
+        for name in matched:
+            own[name].copy_(best["model"][name])
+    return matched

@@ -1,0 +1,117 @@
+"""Scoring: the NLL of a batch and of a split, and a run's best parameters scored after the fact.
+
+Every frame or token of a split is scored exactly once; text is scored as one stream with the
+state carried throughout (``deeprnn.training.builder.batches``), as the paper does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deeprnn.data import MusicCorpus, TextCorpus, load
+from deeprnn.data.batching import Batch, MusicBatches, TextBatches
+from deeprnn.errors import ConfigError
+from deeprnn.models import DeepRNN, ModelConfig
+from deeprnn.training import checkpoint
+from deeprnn.training.builder import batches, pick_device
+from deeprnn.training.config import TrainConfig
+from deeprnn.training.metrics import from_nll, metric_name
+from deeprnn.training.run_folder import read_config
+
+
+def valid_mask(batch: Batch) -> torch.Tensor | None:
+    if batch.lengths is None:
+        return None
+    steps = batch.inputs.shape[0]
+    return torch.arange(steps, device=batch.lengths.device).unsqueeze(1) < batch.lengths
+
+
+def batch_nll(model: DeepRNN, batch: Batch, state: torch.Tensor | None, net: nn.Module | None = None):
+    """Summed NLL (nats) of the valid targets of a batch, and the state after it; ``net`` is
+    the model as called for training (its DistributedDataParallel wrapper, if any)."""
+    logits, state = (net or model)(batch.inputs, state, batch.lengths)
+    nll = model.head.nll(logits, batch.targets)
+    mask = valid_mask(batch)
+    if mask is not None:
+        nll = torch.where(mask, nll, 0.0)
+    return nll.sum(), state
+
+
+@torch.no_grad()
+def evaluate(model: DeepRNN, data: MusicBatches | TextBatches, device: torch.device) -> tuple[float, int]:
+    """Total NLL (nats, summed in float64) and the number of targets, the state carried."""
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    for batch in data.batches():
+        batch = batch.to(device)
+        if batch.reset:
+            state = None
+        nll, state = batch_nll(model, batch, state)
+        total += float(nll.double())
+        count += batch.count
+    model.train(was_training)
+    return total, count
+
+
+def evaluate_run(
+    out: str | Path,
+    split: str = "test",
+    *,
+    data_dir: str | None = None,
+    device: str | None = None,
+    per_piece: bool = False,
+) -> dict:
+    """Score a run's best parameters on a split, as its final results are scored; with
+    ``per_piece`` (music), also each piece alone, to see which pieces weigh on the score."""
+    if split not in ("train", "valid", "test"):
+        raise ConfigError(f"split must be train, valid or test; got {split!r}")
+    model, config, update = load_best(out, device)
+    dev = next(model.parameters()).device
+    corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
+    if per_piece and not isinstance(corpus, MusicCorpus):
+        raise ConfigError(
+            f"per-piece scores are for music runs; {out} is a text run (its split is one stream)"
+        )
+    metric = metric_name(
+        "music" if isinstance(corpus, MusicCorpus) else "text", getattr(corpus, "level", "frame")
+    )
+    if isinstance(corpus, TextCorpus):
+        config = replace(config, eval_batch_size=1)
+    total, count = evaluate(model, batches(config, corpus, split, training=False), dev)
+    result = {
+        "split": split,
+        "metric": metric,
+        "value": from_nll(metric, total, count),
+        "nll": total,
+        "count": count,
+        "update": update,
+        "run": str(out),
+    }
+    if per_piece:
+        result["pieces"] = piece_scores(model, corpus.splits[split], dev)
+    return result
+
+
+def piece_scores(model: DeepRNN, pieces: list, device: torch.device) -> list[dict]:
+    """Each piece's NLL, scored alone from a zero state, in the split's order."""
+    scores = []
+    for index, piece in enumerate(pieces):
+        total, count = evaluate(model, MusicBatches([piece], 1), device)
+        scores.append({"piece": index, "frames": count, "nll": total, "nll_per_frame": total / count})
+    return scores
+
+
+def load_best(out: str | Path, device: str | None = None) -> tuple[DeepRNN, TrainConfig, int]:
+    """A run's best parameters in a model (on ``device``, default the run's), its config, and
+    the update at which they were best."""
+    out = Path(out)
+    config = read_config(out)
+    best = checkpoint.load(out / "checkpoints" / "best.pt")
+    model = DeepRNN(ModelConfig(**best["model_config"]))
+    model.load_state_dict(best["model"])
+    return model.to(pick_device(device or config.device)), config, best["update"]
