@@ -10,7 +10,6 @@ import dataclasses
 import errno
 import json
 import os
-import pickle
 import random
 import signal
 import subprocess
@@ -41,23 +40,6 @@ SETTINGS = {
     "device": "cpu",
 }
 QUIET = {"log": lambda _: None}
-
-
-@pytest.fixture(scope="module")
-def rolls(tmp_path_factory) -> Path:
-    """A tiny piano-roll file: pieces of 8–30 frames with up to four notes each."""
-    rng = random.Random(0)
-
-    def piece(frames: int) -> list[tuple[int, ...]]:
-        return [tuple(sorted(rng.sample(range(21, 109), rng.randint(0, 4)))) for _ in range(frames)]
-
-    splits = {
-        s: [piece(rng.randint(8, 30)) for _ in range(n)]
-        for s, n in (("train", 12), ("valid", 3), ("test", 3))
-    }
-    path = tmp_path_factory.mktemp("data") / "tiny.pickle"
-    path.write_bytes(pickle.dumps(splits))
-    return path
 
 
 def config(rolls: Path, **overrides) -> TrainConfig:

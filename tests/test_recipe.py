@@ -1,0 +1,341 @@
+"""The training recipe by hand: each mechanism against values derived here, not against the
+trainer run another way (global-norm clipping, weight noise, schedules, early stopping, the
+time budget, initialisation, the state reset, locked dropout, sampling, MIDI from elsewhere)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import mido
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deeprnn import DeepTransition
+from deeprnn.data.music import midi_to_roll
+from deeprnn.errors import ConfigError
+from deeprnn.operators.dropout import locked_dropout
+from deeprnn.operators.heads import Bernoulli, Categorical
+from deeprnn.training import builder, checkpoint, trainer
+from deeprnn.training.config import apply
+from deeprnn.training.console import NoWriter
+from deeprnn.training.schedule import Schedule
+
+SETTINGS = {
+    "model": "dts-rnn",
+    "hidden_size": 8,
+    "transition_sizes": [6],
+    "batch_size": 3,
+    "bptt_steps": 7,
+    "optimizer": "sgd",
+    "lr": 0.5,
+    "schedule": "constant",
+    "weight_noise": 0.0,
+    "clip_norm": 0.0,
+    "device": "cpu",
+}
+QUIET = {"log": lambda _: None}
+
+
+def make_run(tmp_path, rolls, **overrides) -> trainer.Run:
+    run = trainer.Run(apply({**SETTINGS, "data": str(rolls), **overrides}), tmp_path / "run", **QUIET)
+    run.writer = NoWriter()
+    return run
+
+
+def gradients_by_hand(model, batch, noise: dict | None = None) -> dict[str, torch.Tensor]:
+    """∂/∂θ of the mean NLL per target of ``batch`` from a zero state, at θ + ``noise``: the
+    Bernoulli NLL of each valid frame written out here, not taken from the trainer."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_((noise or {}).get(name, 0.0))
+    logits, _ = model(batch.inputs, None, batch.lengths)
+    nll = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none").sum(-1)
+    if batch.lengths is not None:
+        nll = nll * (torch.arange(nll.shape[0]).unsqueeze(1) < batch.lengths)
+    (nll.sum() / batch.total).backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def first_batch(run: trainer.Run):
+    return next(iter(run.train_data.batches(0, 0)))
+
+
+# -- one update -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_one_update_is_sgd_with_the_global_norm_clipped(tmp_path, rolls, clip):
+    """W ← W − lr · g · min(1, c / ‖g‖), the norm over all the gradients together."""
+    run = make_run(tmp_path, rolls, clip_norm=clip)
+    batch = first_batch(run)
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    g = gradients_by_hand(run.model, batch)
+    norm = math.sqrt(sum(float((x.double() ** 2).sum()) for x in g.values()))
+    factor = min(1.0, clip / norm) if clip else 1.0
+    run.update(batch)
+    for name, p in run.model.named_parameters():
+        expected = before[name] - 0.5 * factor * g[name]
+        torch.testing.assert_close(p.detach(), expected, atol=2e-7, rtol=1e-5)
+    if clip:  # the clipping fired, and clipping each gradient alone would have moved W elsewhere
+        assert factor < 0.5
+        alone = [min(1.0, clip / float(x.norm())) for x in g.values()]
+        assert max(alone) > 1.5 * factor
+
+
+def test_weight_noise_perturbs_the_weights_for_the_gradient_only(tmp_path, rolls):
+    """The gradient is taken at W + σε on the weight matrices (the biases stay clean), and the
+    step is applied to the clean W: ε is the draw the trainer makes, replayed here."""
+    sigma = 0.3
+    run = make_run(tmp_path, rolls, weight_noise=sigma)
+    batch = first_batch(run)
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    torch.manual_seed(1234)
+    noise = {n: torch.randn_like(p) * sigma for n, p in run.model.named_parameters() if p.dim() >= 2}
+    assert len(noise) < len(before)  # there are biases, and they get none
+    g = gradients_by_hand(run.model, batch, noise)
+    torch.manual_seed(1234)
+    run.update(batch)
+    for name, p in run.model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[name] - 0.5 * g[name], atol=2e-7, rtol=1e-5)
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+
+def schedule(kind: str, **settings) -> Schedule:
+    return Schedule(apply({"schedule": kind, "lr": 0.8, **settings}), total_updates=200)
+
+
+def test_inverse_and_cosine_rates_at_chosen_updates():
+    inverse = schedule("inverse", lr_decay_beta=100.0)
+    assert [inverse.lr(t) for t in (0, 100, 300)] == pytest.approx([0.8, 0.4, 0.2])
+    cosine = schedule("cosine")
+    expected = [0.8, 0.4 * (1 + math.cos(math.pi / 4)), 0.4, 0.0, 0.0]
+    assert [cosine.lr(t) for t in (0, 50, 100, 200, 250)] == pytest.approx(expected, abs=1e-12)
+    assert [schedule("constant").lr(t) for t in (0, 1000)] == [0.8, 0.8]
+
+
+@pytest.mark.parametrize("kind", ["halve", "plateau"])
+def test_halving_after_patience_and_the_min_lr_stop(kind):
+    s = schedule(kind, halve_patience=2, min_lr=0.15)
+    restores = [s.after_evaluation(improved) for improved in (True, False, True, False, False, False)]
+    # the count of bad evaluations starts again after an improvement and after each halving
+    assert restores == [False, False, False, False, kind == "halve", False]
+    assert s.lr() == pytest.approx(0.4) and not s.finished()
+    s.after_evaluation(False)  # second bad evaluation since the halving: 0.2
+    s.after_evaluation(False)
+    s.after_evaluation(False)  # 0.1 < min_lr
+    assert s.lr() == pytest.approx(0.1) and s.finished()
+
+
+def scripted_validation(monkeypatch, values: list[float], seen: list | None = None) -> None:
+    """Make validation score ``values`` in turn (nats per frame), keeping the scored parameters."""
+    original = trainer.Run.score
+    calls = iter(values)
+
+    def score(self, split, config, model=None):
+        if split != "valid" or self.progress.done:
+            return original(self, split, config, model)
+        if seen is not None:
+            seen.append({k: v.clone() for k, v in (model or self.model).state_dict().items()})
+        return next(calls) * 100.0, 100
+
+    monkeypatch.setattr(trainer.Run, "score", score)
+
+
+@pytest.mark.parametrize("kind", ["halve", "plateau"])
+def test_halve_restores_the_best_parameters_exactly_and_plateau_does_not(tmp_path, rolls, monkeypatch, kind):
+    scripted_validation(monkeypatch, [5.0, 6.0])
+    settings = {**SETTINGS, "data": str(rolls), "schedule": kind, "halve_patience": 1}
+    trainer.train(apply({**settings, "eval_every": 4, "max_updates": 8}), tmp_path / "r", **QUIET)
+    folder = tmp_path / "r" / "checkpoints"
+    best, last = checkpoint.load(folder / "best.pt"), checkpoint.load(folder / "last.pt")
+    assert best["update"] == 4 and last["schedule"]["factor"] == 0.5
+    same = [torch.equal(last["model"][k], best["model"][k]) for k in best["model"]]
+    assert all(same) if kind == "halve" else not any(same)
+
+
+# -- stopping -------------------------------------------------------------------------------------
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path, rolls, monkeypatch):
+    """patience = 3: the best is the 2nd evaluation, the 3rd, 4th and 5th do not improve on it,
+    so the run stops at the 5th; valid and test are scored with the 2nd's parameters."""
+    seen: list[dict] = []
+    scripted_validation(monkeypatch, [5.0, 4.0, 4.5, 4.0, 6.0, 3.0, 2.0], seen)
+    settings = {**SETTINGS, "data": str(rolls), "patience": 3, "eval_every": 5, "max_updates": 1000}
+    result = trainer.train(apply(settings), tmp_path / "r", **QUIET)
+    updates = [json.loads(x)["update"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(updates) == len(seen) == 5  # (an epoch's end is an evaluation too)
+    assert (result["stop_reason"], result["updates"], result["best_update"]) == (
+        "early stopping",
+        updates[4],
+        updates[1],
+    )
+    best = checkpoint.load(tmp_path / "r" / "checkpoints" / "best.pt")["model"]
+    assert all(torch.equal(best[k], seen[1][k]) for k in best)
+    model = copy.deepcopy(trainer.Run(apply(settings), tmp_path / "x", **QUIET).model)
+    model.load_state_dict(seen[1])
+    corpus_batches = builder.batches(apply(settings), trainer.load(str(rolls)), "test", training=False)
+    total, count = trainer.evaluate(model, corpus_batches, torch.device("cpu"))
+    assert result["test_nll"] == pytest.approx(total / count, abs=1e-12)
+
+
+def test_the_time_budget_stops_the_run(tmp_path, rolls, monkeypatch):
+    """A clock that advances one second per reading: each update costs exactly one second."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    settings = {**SETTINGS, "data": str(rolls), "time_budget_s": 7.0, "eval_every": 5, "max_updates": 1000}
+    result = trainer.train(apply(settings), tmp_path / "r", **QUIET)
+    assert (result["stop_reason"], result["updates"], result["train_seconds"]) == ("time budget", 7, 7.0)
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # at update 5, and at the budget
+
+
+# -- what each update starts from -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_the_state_is_reset_exactly_at_a_new_piece(tmp_path, rolls, monkeypatch, batch_size):
+    original, calls = trainer.batch_nll, []
+
+    def recording(model, batch, state, net=None):
+        if model.training:
+            calls.append((state is None, batch.reset))
+        return original(model, batch, state, net)
+
+    monkeypatch.setattr(trainer, "batch_nll", recording)
+    settings = {**SETTINGS, "data": str(rolls), "batch_size": batch_size, "bptt_steps": 6}
+    trainer.train(apply({**settings, "max_updates": 80, "eval_every": 40}), tmp_path / "r", **QUIET)
+    assert len(calls) == 80 and sum(reset for _, reset in calls) >= 10
+    assert [fresh for fresh, _ in calls] == [reset for _, reset in calls]
+
+
+def test_the_paper_initialisation_is_sparse_at_the_chosen_spectral_radius():
+    cell = DeepTransition(5, 30, (40,), shortcut=True)
+    cell.reset_recurrent_parameters(nonzeros=7, scale=1.1)
+    square, *others = [*cell.recurrent_weight.split(cell.recurrent_sizes), *cell.layer_weights]
+    for m in [square, *others]:
+        assert ((m != 0).sum(1) == 7).all()  # seven weights per unit
+    assert square.shape == (40, 30) or square.shape[0] != square.shape[1]
+    matrices = {tuple(m.shape): m.double() for m in [square, *others]}
+    assert (30, 30) in matrices  # the shortcut reads h_{t-1} into the last layer: square
+    for shape, m in matrices.items():
+        size = torch.linalg.eigvals(m).abs().max() if shape[0] == shape[1] else torch.linalg.matrix_norm(m, 2)
+        assert float(size) == pytest.approx(1.1, rel=1e-5)
+
+
+def test_pretraining_from_a_run_that_matches_nothing_is_an_error(tmp_path, rolls):
+    trainer.train(
+        apply({**SETTINGS, "data": str(rolls), "max_updates": 2, "eval_every": 2}), tmp_path / "a", **QUIET
+    )
+    other = make_run(tmp_path, rolls, hidden_size=5).model
+    with pytest.raises(ConfigError, match="no parameter of that run matches this model"):
+        builder.load_pretrained(other, tmp_path / "a")
+
+
+# -- locked dropout and sampling ------------------------------------------------------------------
+
+
+def test_locked_dropout_keeps_one_mask_per_sequence_and_the_mean():
+    p, x = 0.3, torch.rand(50, 4, 2000) + 0.5
+    torch.manual_seed(0)
+    out = locked_dropout(x, p, training=True)
+    mask = out / x
+    assert torch.allclose(mask, mask[:1].expand_as(mask))  # the same units dropped at every step
+    kept = mask[0][mask[0] != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)))
+    assert not torch.equal(mask[0, 0], mask[0, 1])  # each sequence its own mask
+    dropped = float((mask[0] == 0).double().mean())
+    assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / mask[0].numel())
+    assert abs(float(mask[0].mean()) - 1) < 5 * math.sqrt(p / (1 - p) / mask[0].numel())
+    assert locked_dropout(x, p, training=False) is x
+
+
+def binomial_ok(frequency: torch.Tensor, p: torch.Tensor, n: int) -> bool:
+    """Within five standard deviations of a binomial count (a false alarm once in ~10⁶ runs)."""
+    return bool(((frequency - p).abs() <= 5 * torch.sqrt(p * (1 - p) / n) + 1e-12).all())
+
+
+def test_bernoulli_samples_follow_the_probabilities():
+    n, p = 10_000, torch.tensor([0.02, 0.2, 0.5, 0.8, 0.97])
+    logits = torch.logit(p).expand(n, 5)
+    draws = Bernoulli().sample(logits, generator=torch.Generator().manual_seed(3))
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert binomial_ok(draws.mean(0), p, n)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_categorical_samples_follow_the_probabilities(temperature):
+    n, p = 10_000, torch.tensor([0.05, 0.1, 0.15, 0.2, 0.5])
+    draws = Categorical().sample(
+        p.log().expand(n, 5), generator=torch.Generator().manual_seed(4), temperature=temperature
+    )
+    expected = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+    assert binomial_ok(torch.bincount(draws, minlength=5).double() / n, expected.double(), n)
+
+
+# -- MIDI written by another program ----------------------------------------------------------------
+
+
+def test_a_midi_file_from_elsewhere_reads_as_a_musician_expects(tmp_path):
+    """Two tracks, a tempo track, velocity-0 note-offs, a drum channel, a key below the piano:
+    the roll holds the three pitched notes, at 4 frames per quarter note (120 ticks a frame)."""
+    midi = mido.MidiFile(type=1, ticks_per_beat=480)
+    meta = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=600_000, time=0)])
+    piano = mido.MidiTrack(
+        [
+            mido.Message("program_change", program=0, time=0),
+            mido.Message("note_on", note=60, velocity=90, time=0),
+            mido.Message("note_on", note=10, velocity=90, time=0),  # no piano key: left out
+            mido.Message("note_on", note=60, velocity=0, time=480),  # a velocity-0 note-off
+            mido.Message("note_on", note=10, velocity=0, time=0),
+            mido.Message("note_on", note=67, velocity=80, time=480),  # ticks 960–1200
+            mido.Message("note_on", note=67, velocity=0, time=240),
+        ]
+    )
+    strings = mido.MidiTrack(
+        [
+            mido.Message("note_on", channel=1, note=64, velocity=70, time=240),
+            mido.Message("note_off", channel=1, note=64, velocity=0, time=480),
+        ]
+    )
+    drums = mido.MidiTrack(
+        [
+            mido.Message("note_on", channel=9, note=36, velocity=100, time=0),
+            mido.Message("note_off", channel=9, note=36, velocity=0, time=960),
+        ]
+    )
+    midi.tracks.extend([meta, piano, strings, drums])
+    midi.save(tmp_path / "song.mid")
+    roll = midi_to_roll(tmp_path / "song.mid", frames_per_beat=4)
+    expected = np.zeros((10, 88), dtype=np.uint8)
+    expected[0:4, 60 - 21] = 1  # ticks 0–480: frames 0–3
+    expected[2:6, 64 - 21] = 1  # ticks 240–720: frames 2–5
+    expected[8:10, 67 - 21] = 1  # ticks 960–1200: frames 8–9
+    np.testing.assert_array_equal(roll, expected)
+
+
+# -- CI ---------------------------------------------------------------------------------------------
+
+
+def test_ci_fails_rather_than_skips_without_the_benchmark_data(tmp_path):
+    env = {**os.environ, "CI": "1", "DEEPRNN_DATA": str(tmp_path / "none")}
+    test = "tests/test_data.py::test_pickle_matches_mat_frame_for_frame"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", test],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert done.returncode == 1 and "benchmark data not found" in done.stdout
