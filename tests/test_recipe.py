@@ -108,6 +108,50 @@ def test_weight_noise_perturbs_the_weights_for_the_gradient_only(tmp_path, rolls
         torch.testing.assert_close(p.detach(), before[name] - 0.5 * g[name], atol=2e-7, rtol=1e-5)
 
 
+def optimizer_by_hand(
+    kind: str, w: torch.Tensor, grads: list[torch.Tensor], lr: float, decay: float, momentum: float
+):
+    """SGD with momentum and L2 decay, Adam (L2) or AdamW (decoupled decay), written out."""
+    m, v = torch.zeros_like(w), torch.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        if kind == "adamw":
+            w = w * (1 - lr * decay)
+        else:
+            g = g + decay * w
+        if kind == "sgd":
+            m = g if t == 1 else momentum * m + g
+            w = w - lr * m
+            continue
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        w = w - lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+    return w
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+def test_two_updates_follow_the_optimiser_written_out(tmp_path, rolls, kind):
+    """Momentum, Adam's moments and bias correction, L2 decay against AdamW's decoupled decay,
+    over two updates on two pieces (each from a zero state), inside a real run."""
+    lr, decay, momentum = (0.5 if kind == "sgd" else 0.01), 0.1, 0.9
+    run = make_run(
+        tmp_path,
+        rolls,
+        optimizer=kind,
+        lr=lr,
+        weight_decay=decay,
+        momentum=momentum if kind == "sgd" else 0.0,
+    )
+    starts = [b for b in run.train_data.batches(0, 0) if b.reset][:2]
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    model, grads = copy.deepcopy(run.model), []
+    for batch in starts:
+        run.update(batch)
+        grads.append(gradients_by_hand(model, batch))
+        model.load_state_dict(run.model.state_dict())
+    for name, p in run.model.named_parameters():
+        expected = optimizer_by_hand(kind, before[name], [g[name] for g in grads], lr, decay, momentum)
+        torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=1e-4)
+
+
 # -- schedules ------------------------------------------------------------------------------------
 
 
