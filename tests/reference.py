@@ -45,7 +45,8 @@ def affine(projection, x: torch.Tensor, vocab: int | None = None) -> torch.Tenso
 
 
 def transition_step(level, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """z_1 = φ(W_1 h + U_1 x + b_1); z_l = φ(W_l z_{l-1} + U_l x + S_l h + b_l); h_t = z_L."""
+    """z_1 = φ(W_1 h + U_1 x + b_1); then DT: z_l = φ(W_l z_{l-1} + b_l), or DT(S):
+    z_l = φ(W_l z_{l-1} + U_l x + S_l h + b_l); h_t = z_L."""
     u = affine(level.input, x, level.input_size)
     sizes = level.pre_sizes
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -54,9 +55,11 @@ def transition_step(level, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     z = unit(units[0].spec, W1 @ h + u[: sizes[0]], _rho(units[0]))
     for layer in range(1, len(sizes)):
         lo, hi = starts[layer], starts[layer] + sizes[layer]
-        a = level.layer_weights[layer - 1] @ z + u[lo:hi]
+        a = level.layer_weights[layer - 1] @ z
         if level.shortcut:
-            a = a + level.recurrent_weight[lo:hi] @ h
+            a = a + u[lo:hi] + level.recurrent_weight[lo:hi] @ h
+        elif level.layer_bias is not None:
+            a = a + level.layer_bias[lo - sizes[0] : hi - sizes[0]]
         z = unit(units[layer].spec, a, _rho(units[layer]))
     return z
 

@@ -14,6 +14,7 @@ SMALL = {
     "rnn": dict(hidden_size=7),
     "rnn-tanh": dict(hidden_size=6, transition_units="tanh"),
     "dt": dict(hidden_size=6, transition_sizes=(5,)),
+    "dt-3": dict(hidden_size=5, transition_sizes=(4, 6), transition_units=("tanh", "relu", "sigmoid")),
     "dts": dict(hidden_size=6, transition_sizes=(5,), shortcut=True),
     "dts-3-mixed": dict(
         hidden_size=5, transition_sizes=(4, 6), shortcut=True, transition_units=("relu", "tanh", "sigmoid")
@@ -125,7 +126,9 @@ def test_longer_sequences_match_reference(name):
     compare(name, steps=40, batch=3, lengths=[40, 17, 33])
 
 
-@pytest.mark.parametrize("name", ["rnn", "dts", "dts-3-mixed", "linear-nobias", "dots-star", "lp-mixed"])
+@pytest.mark.parametrize(
+    "name", ["rnn", "dt", "dt-3", "dts", "dts-3-mixed", "linear-nobias", "dots-star", "lp-mixed"]
+)
 @pytest.mark.parametrize("dropout", [False, True])
 def test_hand_written_bptt_passes_gradcheck(name, dropout):
     model = make(name, dtype=torch.float64)

@@ -63,6 +63,11 @@ def test_paper_spellings():
 def test_structure_of_each_preset():
     c = preset("dt-rnn", "jsb")
     assert c.transition_sizes == (400,) and not c.shortcut and c.output_sizes == ()
+    # DT-RNN: x_t and h_{t-1} enter the first layer only (U_1, W_1), then W_2, then ▷ (V)
+    assert count_parameters(DeepRNN(c))["weights"] == 88 * 400 + 400 * 400 + 400 * 400 + 400 * 88
+    # DT(S)-RNN adds the shortcut alone: U_2 x_t and S_2 h_{t-1} into the last layer
+    dts = count_parameters(DeepRNN(preset("dts-rnn", "jsb")))["weights"]
+    assert dts - count_parameters(DeepRNN(c))["weights"] == 88 * 400 + 400 * 400
     c = preset("do-rnn", "nottingham")
     assert c.hidden_size == 600 and c.output_sizes == (400,) and c.transition_sizes == ()
     c = preset("dots-rnn*", "musedata")

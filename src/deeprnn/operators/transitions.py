@@ -3,19 +3,22 @@
 With layer widths d_1 … d_L (d_L = the hidden size) one step computes (PAPER.md §2)
 
     z_1 = φ_1(W_1 h_{t-1} + U_1 x_t + b_1)
-    z_l = φ_l(W_l z_{l-1} + U_l x_t + S_l h_{t-1} + b_l)      l = 2 … L   (S_l only with shortcut)
+    z_l = φ_l(W_l z_{l-1} + b_l)                             l = 2 … L   (DT)
+    z_l = φ_l(W_l z_{l-1} + U_l x_t + S_l h_{t-1} + b_l)      l = 2 … L   (DT(S): the shortcut)
     h_t = z_L
 
 - L = 1 is the RNN's shallow transition h_t = φ(W h_{t-1} + U x_t + b);
-- L > 1 without shortcut is the deep transition of DT-RNN, with it DT(S)-RNN. As in the authors'
-  code the input feeds every layer; with L = 2 this is exactly the paper's DT(S) form and its
-  parameter counts.
+- L > 1 without shortcut is the paper's deep transition (DT-RNN): x_t and h_{t-1} enter the
+  first layer only, h_t = φ_L(W_L … φ_1(W_1 h_{t-1} + U_1 x_t));
+- with the shortcut (DT(S)-RNN), x_t and h_{t-1} also enter every later layer, as in the
+  authors' code; with L = 2 this is exactly the paper's DT(S) form and its parameter counts.
 
 Stacking (sRNN) is a sequence of these operators, see :class:`deeprnn.recurrence.Recurrence`.
 
-The parameters are laid out for speed: the input maps of all layers form one matrix
-``input.weight`` = [U_1; …; U_L] (applied to every step at once, before the loop), and the
-matrices that read h_{t-1} form one matrix ``recurrent_weight`` = [W_1; S_2; …; S_L].
+The parameters are laid out for speed: the input maps of the layers that read x_t form one
+matrix ``input.weight`` = [U_1; …] (applied to every step at once, before the loop; the biases
+of the layers that do not read it are ``layer_bias``), and the matrices that read h_{t-1} form
+one matrix ``recurrent_weight`` = [W_1; S_2; …; S_L].
 """
 
 from __future__ import annotations
@@ -57,8 +60,11 @@ class DeepTransition(nn.Module):
         specs = per_layer(units, len(widths), "transition units")
         self.units = nn.ModuleList(Unit(s, w) for s, w in zip(specs, widths, strict=True))
         self.pre_sizes = [u.in_width for u in self.units]
+        # the layers that read x_t and h_{t-1}: all with the shortcut, else the first
         self.recurrent_sizes = self.pre_sizes if shortcut else self.pre_sizes[:1]
-        self.input = Projection(input_size, sum(self.pre_sizes), tokens=tokens, bias=bias)
+        self.input = Projection(input_size, sum(self.recurrent_sizes), tokens=tokens, bias=bias)
+        later = sum(self.pre_sizes) - sum(self.recurrent_sizes)
+        self.layer_bias = nn.Parameter(torch.zeros(later)) if bias and later else None
         self.recurrent_weight = nn.Parameter(torch.empty(sum(self.recurrent_sizes), hidden_size))
         self.layer_weights = nn.ParameterList(
             nn.Parameter(torch.empty(p, w)) for p, w in zip(self.pre_sizes[1:], widths[:-1], strict=True)
@@ -85,8 +91,14 @@ class DeepTransition(nn.Module):
                 m.copy_(sparse_scaled(m.shape, nonzeros, scale))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """U x_t + b for every step at once: (T, B, …) -> (T, B, sum of pre-activation widths)."""
-        return self.input(x)
+        """U x_t + b for every step at once: (T, B, …) -> (T, B, sum of pre-activation widths);
+        a layer that does not read x_t gets its bias (or zeros) there."""
+        u = self.input(x)
+        later = sum(self.pre_sizes) - u.shape[-1]
+        if not later:
+            return u
+        rest = self.layer_bias if self.layer_bias is not None else u.new_zeros(later)
+        return torch.cat([u, rest.expand(*u.shape[:-1], later)], dim=-1)
 
     def step(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One step h_t = x_t ⊕ h_{t-1}, given u = U x_t + b (B, ·) and h = h_{t-1} (B, H)."""
