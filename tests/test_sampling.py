@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,19 @@ def test_sample_command_writes_text(tmp_path, capsys):
     words = text.split()
     assert 0 < len(words) <= 12
     assert set(words) <= {"the", "cat", "sat", "on", "mat", "dog", "<unk>"}
+
+
+def test_text_samples_decode_as_their_corpus(tmp_path):
+    """A ptb-pennchar run writes '_' for a space: its samples read with spaces (TextCorpus.decode)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "valid", "test"):
+        (corpus / f"{split}.txt").write_text("a_a_a\n" * 30)
+    settings = {"model": "rnn", "data": str(corpus), "text_level": "char", "hidden_size": 8}
+    config = apply({**settings, "max_updates": 30, "batch_size": 2, "bptt_steps": 5, "device": "cpu"})
+    trainer.train(config, tmp_path / "run", log=lambda _: None)
+    vocab = json.loads((tmp_path / "run" / "vocab.json").read_text())
+    (tmp_path / "run" / "vocab.json").write_text(json.dumps({**vocab, "name": "ptb-pennchar"}))
+    assert main(["sample", str(tmp_path / "run"), "--steps", "60", "--out", str(tmp_path / "s")]) == 0
+    text = (tmp_path / "s" / "sample-0.txt").read_text()
+    assert "_" not in text and " " in text

@@ -203,6 +203,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     import torch
 
+    from deeprnn.data import TextCorpus
     from deeprnn.data.music import roll_to_midi
     from deeprnn.io import write_text
     from deeprnn.sampling import sample, save_piano_roll
@@ -216,15 +217,14 @@ def _sample(args: argparse.Namespace) -> int:
     model, config, _ = load_best(args.run_dir, args.device)
     out = Path(args.out)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
-    vocab_file = Path(args.run_dir) / "vocab.json"
+    if model.config.tokens:  # the run's vocabulary, decoded as its corpus decodes
+        v = json.loads((Path(args.run_dir) / "vocab.json").read_text())
+        corpus = TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])
     for k in range(args.count):
         if model.config.tokens:
-            vocab = json.loads(vocab_file.read_text())
-            start = torch.tensor([vocab["boundary"]])
+            start = torch.tensor([corpus.boundary])
             ids = sample(model, args.steps, start=start, temperature=args.temperature, generator=generator)
-            symbols = [vocab["vocab"][i] for i in ids.tolist()]
-            joiner = "" if vocab["level"] == "char" else " "
-            text = joiner.join("\n" if s in ("<eos>", "\n") else s for s in symbols)
+            text = corpus.decode(ids.tolist())
             write_text(out / f"sample-{k}.txt", text)
             print(text)
         else:
