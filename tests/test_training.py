@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -130,6 +131,14 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
     assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
     ptb = resolve("rnn", "ptb-word")
     assert (ptb.optimizer, ptb.schedule, ptb.state_dropout) == ("adam", "plateau", 0.3)
+
+
+def test_an_alias_of_a_data_set_gets_its_paper_config():
+    """--data jsb-chorales is JSB: it trains with JSB's committed recipe, not the library defaults."""
+    alias, name = resolve("dts-rnn", "jsb-chorales"), resolve("dts-rnn", "jsb")
+    assert alias.data == "jsb-chorales" and alias.notes and alias.data_kind == "music"
+    assert dataclasses.replace(alias, data="jsb") == name
+    assert resolve("dts-rnn", "/some/folder/of/songs").notes == ""
 
 
 def test_a_finetune_table_is_a_second_stage_over_every_other_setting(tmp_path):

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from deeprnn.data.registry import DataError, dataset
 from deeprnn.errors import ConfigError
 from deeprnn.operators.units import ELEMENTWISE, POOLING, parse_unit
 from deeprnn.presets import MODELS, canonical_model
@@ -305,6 +306,10 @@ def read_toml(path: str | Path) -> dict:
 def paper_config_file(model: str, data: str) -> Path | None:
     """The committed config of the paper's experiment for (model, data), if there is one."""
     name = canonical_model(model).replace("*", "-star")
+    try:
+        data = dataset(data).name  # an alias (jsb-chorales) has the configs of its data set
+    except DataError:
+        return None  # a path: a user's data, with no committed experiment
     candidate = resources.files("deeprnn") / "configs" / data / f"{name}.toml"
     return Path(str(candidate)) if candidate.is_file() else None
 
