@@ -282,10 +282,7 @@ def plot_curves(result: dict, out: Path, log: Callable[[str], None] = print) -> 
     """One PNG per data set: the validation metric against updates, one line per row.
 
     A data set with a row from a table written before rows held their curve keeps its PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     table, written = result["table"], []
     for data in TABLES[table]:
@@ -296,7 +293,8 @@ def plot_curves(result: dict, out: Path, log: Callable[[str], None] = print) -> 
         if any("curve" not in r for r in rows):
             log(f"{target.name}: kept as it was (a row of {data} has no stored curve)")
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         lowest = min(v for r in rows for _, v in r["curve"])
         for r in rows:
             ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
@@ -305,7 +303,6 @@ def plot_curves(result: dict, out: Path, log: Callable[[str], None] = print) -> 
         ax.legend()
         fig.tight_layout()
         written.append(write_atomic(target, lambda file, fig=fig: fig.savefig(file, format="png", dpi=100)))
-        plt.close(fig)
     return written
 
 

@@ -56,13 +56,11 @@ def sample(
 
 def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "") -> Path:
     """A picture of a (T, 88) roll: time to the right, pitch upwards."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     width = min(max(6, roll.shape[0] / 25), MAX_ROLL_INCHES)  # a long roll is drawn denser
-    fig, ax = plt.subplots(figsize=(width, 4))
+    fig = Figure(figsize=(width, 4))
+    ax = fig.subplots()
     ax.imshow(
         np.asarray(roll).T,
         origin="lower",
@@ -73,6 +71,4 @@ def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "") -> Path
     )
     ax.set(xlabel="frame", ylabel="MIDI pitch", title=title)
     fig.tight_layout()
-    path = write_atomic(path, lambda file: fig.savefig(file, format="png", dpi=100))
-    plt.close(fig)
-    return path
+    return write_atomic(path, lambda file: fig.savefig(file, format="png", dpi=100))
