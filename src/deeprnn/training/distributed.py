@@ -98,8 +98,3 @@ def gather(obj, world: World) -> list:
     out: list = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
-
-
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
