@@ -1,4 +1,4 @@
-"""A plain, slow, obviously-correct reading of the paper's equations (PAPER.md §2).
+"""A plain, slow, obviously-correct reading of the paper's equations (docs/paper.md §2).
 
 It loops over every sequence and every step on its own, one matrix-vector product at a time,
 and reads only the model's parameter tensors: none of the library's step, unroll or unit code.

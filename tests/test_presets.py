@@ -1,4 +1,4 @@
-"""The paper's presets: names, sizes and the exact parameter counts of its table (PAPER.md §3)."""
+"""The paper's presets: names, sizes and the exact parameter counts of its table (docs/paper.md §3)."""
 
 from __future__ import annotations
 

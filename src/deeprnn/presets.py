@@ -1,4 +1,4 @@
-"""The paper's models under its names, with its sizes for each task (PAPER.md §3).
+"""The paper's models under its names, with its sizes for each task (docs/paper.md §3).
 
 ``preset("DT(S)-RNN", "jsb")`` gives the :class:`~deeprnn.models.ModelConfig` of that cell of the
 paper's size table; ``weights`` of the built model equals the table's count.

@@ -48,7 +48,7 @@ MODELS = {
     "ptb-char": ("rnn", "dts-rnn", "dots-rnn", "srnn"),
     "ptb-word": ("rnn", "dts-rnn", "dots-rnn", "srnn"),
 }
-# PAPER.md §3, test set; None where the paper has no number.
+# docs/paper.md §3, test set; None where the paper has no number.
 PAPER = {
     "nottingham": {"rnn": 3.225, "dts-rnn": 3.206, "dots-rnn": 3.215, "srnn": 3.258, "dots-rnn*": 2.95},
     "jsb": {"rnn": 8.338, "dts-rnn": 8.278, "dots-rnn": 8.437, "srnn": 8.367, "dots-rnn*": 7.92},

@@ -1,7 +1,7 @@
 """Heads: the distribution that the logits of ▷ parameterise, its loss and its samples.
 
 - :class:`Bernoulli`: independent Bernoulli variables (music: 88 piano keys per frame); the NLL
-  of a frame is the binary cross-entropy summed over the keys (PAPER.md §3);
+  of a frame is the binary cross-entropy summed over the keys (docs/paper.md §3);
 - :class:`Categorical`: a softmax over a vocabulary (characters, words); the NLL of a step is
   the cross-entropy of the target token.
 """

@@ -1,6 +1,6 @@
 """The transition operator ⊕ of the paper, h_t = x_t ⊕ h_{t-1}: shallow, deep, deep with shortcut.
 
-With layer widths d_1 … d_L (d_L = the hidden size) one step computes (PAPER.md §2)
+With layer widths d_1 … d_L (d_L = the hidden size) one step computes (docs/paper.md §2)
 
     z_1 = φ_1(W_1 h_{t-1} + U_1 x_t + b_1)
     z_l = φ_l(W_l z_{l-1} + b_l)                             l = 2 … L   (DT)

@@ -1,4 +1,4 @@
-"""The paper's metrics (PAPER.md §3), from a total negative log-likelihood in nats and a count.
+"""The paper's metrics (docs/paper.md §3), from a total negative log-likelihood in nats and a count.
 
 - music: NLL per frame = total NLL over all frames of the split / number of frames
   (not a mean of per-piece means);
