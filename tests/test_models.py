@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from reference import reference_forward
 
 from deeprnn import DeepRNN, ModelConfig, count_parameters
+from deeprnn.data.batching import MusicBatches
 from deeprnn.recurrence import _FusedUnroll, plan_of
+from deeprnn.training import evaluation
 
 # Small configurations covering every kind of part: (name, config keywords).
 SMALL = {
@@ -258,3 +261,37 @@ def test_weights_count_only_matrices():
     counts = count_parameters(model)
     biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
     assert counts["params"] - counts["weights"] == biases
+
+
+@torch.no_grad()
+def test_loss_shifts_masks_and_averages_as_the_trainer_scores():
+    """model.loss against the NLL written out per sequence (each run alone, unpadded), and
+    against the trainer's own scoring of the same pieces."""
+    torch.manual_seed(0)
+    music = DeepRNN(ModelConfig(input_size=88, output_size=88, hidden_size=6, transition_sizes=(5,)))
+    x, lengths = torch.rand(6, 3, 88).bernoulli(), torch.tensor([6, 2, 1])
+    total = 0.0
+    for b, n in enumerate(lengths.tolist()):
+        inputs = torch.cat([torch.zeros(1, 88), x[: n - 1, b]])  # a silent frame, then the piece
+        logits, _ = music(inputs)
+        total += float(F.binary_cross_entropy_with_logits(logits, x[:n, b], reduction="sum"))
+    assert float(music.loss(x, lengths=lengths, reduction="sum")) == pytest.approx(total, rel=1e-5)
+    assert float(music.loss(x, lengths=lengths)) == pytest.approx(total / 9, rel=1e-5)
+    per_step = music.loss(x, lengths=lengths, reduction="none")
+    assert per_step.shape == (6, 3) and float(per_step[2:, 1].abs().sum()) == 0.0
+    pieces = [x[:n, b].numpy() for b, n in enumerate(lengths.tolist())]
+    nll, count = evaluation.evaluate(music, MusicBatches(pieces, 3), torch.device("cpu"))
+    assert (nll, count) == (pytest.approx(total, rel=1e-5), 9)
+    across = DeepRNN(music.config, batch_first=True)
+    across.load_state_dict(music.state_dict())
+    assert float(across.loss(x.transpose(0, 1), lengths=lengths)) == pytest.approx(total / 9, rel=1e-5)
+
+    words = DeepRNN(ModelConfig(input_size=11, output_size=11, hidden_size=5, head="categorical"))
+    ids, lengths = torch.randint(0, 11, (7, 2)), torch.tensor([7, 3])
+    total = 0.0
+    for b, n in enumerate(lengths.tolist()):
+        logits, _ = words(ids[: n - 1, b])
+        total += float(F.cross_entropy(logits, ids[1:n, b], reduction="sum"))
+    assert float(words.loss(ids, lengths=lengths)) == pytest.approx(total / 8, rel=1e-5)
+    with pytest.raises(ValueError, match="reduction must be mean, sum or none"):
+        words.loss(ids, reduction="max")

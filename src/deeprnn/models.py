@@ -87,7 +87,7 @@ class DeepRNN(nn.Module):
         super().__init__()
         c = config
         if c.levels < 1:
-            raise ValueError(f"levels must be at least 1, got {c.levels}")
+            raise ConfigError(f"levels must be at least 1, got {c.levels}")
         self.config = c
         self.head = make_head(c.head)
         input_map = None
@@ -135,6 +135,43 @@ class DeepRNN(nn.Module):
         states, h_n, unbatched = self.recurrence.run(input, hx, lengths, mask)
         logits = self.output(states)
         return self.recurrence.restore_layout(logits, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        hx: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        """The NLL (nats) of the sequences ``x``, each step predicted from the steps before it,
+        as the trainer scores them: music, every frame (the first from a silent frame); tokens,
+        x_1 … x_{T-1} from x_0 … x_{T-2}. Steps at or past ``lengths`` are left out.
+
+        ``reduction``: ``"mean"`` per scored frame or token, ``"sum"``, or ``"none"`` (one value
+        per predicted step, laid out as ``x`` without its feature axis; 0 at padding)."""
+        if reduction not in ("mean", "sum", "none"):
+            raise ConfigError(f"reduction must be mean, sum or none; got {reduction!r}")
+        batched = x.dim() == (2 if self.config.tokens else 3)
+        time = 1 if batched and self.recurrence.batch_first else 0
+        steps = x.shape[time]
+        if self.config.tokens:
+            inputs, targets = x.narrow(time, 0, max(steps - 1, 0)), x.narrow(time, 1, max(steps - 1, 0))
+            lengths = None if lengths is None else (lengths - 1).clamp_min(0)
+        else:
+            silent = torch.zeros_like(x.narrow(time, 0, min(steps, 1)))
+            inputs, targets = torch.cat([silent, x.narrow(time, 0, max(steps - 1, 0))], time), x
+        logits, _ = self(inputs, hx, lengths)
+        nll = self.head.nll(logits, targets)
+        if lengths is not None:
+            t = torch.arange(nll.shape[time], device=nll.device)
+            nll = torch.where(t[None, :] < lengths[:, None] if time == 1 else t[:, None] < lengths, nll, 0.0)
+        if reduction == "none":
+            return nll
+        total = nll.sum()
+        if reduction == "sum":
+            return total
+        count = targets.shape[time] * (targets.shape[1 - time] if batched else 1)
+        return total / max(count if lengths is None else int(lengths.sum()), 1)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

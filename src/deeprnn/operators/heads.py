@@ -21,7 +21,9 @@ class Bernoulli:
     tokens = False
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood of each frame, in nats: (…, K) -> (…)."""
+        """Negative log-likelihood of each frame, in nats: (…, K) -> (…). It neither shifts
+        nor masks: ``logits`` must already be the predictions of ``targets`` (see
+        :meth:`deeprnn.DeepRNN.loss`)."""
         if targets.shape != logits.shape:
             raise ValueError(
                 f"targets must have the logits' shape {tuple(logits.shape)}, got {tuple(targets.shape)}"
@@ -40,7 +42,8 @@ class Categorical:
     tokens = True
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood of each token, in nats: logits (…, V), targets (…) -> (…)."""
+        """Negative log-likelihood of each token, in nats: logits (…, V), targets (…) -> (…).
+        It neither shifts nor masks (see :meth:`deeprnn.DeepRNN.loss`)."""
         if targets.shape != logits.shape[:-1]:
             raise ValueError(
                 f"targets must have shape {tuple(logits.shape[:-1])} (the logits' without the "
