@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -505,3 +506,25 @@ def test_kill_loop(tmp_path, rolls):
         assert _metrics(run) == _metrics(tmp_path / "whole")
         assert not list(run.rglob("*.tmp"))
     assert kills == 20
+
+
+# -- run folders written before these changes -----------------------------------------------------
+
+
+def test_a_run_folder_from_before_still_evaluates_and_resumes(tmp_path, rolls, capsys):
+    """tests/fixtures/run-0.1.0: a 20-update run written by deeprnn at commit 6da3c5c (before the
+    run-folder lock, best.pt's training state, the guard's state and data_kind). It scores as it
+    did, and resumed to 30 updates it ends exactly where a new 30-update run ends."""
+    run = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run-0.1.0", run)
+    settings = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**settings, "data": str(rolls)}))
+    old = json.loads((run / "results.json").read_text())
+    assert main(["eval", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"] == pytest.approx(old["test_nll"], abs=1e-9)
+    resumed = trainer.train(None, run, resume=True, limits={"max_updates": 30}, **QUIET)
+    fresh = trainer.train(
+        apply({**settings, "data": str(rolls), "max_updates": 30}), tmp_path / "new", **QUIET
+    )
+    assert resumed["test_nll"] == fresh["test_nll"] and resumed["updates"] == 30
+    assert _metrics(run) == _metrics(tmp_path / "new")
