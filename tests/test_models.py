@@ -9,7 +9,7 @@ from reference import reference_forward
 
 from deeprnn import DeepRNN, ModelConfig, count_parameters
 from deeprnn.data.batching import MusicBatches
-from deeprnn.recurrence import _FusedUnroll, plan_of
+from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.training import evaluation
 
 # Small configurations covering every kind of part: (name, config keywords).
@@ -148,7 +148,7 @@ def test_hand_written_bptt_passes_gradcheck(name, dropout):
     ]
 
     def fused(u, h0, *ws):
-        return _FusedUnroll.apply(plan, u, h0, mask, *ws)
+        return FusedUnroll.apply(plan, u, h0, mask, *ws)
 
     assert torch.autograd.gradcheck(fused, (u, h0, *weights))
 

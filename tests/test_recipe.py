@@ -271,7 +271,7 @@ def test_the_paper_initialisation_is_sparse_at_the_chosen_spectral_radius():
     for m in [square, *others]:
         assert ((m != 0).sum(1) == 7).all()  # seven weights per unit
     assert square.shape == (40, 30) or square.shape[0] != square.shape[1]
-    matrices = {tuple(m.shape): m.double() for m in [square, *others]}
+    matrices = {tuple(m.shape): m.detach().double() for m in [square, *others]}
     assert (30, 30) in matrices  # the shortcut reads h_{t-1} into the last layer: square
     for shape, m in matrices.items():
         size = torch.linalg.eigvals(m).abs().max() if shape[0] == shape[1] else torch.linalg.matrix_norm(m, 2)

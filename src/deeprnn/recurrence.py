@@ -3,11 +3,8 @@
 One driver, :func:`unroll`, runs any :class:`~deeprnn.operators.transitions.DeepTransition`
 over a sequence whose input projections U x_t + b are already computed for all steps:
 
-- the fast path (element-wise or L_p units): an ``autograd.Function`` with hand-written
-  back-propagation through time. The loop does only what must be sequential (two BLAS calls and
-  one in-place nonlinearity per layer and step, into preallocated storage); nothing is
-  recorded by autograd inside it, the unit derivatives are computed for all steps at once, and
-  the weight gradients are one large matrix product each, after the loop;
+- the fast path (element-wise or L_p units): hand-written back-propagation through time
+  (:mod:`deeprnn.fused`);
 - otherwise (maxout units in ⊕) a plain loop over ``cell.step`` under autograd.
 
 :class:`Recurrence` stacks levels (sRNN) behind an optional deep input map, with the
@@ -17,196 +14,14 @@ conventions of :class:`torch.nn.RNN`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.transitions import DeepTransition
-from deeprnn.operators.units import derivative_from_output, lp_derivatives, lp_order, lp_pool
-
-_IN_PLACE = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}
-
-
-def _activate_into(kind: str, a: torch.Tensor, out: torch.Tensor) -> None:
-    """out = φ(a) for an element-wise unit, without allocating."""
-    if kind == "sigmoid":
-        torch.sigmoid(a, out=out)
-    elif kind == "tanh":
-        torch.tanh(a, out=out)
-    elif kind == "relu":
-        torch.clamp_min(a, 0.0, out=out)
-    else:
-        out.copy_(a)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What the fused loop needs to know about a transition, fixed at construction."""
-
-    kinds: tuple[str, ...]  # unit of each layer: element-wise or "lp"
-    widths: tuple[int, ...]  # outputs of each layer
-    pre_sizes: tuple[int, ...]  # pre-activations of each layer (width × pieces)
-    shortcut: bool
-
-    @property
-    def reading(self) -> int:
-        """How many layers read h_{t-1} (all with a shortcut, else the first)."""
-        return len(self.kinds) if self.shortcut else 1
-
-    def pieces(self, layer: int) -> int:
-        """Pre-activations per output of ``layer`` (explicit: a view of 0 steps cannot infer it)."""
-        return self.pre_sizes[layer] // self.widths[layer]
-
-    @property
-    def lp_layers(self) -> list[int]:
-        return [i for i, kind in enumerate(self.kinds) if kind == "lp"]
-
-
-class _FusedUnroll(torch.autograd.Function):
-    """states (T+1, B, H) = [h_0, h_1, …, h_T] for u (T, B, P) = the input projections.
-
-    ``params`` = recurrent_weight, the weights between layers, then ρ of each L_p layer."""
-
-    @staticmethod
-    def forward(ctx, plan, u, h0, mask, *params):
-        steps, batch, _ = u.shape
-        depth = len(plan.kinds)
-        recurrent_weight, layer_weights, rhos = params[0], params[1:depth], params[depth:]
-        orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
-        states = u.new_empty(steps + 1, batch, h0.shape[-1])
-        states[0] = h0
-        inner = [u.new_empty(steps, batch, w) for w in plan.widths[:-1]]
-        outputs = [z.unbind(0) for z in inner] + [states[1:].unbind(0)]
-        # L_p layers keep their pre-activations (the backward pass needs them); the others
-        # compute theirs in the output slot and apply the unit in place.
-        pre = {layer: u.new_empty(steps, batch, plan.pre_sizes[layer]) for layer in plan.lp_layers}
-        pre_slots = [pre[layer].unbind(0) if layer in pre else outputs[layer] for layer in range(depth)]
-        previous = states[:-1].unbind(0)
-        reads_h = recurrent_weight.t().contiguous()  # (H, P): the fast layout for h @ W
-        between = [w.t().contiguous() for w in layer_weights]
-        inputs = [part.unbind(0) for part in u.split(plan.pre_sizes, -1)]
-        if plan.shortcut:  # one product gives every layer its h_{t-1} term and input term
-            summed = u.new_empty(batch, sum(plan.pre_sizes))
-            sources = summed.split(plan.pre_sizes, -1)
-            whole = u.unbind(0)
-
-        def finish(layer: int, a: torch.Tensor, t: int) -> None:
-            kind, out = plan.kinds[layer], outputs[layer][t]
-            if kind == "lp":
-                lp_pool(a.view(batch, plan.widths[layer], plan.pieces(layer)), orders[layer], out=out)
-            elif a is out:
-                if kind in _IN_PLACE:
-                    _IN_PLACE[kind](out)
-            else:
-                _activate_into(kind, a, out)
-
-        for t in range(steps):
-            h = previous[t] if mask is None else previous[t] * mask
-            if plan.shortcut:
-                torch.addmm(whole[t], h, reads_h, out=summed)
-                first = sources[0]
-                if 0 in pre:
-                    first = pre_slots[0][t].copy_(first)
-            else:
-                first = torch.addmm(inputs[0][t], h, reads_h, out=pre_slots[0][t])
-            finish(0, first, t)
-            for layer in range(1, depth):
-                source = sources[layer] if plan.shortcut else inputs[layer][t]
-                a = pre_slots[layer][t]
-                torch.addmm(source, outputs[layer - 1][t], between[layer - 1], out=a)
-                finish(layer, a, t)
-        ctx.plan = plan
-        ctx.save_for_backward(states, mask, *params, *inner, *pre.values())
-        return states
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, d_states):
-        plan = ctx.plan
-        depth, lp_layers = len(plan.kinds), plan.lp_layers
-        states, mask, recurrent_weight, *rest = ctx.saved_tensors
-        layer_weights, rest = rest[: depth - 1], rest[depth - 1 :]
-        rhos, rest = rest[: len(lp_layers)], rest[len(lp_layers) :]
-        inner, pre = rest[: depth - 1], dict(zip(lp_layers, rest[depth - 1 :], strict=True))
-        outputs = [*inner, states[1:]]
-        steps, batch, hidden = outputs[-1].shape
-        reads_h = recurrent_weight.split(plan.pre_sizes[: plan.reading])
-        # One contiguous buffer per layer keeps every in-loop write contiguous (no hidden copies).
-        d_pre = [states.new_empty(steps, batch, p) for p in plan.pre_sizes]
-        d_pre_steps = [d.unbind(0) for d in d_pre]
-        # ∂z/∂a of every layer and step at once: from the outputs (element-wise units) or from
-        # the kept pre-activations (L_p, which also needs ∂z/∂p and the incoming gradients).
-        local, d_order, incoming = [], {}, {}
-        for layer, (kind, z) in enumerate(zip(plan.kinds, outputs, strict=True)):
-            if kind == "lp":
-                groups = pre[layer].view(steps, batch, plan.widths[layer], plan.pieces(layer))
-                rho = rhos[lp_layers.index(layer)]
-                d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
-                local.append(d_a.unbind(0))
-                incoming[layer] = torch.empty_like(z)
-            else:
-                d = derivative_from_output(kind, z)
-                local.append(None if d is None else d.unbind(0))
-        incoming_steps = {layer: g.unbind(0) for layer, g in incoming.items()}
-        d_state_steps = d_states.unbind(0)
-        g = d_state_steps[steps]
-        for t in range(steps - 1, -1, -1):
-            g_layer = g
-            for layer in range(depth - 1, -1, -1):
-                slot = d_pre_steps[layer][t]
-                if layer in incoming:
-                    incoming_steps[layer][t].copy_(g_layer)
-                    torch.mul(
-                        g_layer.unsqueeze(-1),
-                        local[layer][t],
-                        out=slot.view(batch, plan.widths[layer], plan.pieces(layer)),
-                    )
-                elif local[layer] is None:
-                    slot.copy_(g_layer)
-                else:
-                    torch.mul(g_layer, local[layer][t], out=slot)
-                if layer > 0:
-                    g_layer = torch.mm(slot, layer_weights[layer - 1])
-            if mask is None:
-                g = d_state_steps[t]
-                for layer in range(plan.reading):
-                    g = torch.addmm(g, d_pre_steps[layer][t], reads_h[layer])
-            else:
-                back = d_pre_steps[0][t] @ reads_h[0]
-                for layer in range(1, plan.reading):
-                    back = torch.addmm(back, d_pre_steps[layer][t], reads_h[layer])
-                g = torch.addcmul(d_state_steps[t], back, mask)
-        previous = states[:-1] if mask is None else states[:-1] * mask
-        previous = previous.reshape(-1, hidden)
-        d_recurrent = torch.cat([_flat(d).t() @ previous for d in d_pre[: plan.reading]])
-        d_between = [_flat(d).t() @ _flat(z) for d, z in zip(d_pre[1:], outputs[:-1], strict=True)]
-        d_rhos = [
-            (incoming[layer] * d_order[layer]).sum((0, 1)) * torch.sigmoid(rho)
-            for layer, rho in zip(lp_layers, rhos, strict=True)
-        ]
-        needs = ctx.needs_input_grad
-        d_mask = None
-        if needs[3]:
-            back = sum(d @ r for d, r in zip(d_pre[: plan.reading], reads_h, strict=True))
-            d_mask = (states[:-1] * back).sum(0)
-        d_u = torch.cat(d_pre, -1) if needs[1] else None
-        return (None, d_u, g if needs[2] else None, d_mask, d_recurrent, *d_between, *d_rhos)
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, x.shape[-1])
-
-
-def plan_of(cell: DeepTransition) -> _Plan:
-    return _Plan(
-        kinds=tuple(unit.kind for unit in cell.units),
-        widths=tuple(cell.widths),
-        pre_sizes=tuple(cell.pre_sizes),
-        shortcut=cell.shortcut,
-    )
 
 
 def unroll(
@@ -223,7 +38,7 @@ def unroll(
     if fused and cell.fusable:
         rhos = [unit.rho for unit in cell.units if unit.kind == "lp"]
         params = (cell.recurrent_weight, *cell.layer_weights, *rhos)
-        return _FusedUnroll.apply(plan_of(cell), u, h0, dropout_mask, *params)
+        return FusedUnroll.apply(plan_of(cell), u, h0, dropout_mask, *params)
     states = [h0]
     for u_t in u.unbind(0):
         h = states[-1] if dropout_mask is None else states[-1] * dropout_mask
