@@ -10,7 +10,10 @@ import sys
 from collections.abc import Sequence
 
 from deeprnn import __version__
+from deeprnn.data.registry import DATASETS
 from deeprnn.errors import TrainingDiverged, UserError
+from deeprnn.models import DeepRNN, count_parameters, describe
+from deeprnn.presets import MODELS, PAPER_MODELS, TASKS, canonical_model, canonical_task, preset
 from deeprnn.runtime import keep_freed_memory
 
 MAX_SAMPLE_STEPS = 10_000  # frames or tokens per sample, unless --long
@@ -18,9 +21,6 @@ EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
 
 
 def _info(args: argparse.Namespace) -> int:
-    from deeprnn.models import DeepRNN, count_parameters, describe
-    from deeprnn.presets import PAPER_MODELS, canonical_model, canonical_task, preset
-
     config = preset(args.model, args.task)
     model = DeepRNN(config)
     counts = count_parameters(model)
@@ -46,7 +46,6 @@ def _info(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from deeprnn import bench
-    from deeprnn.presets import canonical_model
 
     models = [canonical_model(m) for m in args.models] if args.models else bench.MODELS
     shapes = bench.SHAPES if not args.quick else ((8, 20),)
@@ -175,7 +174,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from deeprnn.presets import canonical_model
     from deeprnn.reproduce import TABLES, reproduce
 
     tables = list(TABLES) if args.table == "all" else [args.table]
@@ -199,93 +197,56 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from deeprnn.data import TextCorpus
-    from deeprnn.data.music import roll_to_midi
-    from deeprnn.io import write_text
-    from deeprnn.sampling import sample, save_piano_roll
-    from deeprnn.training.evaluation import load_best
+    from deeprnn.sampling import write_samples
 
     if args.steps > MAX_SAMPLE_STEPS and not args.long:
         raise UserError(
             f"--steps {args.steps:,} is above the limit of {MAX_SAMPLE_STEPS:,} frames or tokens per "
             "sample; pass --long to draw that many anyway"
         )
-    model, config, _ = load_best(args.run_dir, args.device)
-    out = Path(args.out)
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
-    if model.config.tokens:  # the run's vocabulary, decoded as its corpus decodes
-        v = json.loads((Path(args.run_dir) / "vocab.json").read_text())
-        corpus = TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])
-    for k in range(args.count):
-        if model.config.tokens:
-            start = torch.tensor([corpus.boundary])
-            ids = sample(model, args.steps, start=start, temperature=args.temperature, generator=generator)
-            text = corpus.decode(ids.tolist())
-            write_text(out / f"sample-{k}.txt", text)
-            print(text)
-        else:
-            roll = sample(model, args.steps, temperature=args.temperature, generator=generator).numpy()
-            roll = roll.astype("uint8")
-            roll_to_midi(roll, out / f"sample-{k}.mid", frames_per_beat=config.frames_per_beat)
-            save_piano_roll(
-                roll, out / f"sample-{k}.png", title=f"{config.model} on {config.data}, sample {k}"
-            )
-            notes = int(roll.sum())
-            print(f"{out}/sample-{k}.mid and .png: {roll.shape[0]} frames, {notes} notes")
+    options = {"steps": args.steps, "count": args.count, "temperature": args.temperature, "seed": args.seed}
+    for line in write_samples(args.run_dir, args.out, device=args.device, **options):
+        print(line)
     return 0
 
 
-def _at_least_1(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _checked(kind: type, test, must: str):
+    """An argparse type: ``kind(text)``, refused with ``must`` unless ``test`` holds."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
+        return value
+
+    return parse
 
 
-def _above_0(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
+_at_least_1 = _checked(int, lambda v: v >= 1, "at least 1")
+_above_0 = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number above 0")
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
     )
-    parser.add_argument("--level", default="word", choices=["word", "char"], help="for a text folder")
-    parser.add_argument("--frames-per-beat", type=int, default=4, help="for a MIDI folder")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deeprnn", description="Deep recurrent neural networks (Pascanu et al., ICLR 2014)."
-    )
-    parser.add_argument("--version", action="version", version=f"deeprnn {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _info_parser(commands) -> None:
     info = commands.add_parser("info", help="layers and parameter counts of a preset")
-    info.add_argument(
-        "--model", required=True, help="rnn, dt-rnn, dts-rnn, do-rnn, dot-rnn, dots-rnn, srnn, dots-rnn*"
-    )
-    info.add_argument(
-        "--task",
-        required=True,
-        help="nottingham, jsb, musedata, piano-midi, ptb-char, ptb-pennchar, ptb-word",
-    )
+    info.add_argument("--model", required=True, help=", ".join(MODELS))
+    info.add_argument("--task", required=True, help=", ".join(TASKS))
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=_info)
 
+
+def _bench_parser(commands) -> None:
     bench = commands.add_parser("bench", help="throughput of every preset against torch.nn.RNN")
     bench.add_argument("--models", nargs="+", help="presets to measure (default: all)")
     bench.add_argument("--hidden", nargs="+", type=int, help="hidden sizes (default: 256 512)")
@@ -297,22 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="also write the JSON results to this file")
     bench.set_defaults(run=_bench)
 
+
+def _data_parser(commands) -> None:
     data = commands.add_parser("data", help="list, verify, download and describe data sets")
     data.add_argument("action", choices=["list", "verify", "download", "stats"])
-    data.add_argument(
-        "name",
-        nargs="?",
-        help="a data set (jsb, nottingham, musedata, piano-midi, "
-        "ptb-word, ptb-char, ptb-pennchar), 'all', or a path (stats)",
-    )
-    add_data_options(data)
+    data.add_argument("name", nargs="?", help=f"a data set ({', '.join(DATASETS)}), 'all', or a path (stats)")
+    _data_dir(data)
+    data.add_argument("--level", default="word", choices=["word", "char"], help="for a text folder")
+    data.add_argument("--frames-per-beat", type=int, default=4, help="for a MIDI folder")
     data.add_argument("--json", action="store_true", help="stats as one JSON object")
     data.set_defaults(run=_data)
 
+
+def _train_parser(commands) -> None:
     train = commands.add_parser("train", help="train a model (the paper's recipe by default)")
-    train.add_argument(
-        "--model", help="a preset: rnn, dt-rnn, dts-rnn, do-rnn, dot-rnn, dots-rnn, srnn, dots-rnn*"
-    )
+    train.add_argument("--model", help=f"a preset: {', '.join(MODELS)}")
     train.add_argument("--data", help="a data set name or a path (MIDI folder, .mat, text folder)")
     train.add_argument("--config", help="a TOML file of settings")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
@@ -324,20 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
         "time_budget_s=, extend a run that stopped at its limit; with --set average_after_epochs=, "
         "add parameter averaging from an epoch the run has not begun",
     )
-    train.add_argument("--force", action="store_true", help="replace an existing run folder")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    train.add_argument(
-        "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
-    )
+    train.add_argument("--force", action="store_true", help="replace the run in --out (only a run folder)")
+    train.add_argument("--device", choices=DEVICES, help="where to train (default: auto)")
+    _data_dir(train)
     train.set_defaults(run=_train)
 
+
+def _eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="score a run's best parameters")
     evaluate.add_argument("run_dir", metavar="RUN", help="the run folder")
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument(
-        "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
-    )
+    evaluate.add_argument("--device", choices=DEVICES)
+    _data_dir(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument(
         "--per-piece",
@@ -346,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(run=_eval)
 
+
+def _sample_parser(commands) -> None:
     sampler = commands.add_parser("sample", help="sample music (MIDI, piano roll) or text from a run")
     sampler.add_argument("run_dir", metavar="RUN", help="the run folder")
     sampler.add_argument("--steps", type=_at_least_1, default=200, help="frames or tokens per sample")
@@ -360,12 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the logits are divided by it (lower: more conservative)",
     )
     sampler.add_argument("--seed", type=int, default=0)
-    sampler.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    sampler.add_argument("--device", choices=DEVICES)
     sampler.add_argument("--out", required=True, help="folder for the samples")
     sampler.set_defaults(run=_sample)
 
+
+def _reproduce_parser(commands) -> None:
+    from deeprnn.reproduce import TABLES
+
     repro = commands.add_parser("reproduce", help="run the paper's experiments and write its tables")
-    repro.add_argument("table", choices=["music", "ptb-char", "ptb-word", "all"])
+    repro.add_argument("table", choices=[*TABLES, "all"])
     repro.add_argument("--models", nargs="+", help="only these models (default: the table's)")
     repro.add_argument("--data", nargs="+", help="only these data sets (default: the table's)")
     repro.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every run")
@@ -376,10 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="start sRNN and DOT(S)-RNN from scratch (default: from a trained RNN / DT(S)-RNN, as the paper)",
     )
-    repro.add_argument(
-        "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
-    )
+    _data_dir(repro)
     repro.set_defaults(run=_reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deeprnn", description="Deep recurrent neural networks (Pascanu et al., ICLR 2014)."
+    )
+    parser.add_argument("--version", action="version", version=f"deeprnn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _info_parser,
+        _bench_parser,
+        _data_parser,
+        _train_parser,
+        _eval_parser,
+        _sample_parser,
+        _reproduce_parser,
+    ):
+        add(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ head's distribution, feed it back as x_{t+1}, carry the state.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from deeprnn.errors import ConfigError
-from deeprnn.io import write_atomic
+from deeprnn.io import write_atomic, write_text
 from deeprnn.models import DeepRNN
 
 MAX_ROLL_INCHES = 160  # the widest piano-roll picture: 16,000 pixels at 100 dpi
@@ -72,3 +73,42 @@ def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "") -> Path
     ax.set(xlabel="frame", ylabel="MIDI pitch", title=title)
     fig.tight_layout()
     return write_atomic(path, lambda file: fig.savefig(file, format="png", dpi=100))
+
+
+def write_samples(
+    run: str | Path,
+    out: str | Path,
+    *,
+    steps: int,
+    count: int = 1,
+    temperature: float = 1.0,
+    seed: int = 0,
+    device: str | None = None,
+) -> list[str]:
+    """Draw ``count`` samples from a run's best parameters into ``out``: MIDI files and piano-roll
+    pictures (music) or text files (text). Returns what was written, a line per sample (the
+    text itself, for text)."""
+    from deeprnn.data import TextCorpus
+    from deeprnn.data.music import roll_to_midi
+    from deeprnn.training.evaluation import load_best
+
+    model, config, _ = load_best(run, device)
+    out = Path(out)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    if model.config.tokens:  # the run's vocabulary, decoded as its corpus decodes
+        v = json.loads((Path(run) / "vocab.json").read_text())
+        corpus = TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])
+    lines = []
+    for k in range(count):
+        if model.config.tokens:
+            start = torch.tensor([corpus.boundary])
+            ids = sample(model, steps, start=start, temperature=temperature, generator=generator)
+            text = corpus.decode(ids.tolist())
+            write_text(out / f"sample-{k}.txt", text)
+            lines.append(text)
+            continue
+        roll = sample(model, steps, temperature=temperature, generator=generator).numpy().astype("uint8")
+        roll_to_midi(roll, out / f"sample-{k}.mid", frames_per_beat=config.frames_per_beat)
+        save_piano_roll(roll, out / f"sample-{k}.png", title=f"{config.model} on {config.data}, sample {k}")
+        lines.append(f"{out}/sample-{k}.mid and .png: {roll.shape[0]} frames, {int(roll.sum())} notes")
+    return lines
