@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from deeprnn import DeepTransition
+from deeprnn.data import load
 from deeprnn.data.music import midi_to_roll
 from deeprnn.errors import ConfigError
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.heads import Bernoulli, Categorical
-from deeprnn.training import builder, checkpoint, trainer
+from deeprnn.training import builder, checkpoint, evaluation, loop, trainer
 from deeprnn.training.config import apply
 from deeprnn.training.console import NoWriter
 from deeprnn.training.schedule import Schedule
@@ -44,8 +45,8 @@ SETTINGS = {
 QUIET = {"log": lambda _: None}
 
 
-def make_run(tmp_path, rolls, **overrides) -> trainer.Run:
-    run = trainer.Run(apply({**SETTINGS, "data": str(rolls), **overrides}), tmp_path / "run", **QUIET)
+def make_run(tmp_path, rolls, **overrides) -> loop.Run:
+    run = loop.Run(apply({**SETTINGS, "data": str(rolls), **overrides}), tmp_path / "run", **QUIET)
     run.writer = NoWriter()
     return run
 
@@ -65,7 +66,7 @@ def gradients_by_hand(model, batch, noise: dict | None = None) -> dict[str, torc
     return {name: p.grad for name, p in model.named_parameters()}
 
 
-def first_batch(run: trainer.Run):
+def first_batch(run: loop.Run):
     return next(iter(run.train_data.batches(0, 0)))
 
 
@@ -183,7 +184,7 @@ def test_halving_after_patience_and_the_min_lr_stop(kind):
 
 def scripted_validation(monkeypatch, values: list[float], seen: list | None = None) -> None:
     """Make validation score ``values`` in turn (nats per frame), keeping the scored parameters."""
-    original = trainer.Run.score
+    original = loop.Run.score
     calls = iter(values)
 
     def score(self, split, config, model=None):
@@ -193,7 +194,7 @@ def scripted_validation(monkeypatch, values: list[float], seen: list | None = No
             seen.append({k: v.clone() for k, v in (model or self.model).state_dict().items()})
         return next(calls) * 100.0, 100
 
-    monkeypatch.setattr(trainer.Run, "score", score)
+    monkeypatch.setattr(loop.Run, "score", score)
 
 
 @pytest.mark.parametrize("kind", ["halve", "plateau"])
@@ -227,17 +228,17 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path,
     )
     best = checkpoint.load(tmp_path / "r" / "checkpoints" / "best.pt")["model"]
     assert all(torch.equal(best[k], seen[1][k]) for k in best)
-    model = copy.deepcopy(trainer.Run(apply(settings), tmp_path / "x", **QUIET).model)
+    model = copy.deepcopy(loop.Run(apply(settings), tmp_path / "x", **QUIET).model)
     model.load_state_dict(seen[1])
-    corpus_batches = builder.batches(apply(settings), trainer.load(str(rolls)), "test", training=False)
-    total, count = trainer.evaluate(model, corpus_batches, torch.device("cpu"))
+    corpus_batches = builder.batches(apply(settings), load(str(rolls)), "test", training=False)
+    total, count = evaluation.evaluate(model, corpus_batches, torch.device("cpu"))
     assert result["test_nll"] == pytest.approx(total / count, abs=1e-12)
 
 
 def test_the_time_budget_stops_the_run(tmp_path, rolls, monkeypatch):
     """A clock that advances one second per reading: each update costs exactly one second."""
     clock = iter(range(10**6))
-    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
     settings = {**SETTINGS, "data": str(rolls), "time_budget_s": 7.0, "eval_every": 5, "max_updates": 1000}
     result = trainer.train(apply(settings), tmp_path / "r", **QUIET)
     assert (result["stop_reason"], result["updates"], result["train_seconds"]) == ("time budget", 7, 7.0)
@@ -250,14 +251,14 @@ def test_the_time_budget_stops_the_run(tmp_path, rolls, monkeypatch):
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_the_state_is_reset_exactly_at_a_new_piece(tmp_path, rolls, monkeypatch, batch_size):
-    original, calls = trainer.batch_nll, []
+    original, calls = loop.batch_nll, []
 
     def recording(model, batch, state, net=None):
         if model.training:
             calls.append((state is None, batch.reset))
         return original(model, batch, state, net)
 
-    monkeypatch.setattr(trainer, "batch_nll", recording)
+    monkeypatch.setattr(loop, "batch_nll", recording)
     settings = {**SETTINGS, "data": str(rolls), "batch_size": batch_size, "bptt_steps": 6}
     trainer.train(apply({**settings, "max_updates": 80, "eval_every": 40}), tmp_path / "r", **QUIET)
     assert len(calls) == 80 and sum(reset for _, reset in calls) >= 10

@@ -25,7 +25,7 @@ from deeprnn import DeepRNN, preset
 from deeprnn.cli import main
 from deeprnn.errors import ConfigError, RunFolderError
 from deeprnn.presets import MODELS
-from deeprnn.training import run_folder, trainer
+from deeprnn.training import loop, run_folder, trainer
 from deeprnn.training.config import TrainConfig, apply, paper_config_file, resolve
 
 SETTINGS = {
@@ -170,7 +170,7 @@ def test_a_diverging_run_stops_and_says_so(tmp_path, rolls, capsys):
 def test_restores_go_back_to_finite_parameters_only(tmp_path, rolls, monkeypatch):
     """Parameters made NaN by a step are never checkpointed; the restore after three non-finite
     updates returns to the last finite checkpoint (update 9), not to the NaN state."""
-    original = trainer.Run.update
+    original = loop.Run.update
     seen = {"restored_to": None}
 
     def poisoning(self, batch):
@@ -182,7 +182,7 @@ def test_restores_go_back_to_finite_parameters_only(tmp_path, rolls, monkeypatch
             seen["restored_to"] = {k: v.clone() for k, v in self.model.state_dict().items()}
         return loss
 
-    monkeypatch.setattr(trainer.Run, "update", poisoning)
+    monkeypatch.setattr(loop.Run, "update", poisoning)
     result = trainer.train(
         config(rolls, checkpoint_every=3, eval_every=100, max_updates=20), tmp_path / "r", **QUIET
     )
@@ -406,7 +406,7 @@ def test_internal_errors_keep_their_traceback(tmp_path, rolls, monkeypatch):
     def bug(*args, **kwargs):
         raise ValueError("an internal bug")
 
-    monkeypatch.setattr(trainer, "batch_nll", bug)
+    monkeypatch.setattr(loop, "batch_nll", bug)
     with pytest.raises(ValueError, match="an internal bug"):
         main(["train", *cli_sets(rolls), "--out", str(tmp_path / "r")])
 
@@ -431,14 +431,14 @@ class _Crash(Exception):
 
 def test_metrics_are_complete_after_a_kill_before_their_last_write(tmp_path, rolls, monkeypatch):
     whole = trainer.train(config(rolls), tmp_path / "whole", **QUIET)
-    original = trainer.Run.write_metrics
+    original = loop.Run.write_metrics
 
     def dies_at_the_end(self):
         if self.progress.done:
             raise _Crash  # after the final last.pt, before the metrics
         original(self)
 
-    monkeypatch.setattr(trainer.Run, "write_metrics", dies_at_the_end)
+    monkeypatch.setattr(loop.Run, "write_metrics", dies_at_the_end)
     with pytest.raises(_Crash):
         trainer.train(config(rolls), tmp_path / "cut", **QUIET)
     monkeypatch.undo()
@@ -451,14 +451,14 @@ def test_metrics_are_complete_after_a_kill_before_their_last_write(tmp_path, rol
 
 def test_train_loss_is_continuous_across_a_resume(tmp_path, rolls, monkeypatch):
     trainer.train(config(rolls), tmp_path / "whole", **QUIET)
-    original = trainer.Run.update
+    original = loop.Run.update
 
     def crashing(self, batch):
         if self.progress.updates == 16:  # after the checkpoint at update 15, mid-way between evaluations
             raise _Crash
         return original(self, batch)
 
-    monkeypatch.setattr(trainer.Run, "update", crashing)
+    monkeypatch.setattr(loop.Run, "update", crashing)
     with pytest.raises(_Crash):
         trainer.train(config(rolls), tmp_path / "cut", **QUIET)
     monkeypatch.undo()

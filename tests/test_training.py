@@ -20,7 +20,7 @@ from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.operators.heads import Bernoulli, Categorical
-from deeprnn.training import builder, evaluation, trainer
+from deeprnn.training import builder, evaluation, loop, trainer
 from deeprnn.training.config import apply, finetune_table, resolve
 from deeprnn.training.metrics import from_nll
 
@@ -259,18 +259,18 @@ def test_pretrained_parameters_start_from_the_run_and_train_at_their_scale_of_th
             "init_from": str(tmp_path / "source"),
         }
     )
-    run = trainer.Run(config, tmp_path / "target", data_dir=str(data_root), log=lambda _: None)
+    run = loop.Run(config, tmp_path / "target", data_dir=str(data_root), log=lambda _: None)
     start = {k: t.clone() for k, t in run.model.named_parameters()}
     assert run.pretrained == {k for k in start if k.startswith("recurrence.")} and run.pretrained
     for name in run.pretrained:
         torch.testing.assert_close(start[name], source[name], rtol=0, atol=0)
-    fresh = trainer.Run(apply(settings), tmp_path / "fresh", data_dir=str(data_root), log=lambda _: None)
+    fresh = loop.Run(apply(settings), tmp_path / "fresh", data_dir=str(data_root), log=lambda _: None)
     for name, value in fresh.model.named_parameters():  # ▷ is initialised as without pretraining
         if name not in run.pretrained:
             torch.testing.assert_close(start[name], value.detach(), rtol=0, atol=0)
 
     batch = next(iter(run.train_data.batches(0, 0)))
-    nll, _ = trainer.batch_nll(run.model, batch, None)
+    nll, _ = loop.batch_nll(run.model, batch, None)
     grads = torch.autograd.grad(nll / batch.total, list(run.model.parameters()))
     run.update(batch)
     for (name, value), grad in zip(run.model.named_parameters(), grads, strict=True):
@@ -298,7 +298,7 @@ class _Crash(Exception):
 def _crash_at_update_27(tmp_path, data_root, monkeypatch, **overrides) -> None:
     """Train TINY into tmp_path/crashed and crash it at update 27: between checkpoints (every 3
     updates) and evaluations (every 10), so its last checkpoint is at update 24."""
-    original = trainer.Run.update
+    original = loop.Run.update
     calls = {"n": 0}
 
     def crashing(self, batch):
@@ -307,10 +307,10 @@ def _crash_at_update_27(tmp_path, data_root, monkeypatch, **overrides) -> None:
             raise _Crash
         return original(self, batch)
 
-    monkeypatch.setattr(trainer.Run, "update", crashing)
+    monkeypatch.setattr(loop.Run, "update", crashing)
     with pytest.raises(_Crash):
         _train(tmp_path, "crashed", data_root, **overrides)
-    monkeypatch.setattr(trainer.Run, "update", original)
+    monkeypatch.setattr(loop.Run, "update", original)
 
 
 @pytest.mark.parametrize("average_after_epochs", [None, 0])
@@ -350,7 +350,7 @@ def test_averaging_keeps_the_mean_of_the_parameters_after_each_update_and_valida
 ):
     """Two epochs, averaging after one: epoch 0 validates the trained parameters; epoch 1
     validates the plain mean of the parameters after each of its updates, computed here by hand."""
-    original = trainer.Run.update
+    original = loop.Run.update
     after: list[tuple[int, dict]] = []  # (epoch, parameters) after every update
 
     def recording(self, batch):
@@ -358,7 +358,7 @@ def test_averaging_keeps_the_mean_of_the_parameters_after_each_update_and_valida
         after.append((self.progress.epoch, {k: t.clone() for k, t in self.model.state_dict().items()}))
         return loss
 
-    monkeypatch.setattr(trainer.Run, "update", recording)
+    monkeypatch.setattr(loop.Run, "update", recording)
     _train(tmp_path, "avg", data_root, max_updates=0, epochs=2, eval_every=0, average_after_epochs=1)
     run = tmp_path / "avg"
     first = [state for epoch, state in after if epoch == 0]
@@ -537,7 +537,7 @@ def test_existing_run_is_not_overwritten(tmp_path, data_root, capsys):
 
 
 def test_nonfinite_updates_are_skipped_then_the_good_state_restored(tmp_path, data_root, monkeypatch):
-    original = trainer.batch_nll
+    original = loop.batch_nll
     calls = {"n": 0}
 
     def poisoned(model, batch, state, net=None):
@@ -547,7 +547,7 @@ def test_nonfinite_updates_are_skipped_then_the_good_state_restored(tmp_path, da
             nll = nll * float("nan")
         return nll, state
 
-    monkeypatch.setattr(trainer, "batch_nll", poisoned)
+    monkeypatch.setattr(loop, "batch_nll", poisoned)
     result = _train(tmp_path, "nan", data_root, max_updates=30, schedule="constant")
     assert result["skipped_updates"] == 4
     assert math.isfinite(result["test_nll"])
@@ -580,7 +580,7 @@ def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch):
     }
     whole = trainer.train(apply(settings), tmp_path / "whole", log=lambda _: None)
     assert whole["metric"] == "ppl" and whole["scores"]["test"]["count"] == 2 * 14
-    original = trainer.Run.update
+    original = loop.Run.update
     calls = {"n": 0}
 
     def crashing(self, batch):
@@ -589,10 +589,10 @@ def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch):
             raise _Crash
         return original(self, batch)
 
-    monkeypatch.setattr(trainer.Run, "update", crashing)
+    monkeypatch.setattr(loop.Run, "update", crashing)
     with pytest.raises(_Crash):
         trainer.train(apply(settings), tmp_path / "crashed", log=lambda _: None)
-    monkeypatch.setattr(trainer.Run, "update", original)
+    monkeypatch.setattr(loop.Run, "update", original)
     resumed = trainer.train(None, tmp_path / "crashed", resume=True, log=lambda _: None)
     assert resumed["test_ppl"] == pytest.approx(whole["test_ppl"], rel=1e-6)
 

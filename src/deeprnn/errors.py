@@ -29,3 +29,8 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, update: int, loss: float, last_good: str) -> None:
         super().__init__(message)
         self.update, self.loss, self.last_good = update, loss, last_good
+
+    def record(self) -> dict:
+        """What ``results.json`` says of it."""
+        where = {"update": self.update, "loss": str(self.loss), "last_good": self.last_good}
+        return {"stop_reason": "diverged", "diverged": where, "message": str(self)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deeprnn.data import MusicCorpus, TextCorpus
+from deeprnn.data import MusicCorpus, TextCorpus, load
 from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
@@ -20,6 +20,19 @@ from deeprnn.training.distributed import World
 
 Corpus = MusicCorpus | TextCorpus
 ONE_PROCESS = World()
+
+
+def load_corpus(config: TrainConfig, data_dir: str | None) -> tuple[Corpus, str]:
+    """The run's data and its kind ("music" or "text"), which must be the kind its settings
+    were made for (``data_kind``)."""
+    corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
+    kind = "music" if isinstance(corpus, MusicCorpus) else "text"
+    if config.data_kind not in (None, kind):
+        raise ConfigError(
+            f"these settings are for {config.data_kind} (data_kind = {config.data_kind!r}), but "
+            f"{config.data} is {kind}; use a config made for {kind} data"
+        )
+    return corpus, kind
 
 
 def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:

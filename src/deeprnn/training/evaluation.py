@@ -83,18 +83,15 @@ def evaluate_run(
     if isinstance(corpus, TextCorpus):
         config = replace(config, eval_batch_size=1)
     total, count = evaluate(model, batches(config, corpus, split, training=False), dev)
-    result = {
-        "split": split,
-        "metric": metric,
-        "value": from_nll(metric, total, count),
-        "nll": total,
-        "count": count,
-        "update": update,
-        "run": str(out),
-    }
+    result = {"split": split, **split_score(metric, total, count), "update": update, "run": str(out)}
     if per_piece:
         result["pieces"] = piece_scores(model, corpus.splits[split], dev)
     return result
+
+
+def split_score(metric: str, total: float, count: int) -> dict:
+    """A split's score: the metric's value from the total NLL (nats) over ``count`` targets."""
+    return {"metric": metric, "value": from_nll(metric, total, count), "nll": total, "count": count}
 
 
 def piece_scores(model: DeepRNN, pieces: list, device: torch.device) -> list[dict]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deeprnn.errors import TrainingDiverged
+
 
 @dataclass
 class NonfiniteGuard:
@@ -33,6 +35,15 @@ class NonfiniteGuard:
             return "diverged"
         self.restores += 1
         return "restore"
+
+    def diverged(self, update: int, loss: float, last_good: str) -> TrainingDiverged:
+        """The error that stops a run the guard gave up on, naming where to go back to."""
+        message = (
+            f"training diverged at update {update} (loss {loss}): {self.give_up_after} returns to the "
+            f"last good state at half the learning rate did not help; last good checkpoint: {last_good}. "
+            "Lower lr, clip the gradient (clip_norm) or change the units"
+        )
+        return TrainingDiverged(message, update, loss, last_good)
 
     def improved(self) -> None:
         """Validation reached a new best: the restores before it did their job."""

@@ -1,0 +1,389 @@
+"""The training loop of one run: updates, evaluations, checkpoints, and the final scores.
+
+    [update … evaluate ─► checkpoint]* ─► best parameters ─► valid and test
+
+:class:`Run` takes a configuration and a run folder, builds what the run is made of
+(``deeprnn.training.builder``), and trains: SGD-style updates with weight noise and global-norm
+clipping, a guard against non-finite updates (``deeprnn.training.guard``), validation with early
+stopping and parameter averaging, ``last.pt``/``best.pt`` checkpoints from which a resumed run
+continues exactly. :func:`deeprnn.training.trainer.train` starts or resumes it in its folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deeprnn import __version__
+from deeprnn.data.batching import Batch
+from deeprnn.errors import RunFolderError
+from deeprnn.io import write_json, write_text
+from deeprnn.models import DeepRNN, count_parameters
+from deeprnn.training import checkpoint, distributed
+from deeprnn.training.averaging import Averaging
+from deeprnn.training.builder import (
+    ONE_PROCESS,
+    batches,
+    build_model,
+    device_name,
+    load_corpus,
+    load_pretrained,
+    make_optimizer,
+    model_config,
+    pick_device,
+    shares_evaluation,
+)
+from deeprnn.training.config import TrainConfig
+from deeprnn.training.console import NoWriter, ProgressBar
+from deeprnn.training.distributed import World
+from deeprnn.training.evaluation import batch_nll, evaluate, split_score
+from deeprnn.training.guard import NonfiniteGuard
+from deeprnn.training.metrics import from_nll, metric_name
+from deeprnn.training.progress import Progress
+from deeprnn.training.schedule import Schedule
+
+
+class Run:
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: Path,
+        data_dir: str | None = None,
+        log=print,
+        world: World = ONE_PROCESS,
+        device: torch.device | None = None,
+    ) -> None:
+        self.config, self.out, self.log, self.world = config, Path(out), log, world
+        self.device = device or pick_device(config.device)
+        torch.manual_seed(config.seed)
+        self.corpus, self.kind = load_corpus(config, data_dir)
+        self.metric = metric_name(self.kind, getattr(self.corpus, "level", "frame"))
+        self.model_config = model_config(config, self.corpus)
+        self.model = build_model(self.model_config).to(self.device)
+        self.train_data = batches(config, self.corpus, "train", training=True, world=world)
+        self.noisy = [p for p in self.model.parameters() if p.dim() >= 2]
+        self.pretrained: set[str] = set()
+        if config.init_from:
+            self.pretrained = load_pretrained(self.model, Path(config.init_from))
+        self.net: nn.Module = self.model  # what training calls: the model, or its DDP wrapper
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            torch.manual_seed(config.seed + world.rank)  # own dropout masks and weight noise
+        self.optimizer = make_optimizer(config, self.model, self.pretrained)
+        self.averaging = Averaging(config, self.model)
+        total = config.max_updates or sum(self.train_data.count(e) for e in range(config.epochs))
+        self.schedule = Schedule(config, total_updates=total)
+        self.progress = Progress()
+        self.history: list[dict] = []
+        self.state: torch.Tensor | None = None  # carried between segments
+        self.guard = NonfiniteGuard()
+        self.good_state = self.snapshot()  # model and optimiser where a restore returns to
+        self.best_model: dict | None = None  # the best parameters (CPU), kept by every process
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict:
+        own = {
+            "carry": None if self.state is None else self.state.detach().cpu(),
+            "rng": checkpoint.rng_state(),
+        }
+        state = {
+            **self.identity(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "guard": self.guard.state_dict(),
+            "history": list(self.history),
+            **own,
+        }
+        if self.averaging.mean is not None:
+            state["averaged"] = self.averaging.state_dict()
+        if self.world.distributed:  # each process's carried state and random generators
+            state["processes"] = distributed.gather(own, self.world)
+        return state
+
+    def identity(self) -> dict:
+        """What every checkpoint says of the run: the library version and both configurations."""
+        return {
+            "version": __version__,
+            "config": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+        }
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
+
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def save_last(self, best: bool = False) -> None:
+        """Write ``last.pt`` and, when validation improved, ``best.pt``: the best parameters, with
+        the whole run at that point (a resume can start there if ``last.pt`` is damaged). Never
+        a state whose parameters are not finite: the guard will return to the last good one."""
+        if not self.finite():
+            self.log(f"update {self.progress.updates}: parameters not finite, checkpoint not written")
+            return
+        state = self.checkpoint_state()  # every process takes part (it gathers their states)
+        folder = self.out / "checkpoints"
+        if self.world.main:
+            checkpoint.save(folder / "last.pt", state)
+            if best:
+                p = self.progress
+                best_state = {
+                    "model": self.best_model,
+                    "update": p.best_update,
+                    "valid": p.best,
+                    "resume": state,
+                }
+                checkpoint.save(folder / "best.pt", {**self.identity(), **best_state})
+        self.good_state = self.snapshot()
+
+    def resume(self, state: dict) -> None:
+        """Continue from a checkpoint's ``state`` (see :func:`resumable_state`)."""
+        processes = state.get("processes", [state])
+        if len(processes) != self.world.size:
+            raise RunFolderError(
+                f"{self.out} was trained by {len(processes)} process(es); resume it with as many, "
+                f"not {self.world.size} (the data position and carried states are per process)"
+            )
+        own = processes[self.world.rank]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.averaging.load_state_dict(state.get("averaged"))
+        self.schedule.load_state_dict(state["schedule"])
+        self.progress = Progress(**state["progress"])
+        if "guard" in state:
+            self.guard.load_state_dict(state["guard"])
+        self.history = list(state["history"])
+        self.state = None if own["carry"] is None else own["carry"].to(self.device)
+        checkpoint.set_rng_state(own["rng"])
+        self.good_state = self.snapshot()
+        best = self.out / "checkpoints" / "best.pt"
+        self.best_model = checkpoint.load(best)["model"] if best.exists() else None
+        p = self.progress
+        self.log(f"resumed at epoch {p.epoch}, batch {p.batch}, update {p.updates}")
+
+    # -- training ------------------------------------------------------------------------------
+
+    def update(self, batch: Batch) -> float | None:
+        """One SGD update on a segment; returns its mean NLL per target (None if skipped)."""
+        config, model = self.config, self.model
+        if batch.reset or self.state is None:
+            self.state = None
+        noise = []
+        if config.weight_noise > 0:  # fresh noise on the weights, for this forward pass only
+            with torch.no_grad():
+                for p in self.noisy:
+                    n = torch.randn_like(p) * config.weight_noise
+                    p.add_(n)
+                    noise.append(n)
+        self.optimizer.zero_grad(set_to_none=True)
+        nll, state = batch_nll(model, batch, self.state, self.net)
+        # DDP averages the processes' gradients: scaled so, they are those of the global mean.
+        loss = nll * self.world.size / max(batch.total, 1)
+        loss.backward()
+        with torch.no_grad():
+            for p, n in zip(self.noisy, noise, strict=False):
+                p.sub_(n)
+        norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), config.clip_norm if config.clip_norm > 0 else math.inf
+        )
+        self.state = state.detach()
+        mean = distributed.sum_across([float(loss.detach())], self.world, self.device)[0] / self.world.size
+        if not (math.isfinite(mean) and torch.isfinite(norm)):
+            self.progress.skipped += 1
+            action = self.guard.nonfinite()
+            if action == "diverged":
+                self.diverged(mean)
+            if action == "restore":
+                self.model.load_state_dict(self.good_state["model"])
+                self.optimizer.load_state_dict(self.good_state["optimizer"])
+                self.schedule.halve()
+                self.progress.restores += 1
+                self.state = None
+                self.log(
+                    f"{self.guard.restore_after} non-finite updates in a row: restored the last good "
+                    f"state, learning rate now {self.schedule.lr():.3g}"
+                )
+            return None
+        self.guard.finite()
+        self.schedule.apply(self.optimizer, self.progress.updates)
+        self.optimizer.step()
+        self.averaging.update(self.model, self.progress.epoch, self.progress.averaging)
+        return mean
+
+    def diverged(self, loss: float) -> None:
+        """Stop the run: halving the rate from the last good state has not helped."""
+        folder = self.out / "checkpoints"
+        last_good = next((str(folder / n) for n in ("last.pt", "best.pt") if (folder / n).exists()), "none")
+        error = self.guard.diverged(self.progress.updates + 1, loss, last_good)
+        self.log(str(error))
+        if self.world.main:
+            record = {"model": self.config.model, "data": self.corpus.name, "version": __version__}
+            write_json(self.out / "results.json", {**record, **error.record()})
+        raise error
+
+    def score(self, split: str, config: TrainConfig, model: DeepRNN | None = None) -> tuple[float, int]:
+        """Total NLL and target count of ``split`` under ``model`` (default the trained one), this
+        process's share added up over all."""
+        data = batches(config, self.corpus, split, training=False, world=self.world)
+        total, count = evaluate(model or self.model, data, self.device)
+        if shares_evaluation(config, self.corpus, split, self.world):
+            total, count = distributed.sum_across([total, count], self.world, self.device)
+        return total, int(count)
+
+    def evaluate_valid(self, train_loss: float) -> tuple[bool, bool]:
+        """Score the validation split and keep the best parameters; whether it improved, and
+        whether to stop (early stopping, or the rate below ``min_lr``)."""
+        scored = self.averaging.scored(self.model)
+        total, count = self.score("valid", self.config, scored)
+        value = from_nll(self.metric, total, count)
+        p = self.progress
+        improved = value < p.best
+        if improved:
+            p.best, p.best_update, p.evals_since_best = value, p.updates, 0
+            self.best_model = {k: t.detach().cpu().clone() for k, t in scored.state_dict().items()}
+            self.guard.improved()
+        else:
+            p.evals_since_best += 1
+        best_before = self.averaging.stalls([r["value"] for r in self.history], value)
+        if best_before is not None and not self.averaging.active(p.epoch, p.averaging):
+            p.averaging = True
+            self.log(f"validation stalled ({value:.4f} > {best_before:.4f}): parameter averaging begins")
+        restore = self.schedule.after_evaluation(improved)
+        if restore and self.best_model is not None:
+            # the paper's text recipe: back to the best parameters, learning rate halved
+            self.model.load_state_dict(self.best_model)
+            self.state = None
+        record = {
+            "update": p.updates,
+            "epoch": p.epoch,
+            "split": "valid",
+            "metric": self.metric,
+            "value": value,
+            "nll_per_target": total / count,
+            "train_loss": train_loss,
+            "lr": self.schedule.lr(),
+            "best": p.best,
+            "train_seconds": round(p.train_seconds, 2),
+            "skipped": p.skipped,
+        }
+        self.history.append(record)
+        self.log(
+            f"epoch {p.epoch} update {p.updates}: train {train_loss:.4f}, valid {self.metric} {value:.4f}"
+            f"{' (best)' if improved else ''}, lr {self.schedule.lr():.3g}"
+        )
+        self.writer.add_scalar(f"valid/{self.metric}", value, p.updates)
+        stop = self.config.patience > 0 and p.evals_since_best >= self.config.patience
+        return improved, stop or self.schedule.finished()
+
+    def train(self) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+
+        config, p = self.config, self.progress
+        if self.world.main:
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
+        else:
+            self.writer = NoWriter()
+        self.model.train()
+        stop = p.done
+        while not stop:
+            started = time.perf_counter()
+            per_epoch = self.train_data.count(p.epoch)
+            bar = ProgressBar(per_epoch, p.batch, f"epoch {p.epoch}")
+            for batch in self.train_data.batches(p.epoch, p.batch):
+                loss = self.update(batch.to(self.device))
+                p.batch += 1
+                p.updates += 1
+                if loss is not None:
+                    p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
+                    self.writer.add_scalar("train/loss", loss, p.updates)
+                bar.update(batch, loss)
+                p.train_seconds += time.perf_counter() - started
+                end_of_epoch = p.batch >= per_epoch
+                if end_of_epoch:
+                    p.epoch, p.batch = p.epoch + 1, 0
+                    self.state = None
+                out_of_time = self.out_of_time()
+                out_of_updates = config.max_updates > 0 and p.updates >= config.max_updates
+                periodic = config.eval_every > 0 and p.updates % config.eval_every == 0
+                if end_of_epoch or periodic or out_of_time or out_of_updates:
+                    mean = p.loss_sum / p.loss_count if p.loss_count else math.nan
+                    p.loss_sum, p.loss_count = 0.0, 0
+                    improved, stop_early = self.evaluate_valid(mean)
+                    reasons = {
+                        "early stopping": stop_early,
+                        "time budget": out_of_time,
+                        "max updates": out_of_updates,
+                        "epochs": p.epoch >= config.epochs,
+                    }
+                    stop = any(reasons.values())
+                    p.done = stop
+                    p.stop_reason = next((r for r, hit in reasons.items() if hit), "")
+                    self.save_last(best=improved)
+                    self.write_metrics()
+                    if stop or end_of_epoch:
+                        break
+                elif p.updates % config.checkpoint_every == 0:
+                    self.save_last()
+                started = time.perf_counter()
+            bar.close()
+        self.writer.close()
+        return self.finish()
+
+    def out_of_time(self) -> bool:
+        """Whether the time budget is spent (by any process: they must all stop together)."""
+        budget = self.config.time_budget_s
+        if budget <= 0:
+            return False
+        spent = float(self.progress.train_seconds >= budget)
+        return distributed.sum_across([spent], self.world, self.device)[0] > 0
+
+    def write_metrics(self) -> None:
+        if self.world.main:
+            write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    def finish(self) -> dict:
+        """Scores of the best parameters on valid and test (text: the whole stream, one column)."""
+        if self.best_model is None:
+            self.best_model = checkpoint.load(self.out / "checkpoints" / "best.pt")["model"]
+        self.model.load_state_dict(self.best_model)
+        final = replace(self.config, eval_batch_size=1) if self.kind == "text" else self.config
+        scores = {split: split_score(self.metric, *self.score(split, final)) for split in ("valid", "test")}
+        counts = count_parameters(self.model)
+        results = {
+            "model": self.config.model,
+            "data": self.corpus.name,
+            "metric": self.metric,
+            f"valid_{self.metric}": scores["valid"]["value"],
+            f"test_{self.metric}": scores["test"]["value"],
+            "best_update": self.progress.best_update,
+            "updates": self.progress.updates,
+            "epochs": self.progress.epoch,
+            "train_seconds": round(self.progress.train_seconds, 1),
+            "skipped_updates": self.progress.skipped,
+            "stop_reason": self.progress.stop_reason,
+            "device": device_name(self.device),
+            "version": __version__,
+            **counts,
+            "scores": scores,
+        }
+        if self.world.main:
+            write_json(self.out / "results.json", results)
+        valid, test = scores["valid"]["value"], scores["test"]["value"]
+        self.log(
+            f"best at update {self.progress.best_update}: valid {self.metric} {valid:.4f}, "
+            f"test {self.metric} {test:.4f}"
+        )
+        return results
