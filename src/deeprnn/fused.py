@@ -16,21 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from deeprnn.operators.transitions import DeepTransition
-from deeprnn.operators.units import derivative_from_output, lp_derivatives, lp_order, lp_pool
-
-_IN_PLACE = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}
-
-
-def _activate_into(kind: str, a: torch.Tensor, out: torch.Tensor) -> None:
-    """out = φ(a) for an element-wise unit, without allocating."""
-    if kind == "sigmoid":
-        torch.sigmoid(a, out=out)
-    elif kind == "tanh":
-        torch.tanh(a, out=out)
-    elif kind == "relu":
-        torch.clamp_min(a, 0.0, out=out)
-    else:
-        out.copy_(a)
+from deeprnn.operators.units import ELEMENTWISE, lp_derivatives, lp_order, lp_pool
 
 
 @dataclass(frozen=True)
@@ -84,15 +70,14 @@ class FusedUnroll(torch.autograd.Function):
             sources = summed.split(plan.pre_sizes, -1)
             whole = u.unbind(0)
 
+        units = [None if kind == "lp" else ELEMENTWISE[kind].into for kind in plan.kinds]
+
         def finish(layer: int, a: torch.Tensor, t: int) -> None:
-            kind, out = plan.kinds[layer], outputs[layer][t]
-            if kind == "lp":
+            out = outputs[layer][t]
+            if units[layer] is None:  # L_p
                 lp_pool(a.view(batch, plan.widths[layer], plan.pieces(layer)), orders[layer], out=out)
-            elif a is out:
-                if kind in _IN_PLACE:
-                    _IN_PLACE[kind](out)
             else:
-                _activate_into(kind, a, out)
+                units[layer](a, out)
 
         for t in range(steps):
             h = previous[t] if mask is None else previous[t] * mask
@@ -189,7 +174,7 @@ def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[lis
             d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
             local.append(d_a.unbind(0))
         else:
-            d = derivative_from_output(kind, z)
+            d = ELEMENTWISE[kind].derivative(z)
             local.append(None if d is None else d.unbind(0))
     return local, d_order
 

@@ -13,22 +13,56 @@ Specs are strings: ``"sigmoid"``, ``"lp"`` (2 pieces), ``"lp:3"``, ``"maxout:4"`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deeprnn.errors import ConfigError
 
-ELEMENTWISE = ("sigmoid", "tanh", "relu", "linear")
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """An element-wise unit, in the three forms its users need: the plain autograd path
+    (``forward``), and the hand-written BPTT (``into``: out = φ(a) with no allocation, ``out``
+    may be ``a`` itself; ``derivative``: dφ/da from the output y = φ(a), None meaning 1)."""
+
+    forward: Callable[[Tensor], Tensor]
+    into: Callable[[Tensor, Tensor], object]
+    derivative: Callable[[Tensor], Tensor | None]
+
+
+def _copy_into(a: Tensor, out: Tensor) -> None:
+    if a is not out:
+        out.copy_(a)
+
+
+# The element-wise units: adding one here is all a new unit needs (both paths, and the settings).
+ELEMENTWISE: dict[str, Elementwise] = {
+    "sigmoid": Elementwise(
+        torch.sigmoid,
+        lambda a, out: torch.sigmoid(a, out=out),
+        lambda y: torch.addcmul(y, y, y, value=-1.0),  # y (1 - y)
+    ),
+    "tanh": Elementwise(
+        torch.tanh,
+        lambda a, out: torch.tanh(a, out=out),
+        lambda y: torch.addcmul(torch.ones_like(y), y, y, value=-1.0),  # 1 - y²
+    ),
+    "relu": Elementwise(
+        torch.relu,
+        lambda a, out: torch.clamp_min(a, 0.0, out=out),
+        lambda y: (y > 0).to(y.dtype),
+    ),
+    "linear": Elementwise(lambda a: a, _copy_into, lambda y: None),
+}
 POOLING = ("lp", "maxout")
 DEFAULT_PIECES = 2
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-_FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": _identity}
+UNIT_SPECS = (*ELEMENTWISE, *(f"{kind}[:pieces]" for kind in POOLING))  # what a setting may name
 
 
 def parse_unit(spec: str) -> tuple[str, int]:
@@ -45,7 +79,7 @@ def parse_unit(spec: str) -> tuple[str, int]:
             pieces = 0
         if pieces >= 1:
             return kind, pieces
-    valid = ", ".join(ELEMENTWISE + tuple(f"{k}[:pieces]" for k in POOLING))
+    valid = ", ".join(UNIT_SPECS)
     raise ConfigError(f"unknown unit {spec!r}; expected one of: {valid}")
 
 
@@ -71,7 +105,7 @@ class Unit(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if self.kind in ELEMENTWISE:
-            return _FUNCTIONS[self.kind](a)
+            return ELEMENTWISE[self.kind].forward(a)
         groups = a.unflatten(-1, (self.width, self.pieces))
         if self.kind == "maxout":
             return groups.amax(-1)
@@ -79,19 +113,6 @@ class Unit(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.spec}, width={self.width}"
-
-
-def derivative_from_output(kind: str, y: torch.Tensor) -> torch.Tensor | None:
-    """dφ/da written with the output y = φ(a) of an element-wise unit; None means 1 (linear)."""
-    if kind == "sigmoid":
-        return torch.addcmul(y, y, y, value=-1.0)  # y (1 - y)
-    if kind == "tanh":
-        return torch.addcmul(torch.ones_like(y), y, y, value=-1.0)  # 1 - y²
-    if kind == "relu":
-        return (y > 0).to(y.dtype)
-    if kind == "linear":
-        return None
-    raise ValueError(f"{kind!r} is not an element-wise unit")
 
 
 LP_FLOOR = 1e-6  # |a| is floored here: keeps the gradient of x^(1/p) finite where all pieces are 0

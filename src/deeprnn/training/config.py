@@ -26,7 +26,7 @@ from typing import Any
 
 from deeprnn.data.registry import DataError, dataset
 from deeprnn.errors import ConfigError
-from deeprnn.operators.units import ELEMENTWISE, POOLING, parse_unit
+from deeprnn.operators.units import UNIT_SPECS, parse_unit
 from deeprnn.presets import MODELS, canonical_model
 
 CHOICES = {
@@ -113,7 +113,7 @@ _POSITIVE = (lambda v: v > 0, "above 0")
 _PROBABILITY = (lambda v: 0 <= v < 1, "in [0, 1)")
 _UNIT = (
     lambda v: _parses(parse_unit, v),
-    "a unit: " + ", ".join(ELEMENTWISE + tuple(f"{k}[:pieces]" for k in POOLING)),
+    "a unit: " + ", ".join(UNIT_SPECS),
 )
 RANGES: dict[str, tuple[Any, str]] = {
     "model": (lambda v: _parses(canonical_model, v), "a preset: " + ", ".join(MODELS)),
