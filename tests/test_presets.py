@@ -9,7 +9,10 @@ import torch
 
 from deeprnn import DeepRNN, count_parameters, preset
 from deeprnn.cli import main
-from deeprnn.presets import MODELS, canonical_model, canonical_task
+from deeprnn.data import MusicCorpus
+from deeprnn.presets import MODELS, canonical_model, canonical_task, resized, size_ratios
+from deeprnn.training import builder
+from deeprnn.training.config import apply
 
 # The paper's table, weights without biases, computed by hand from the sizes:
 # e.g. DOT(S)-RNN on music: W_1, W_2, W_s 3·400² + U_1, U_2 2·88·400 + V_1 400² + V_2 400·88.
@@ -95,3 +98,18 @@ def test_unknown_names_are_refused_with_the_valid_ones(capsys):
         preset("rnn", "timit")
     assert main(["info", "--model", "gru", "--task", "jsb"]) == 2
     assert "expected one of" in capsys.readouterr().err
+
+
+def test_hidden_size_alone_sizes_the_whole_preset():
+    """--set hidden_size=N scales every other width in the preset's proportions, unless set too."""
+    c = resized(preset("dots-rnn", "ptb-char"), 32)  # 400 / 400 / 600 in the paper
+    assert (c.hidden_size, c.transition_sizes, c.output_sizes) == (32, (32,), (48,))
+    assert size_ratios(preset("dots-rnn", "ptb-char")) == {"transition": [1.0], "output": [1.5]}
+    songs = MusicCorpus("songs", {})
+    sized = builder.model_config(apply({"model": "dts-rnn", "hidden_size": 32}), songs)
+    assert (sized.hidden_size, sized.transition_sizes) == (32, (32,))
+    chosen = builder.model_config(
+        apply({"model": "dts-rnn", "hidden_size": 32, "transition_sizes": [7]}), songs
+    )
+    assert chosen.transition_sizes == (7,)
+    assert count_parameters(DeepRNN(sized))["weights"] == 88 * 64 + 32 * 64 + 32 * 32 + 32 * 88

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from deeprnn import __version__
 from deeprnn.data.registry import DATASETS
 from deeprnn.errors import TrainingDiverged, UserError
-from deeprnn.models import DeepRNN, count_parameters, describe
-from deeprnn.presets import MODELS, PAPER_MODELS, TASKS, canonical_model, canonical_task, preset
+from deeprnn.presets import MODELS, TASKS, canonical_model, describe_preset
 from deeprnn.runtime import keep_freed_memory
 
 MAX_SAMPLE_STEPS = 10_000  # frames or tokens per sample, unless --long
@@ -21,26 +20,17 @@ EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
 
 
 def _info(args: argparse.Namespace) -> int:
-    config = preset(args.model, args.task)
-    model = DeepRNN(config)
-    counts = count_parameters(model)
-    name, task = canonical_model(args.model), canonical_task(args.task)
-    result = {
-        "model": name,
-        "task": task,
-        **counts,
-        "paper_table_cell": name in PAPER_MODELS and task not in ("piano-midi", "ptb-pennchar"),
-        "layers": describe(model),
-        "config": config.to_dict(),
-    }
+    result = describe_preset(args.model, args.task)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(
-        f"{name} on {task}: {counts['weights']:,} weights (biases excluded), {counts['params']:,} parameters"
-    )
+    name, task, weights, params = (result[k] for k in ("model", "task", "weights", "params"))
+    print(f"{name} on {task}: {weights:,} weights (biases excluded), {params:,} parameters")
     for row in result["layers"]:
         print(f"  {row['layer']:<14} {row['weights']:>10,} {row['params']:>10,}  {row['what']}")
+    if result["size_ratios"]:
+        ratios = ", ".join(f"{k} {' / '.join(f'{r:g}' for r in v)}" for k, v in result["size_ratios"].items())
+        print(f"  widths per hidden unit: {ratios} (--set hidden_size=N scales them together)")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from deeprnn.errors import ConfigError
-from deeprnn.models import ModelConfig
+from deeprnn.models import DeepRNN, ModelConfig, count_parameters, describe
 
 # task: (input and output size, head, the size-table row it takes its sizes from)
 TASKS: dict[str, tuple[int, str, str]] = {
@@ -104,3 +104,38 @@ def preset(model: str, task: str) -> ModelConfig:
         output_units="maxout",
         output_dropout=0.5,
     )
+
+
+LAYER_SIZES = ("input_sizes", "transition_sizes", "output_sizes")
+
+
+def resized(config: ModelConfig, hidden_size: int) -> ModelConfig:
+    """``config`` at ``hidden_size``, every other layer width scaled in the same proportion (the
+    paper's DOT(S)-RNN on characters, 400 / 400 / 600, is 32 / 32 / 48 at a hidden size of 32)."""
+    scale = hidden_size / config.hidden_size
+    widths = {k: tuple(max(1, round(w * scale)) for w in getattr(config, k)) for k in LAYER_SIZES}
+    return replace(config, hidden_size=hidden_size, **widths)
+
+
+def size_ratios(config: ModelConfig) -> dict[str, list[float]]:
+    """Each layer width (input, transition, output) as a multiple of the hidden size: how
+    :func:`resized` scales them."""
+    widths = {k.split("_")[0]: getattr(config, k) for k in LAYER_SIZES}
+    return {k: [w / config.hidden_size for w in v] for k, v in widths.items() if v}
+
+
+def describe_preset(model: str, task: str) -> dict:
+    """What ``deeprnn info`` shows of a preset: its layers and parameter counts (``weights``, the
+    paper's counts, exclude biases), how its widths follow the hidden size, its configuration."""
+    config = preset(model, task)
+    net = DeepRNN(config)
+    name, task = canonical_model(model), canonical_task(task)
+    return {
+        "model": name,
+        "task": task,
+        **count_parameters(net),
+        "paper_table_cell": name in PAPER_MODELS and task not in ("piano-midi", "ptb-pennchar"),
+        "layers": describe(net),
+        "size_ratios": size_ratios(config),
+        "config": config.to_dict(),
+    }

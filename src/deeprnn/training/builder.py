@@ -13,7 +13,7 @@ from deeprnn.data import MusicCorpus, TextCorpus, load
 from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
-from deeprnn.presets import TASKS, preset
+from deeprnn.presets import TASKS, preset, resized
 from deeprnn.training import checkpoint
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.distributed import World
@@ -36,7 +36,8 @@ def load_corpus(config: TrainConfig, data_dir: str | None) -> tuple[Corpus, str]
 
 
 def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
-    """The preset for the corpus (the paper's sizes), sized to its vocabulary, with overrides."""
+    """The preset for the corpus (the paper's sizes), sized to its vocabulary, with overrides;
+    a new ``hidden_size`` scales the preset's other widths with it unless they are set too."""
     if corpus.name in TASKS:
         task = corpus.name
     elif isinstance(corpus, MusicCorpus):
@@ -46,10 +47,11 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     c = preset(config.model, task)
     if isinstance(corpus, TextCorpus):
         c = replace(c, input_size=corpus.vocab_size, output_size=corpus.vocab_size)
+    if config.hidden_size is not None:  # the other widths follow, in the preset's proportions
+        c = resized(c, config.hidden_size)
     overrides = {
         key: value
         for key in (
-            "hidden_size",
             "transition_sizes",
             "output_sizes",
             "input_sizes",
