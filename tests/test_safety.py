@@ -528,3 +528,22 @@ def test_a_run_folder_from_before_still_evaluates_and_resumes(tmp_path, rolls, c
     )
     assert resumed["test_nll"] == fresh["test_nll"] and resumed["updates"] == 30
     assert _metrics(run) == _metrics(tmp_path / "new")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, rolls, monkeypatch):
+    whole = trainer.train(config(rolls), tmp_path / "whole", **QUIET)
+    original = loop.Run.update
+
+    def dies_at_once(self, batch):
+        raise _Crash
+
+    monkeypatch.setattr(loop.Run, "update", dies_at_once)
+    with pytest.raises(_Crash):
+        trainer.train(config(rolls), tmp_path / "cut", **QUIET)
+    monkeypatch.setattr(loop.Run, "update", original)
+    assert not (tmp_path / "cut" / "checkpoints").exists()
+    lines = []
+    resumed = trainer.train(None, tmp_path / "cut", resume=True, log=lines.append)
+    assert "no checkpoint yet: the run starts from the beginning" in lines
+    assert resumed["test_nll"] == whole["test_nll"]
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "whole")

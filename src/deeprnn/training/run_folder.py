@@ -115,10 +115,13 @@ def _holder(fd: int) -> str:
         return "another process"
 
 
-def resumable_state(out: Path, log=print) -> dict:
+def resumable_state(out: Path, log=print) -> dict | None:
     """The newest readable training state of a run: ``last.pt``, else the run as it was at its
-    best point (``best.pt``); says which it took and what it skipped."""
+    best point (``best.pt``); says which it took and what it skipped. None when the run has no
+    checkpoint at all (it was stopped before its first); an error when none can be read."""
     folder, skipped = out / "checkpoints", []
+    if not any((folder / name).exists() for name in ("last.pt", "best.pt")):
+        return None
     for name in ("last.pt", "best.pt"):
         if not (folder / name).exists():
             continue
@@ -137,8 +140,7 @@ def resumable_state(out: Path, log=print) -> dict:
         if skipped:
             log(f"resuming from {folder / name}; skipped: {'; '.join(skipped)}")
         return state
-    reasons = "; ".join(skipped) or f"no checkpoint in {folder}"
-    raise RunFolderError(f"{out} holds no checkpoint to resume from ({reasons})")
+    raise RunFolderError(f"{out} holds no checkpoint to resume from ({'; '.join(skipped)})")
 
 
 def read_config(out: Path) -> TrainConfig:

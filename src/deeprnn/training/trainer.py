@@ -122,12 +122,15 @@ def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, l
         logger = Logger(out / "train.log", log) if world.main else quiet
         state = resumable_state(out, logger)
         if limits:
-            at = state["progress"]  # the epochs begun: only a new averaging start needs them
+            at = state["progress"] if state else {"epoch": 0, "batch": 0}  # the epochs begun
             config = with_limits(config, limits, epochs_begun=at["epoch"] + (at["batch"] > 0))
         if device:
             config = replace(config, device=device)
         device_used = distributed.setup(world, pick_device(config.device))
         run = Run(config, out, data_dir, log=logger, world=world, device=device_used)
+        if state is None:  # stopped before its first checkpoint: nothing was trained that could be lost
+            logger("no checkpoint yet: the run starts from the beginning")
+            return run.train()
         run.resume(state)
         if world.main:
             run.write_metrics()  # as of the checkpoint: a kill may have come before the file's update
