@@ -266,7 +266,7 @@ def markdown(result: dict) -> str:
             paper = f"{r['paper']:g}"
             reached = "yes" if r["at_or_below_paper"] else f"no (+{test - r['paper']:.3f})"
         model, epochs = r["model"], f"{r['epochs']}"
-        if r["first_stage"]:
+        if r.get("first_stage"):  # (tables written before second stages have no such key)
             model, epochs = (
                 f"{model} + finetune",
                 f"{r['first_stage']['epochs']} + {r['epochs'] - r['first_stage']['epochs']}",
