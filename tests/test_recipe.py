@@ -27,6 +27,7 @@ from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.training import builder, checkpoint, evaluation, loop, trainer
 from deeprnn.training.config import apply
 from deeprnn.training.console import NoWriter
+from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.schedule import Schedule
 
 SETTINGS = {
@@ -151,6 +152,30 @@ def test_two_updates_follow_the_optimiser_written_out(tmp_path, rolls, kind):
     for name, p in run.model.named_parameters():
         expected = optimizer_by_hand(kind, before[name], [g[name] for g in grads], lr, decay, momentum)
         torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=1e-4)
+
+
+def test_the_guard_skips_restores_then_gives_up():
+    """Three non-finite updates in a row restore the last good state; the third restore with no
+    better validation in between is divergence. A finite update or a new best starts over."""
+    guard = NonfiniteGuard()
+    assert guard.state_dict() == {"in_a_row": 0, "restores": 0}
+    assert [guard.nonfinite() for _ in range(9)] == ["skip", "skip", "restore"] * 2 + [
+        "skip",
+        "skip",
+        "diverged",
+    ]
+    guard = NonfiniteGuard(restore_after=2, give_up_after=2)
+    assert [guard.nonfinite(), guard.nonfinite(), guard.nonfinite()] == ["skip", "restore", "skip"]
+    guard.finite()  # an update went through: the count in a row starts again
+    assert [guard.nonfinite(), guard.nonfinite()] == ["skip", "diverged"]
+    guard.improved()  # a new best: the restores before it did their job
+    assert [guard.nonfinite(), guard.nonfinite()] == ["skip", "restore"]
+    again = NonfiniteGuard(restore_after=2, give_up_after=2)
+    again.load_state_dict(guard.state_dict())
+    assert again.state_dict() == guard.state_dict() == {"in_a_row": 0, "restores": 1}
+    error = guard.diverged(17, float("nan"), "run/checkpoints/last.pt")
+    assert (error.update, error.last_good) == (17, "run/checkpoints/last.pt")
+    assert "training diverged at update 17" in str(error) and error.record()["stop_reason"] == "diverged"
 
 
 # -- schedules ------------------------------------------------------------------------------------
@@ -299,11 +324,15 @@ def test_locked_dropout_keeps_one_mask_per_sequence_and_the_mean():
     assert torch.allclose(mask, mask[:1].expand_as(mask))  # the same units dropped at every step
     kept = mask[0][mask[0] != 0]
     assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)))
-    assert not torch.equal(mask[0, 0], mask[0, 1])  # each sequence its own mask
+    dropped = out == 0
+    assert not torch.equal(dropped[0, 0], dropped[0, 1])  # each sequence its own mask
     dropped = float((mask[0] == 0).double().mean())
     assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / mask[0].numel())
     assert abs(float(mask[0].mean()) - 1) < 5 * math.sqrt(p / (1 - p) / mask[0].numel())
     assert locked_dropout(x, p, training=False) is x
+    state = torch.get_rng_state()
+    assert locked_dropout(x, 0.0, training=True) is x  # no dropout: untouched, no random draw
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def binomial_ok(frequency: torch.Tensor, p: torch.Tensor, n: int) -> bool:
