@@ -10,9 +10,11 @@ import torch
 from deeprnn import DeepRNN, count_parameters, preset
 from deeprnn.cli import main
 from deeprnn.data import MusicCorpus
-from deeprnn.presets import MODELS, canonical_model, canonical_task, resized, size_ratios
+from deeprnn.data.registry import dataset
+from deeprnn.names import DATA_SETS, MODELS, TABLES, canonical_data, canonical_model
+from deeprnn.presets import resized, size_ratios
 from deeprnn.training import builder
-from deeprnn.training.config import apply
+from deeprnn.training.config import apply, paper_config_file
 
 # The paper's table, weights without biases, computed by hand from the sizes:
 # e.g. DOT(S)-RNN on music: W_1, W_2, W_s 3·400² + U_1, U_2 2·88·400 + V_1 400² + V_2 400·88.
@@ -59,8 +61,26 @@ def test_paper_spellings():
     assert canonical_model("DOT(S)-RNN*") == "dots-rnn*"
     assert canonical_model("sRNN") == "srnn"
     assert canonical_model("dot_rnn") == "dot-rnn"
-    assert canonical_task("JSB_Chorales") == "jsb"
-    assert canonical_task("Piano-midi.de") == "piano-midi"
+    assert canonical_data("JSB_Chorales") == "jsb"
+    assert canonical_data("Piano-midi.de") == "piano-midi"
+
+
+@pytest.mark.parametrize("name", DATA_SETS)
+def test_each_data_set_is_known_everywhere_under_each_of_its_names(name):
+    """One registry (deeprnn.names): its data sets, with their aliases, have files to be read
+    from, presets of their alphabet's size, and (where the paper has them) committed recipes."""
+    known = DATA_SETS[name]
+    for spelling in (name, name.upper(), *known.aliases):
+        assert canonical_data(spelling) == name and dataset(spelling).name == name
+        assert paper_config_file("dts-rnn", spelling) == paper_config_file("dts-rnn", name)
+    assert dataset(name).kind == known.kind and dataset(name).files
+    for model in MODELS:
+        config = preset(model, name)
+        assert config.input_size == config.output_size == known.symbols
+        assert config.tokens == (known.kind == "text")
+    in_a_table = [t for t in TABLES.values() if name in t.data]
+    assert all(t.metric == known.metric for t in in_a_table)
+    assert (paper_config_file("rnn", name) is not None) == bool(in_a_table)
 
 
 def test_structure_of_each_preset():

@@ -24,7 +24,7 @@ import torch
 from deeprnn import DeepRNN, preset
 from deeprnn.cli import main
 from deeprnn.errors import ConfigError, RunFolderError
-from deeprnn.presets import MODELS
+from deeprnn.names import MODELS
 from deeprnn.training import loop, run_folder, trainer
 from deeprnn.training.config import TrainConfig, apply, paper_config_file, resolve
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from deeprnn.models import DeepRNN, count_parameters
-from deeprnn.presets import MODELS, preset
+from deeprnn.names import MODELS
+from deeprnn.presets import preset
 
 SHAPES = ((32, 100), (1, 200))  # (batch, steps)
 HIDDEN = (256, 512)

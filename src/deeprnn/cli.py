@@ -10,10 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from deeprnn import __version__
-from deeprnn.data.registry import DATASETS
 from deeprnn.errors import TrainingDiverged, UserError
-from deeprnn.presets import MODELS, TASKS, canonical_model, describe_preset
+from deeprnn.names import DATA_SETS, MODELS, SPLITS, TABLES, canonical_data, canonical_model
+from deeprnn.presets import describe_preset
 from deeprnn.runtime import keep_freed_memory
+from deeprnn.training.config import CHOICES
 
 MAX_SAMPLE_STEPS = 10_000  # frames or tokens per sample, unless --long
 EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
@@ -164,12 +165,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from deeprnn.reproduce import TABLES, reproduce
+    from deeprnn.reproduce import reproduce
 
     tables = list(TABLES) if args.table == "all" else [args.table]
     models = [canonical_model(m) for m in args.models] if args.models else None
     for table in tables:
-        datas = [d for d in args.data if d in TABLES[table]] if args.data else None
+        datas = [d for d in map(canonical_data, args.data) if d in TABLES[table].data] if args.data else None
         if args.data and not datas:
             continue
         result = reproduce(
@@ -219,9 +220,6 @@ _at_least_1 = _checked(int, lambda v: v >= 1, "at least 1")
 _above_0 = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number above 0")
 
 
-DEVICES = ["auto", "cpu", "cuda"]
-
-
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
@@ -231,7 +229,7 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
 def _info_parser(commands) -> None:
     info = commands.add_parser("info", help="layers and parameter counts of a preset")
     info.add_argument("--model", required=True, help=", ".join(MODELS))
-    info.add_argument("--task", required=True, help=", ".join(TASKS))
+    info.add_argument("--task", required=True, help=", ".join(DATA_SETS))
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=_info)
 
@@ -252,9 +250,11 @@ def _bench_parser(commands) -> None:
 def _data_parser(commands) -> None:
     data = commands.add_parser("data", help="list, verify, download and describe data sets")
     data.add_argument("action", choices=["list", "verify", "download", "stats"])
-    data.add_argument("name", nargs="?", help=f"a data set ({', '.join(DATASETS)}), 'all', or a path (stats)")
+    data.add_argument(
+        "name", nargs="?", help=f"a data set ({', '.join(DATA_SETS)}), 'all', or a path (stats)"
+    )
     _data_dir(data)
-    data.add_argument("--level", default="word", choices=["word", "char"], help="for a text folder")
+    data.add_argument("--level", default="word", choices=CHOICES["text_level"], help="for a text folder")
     data.add_argument("--frames-per-beat", type=int, default=4, help="for a MIDI folder")
     data.add_argument("--json", action="store_true", help="stats as one JSON object")
     data.set_defaults(run=_data)
@@ -275,7 +275,7 @@ def _train_parser(commands) -> None:
         "add parameter averaging from an epoch the run has not begun",
     )
     train.add_argument("--force", action="store_true", help="replace the run in --out (only a run folder)")
-    train.add_argument("--device", choices=DEVICES, help="where to train (default: auto)")
+    train.add_argument("--device", choices=CHOICES["device"], help="where to train (default: auto)")
     _data_dir(train)
     train.set_defaults(run=_train)
 
@@ -283,8 +283,8 @@ def _train_parser(commands) -> None:
 def _eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="score a run's best parameters")
     evaluate.add_argument("run_dir", metavar="RUN", help="the run folder")
-    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    evaluate.add_argument("--device", choices=DEVICES)
+    evaluate.add_argument("--split", default="test", choices=SPLITS)
+    evaluate.add_argument("--device", choices=CHOICES["device"])
     _data_dir(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument(
@@ -310,14 +310,12 @@ def _sample_parser(commands) -> None:
         help="the logits are divided by it (lower: more conservative)",
     )
     sampler.add_argument("--seed", type=int, default=0)
-    sampler.add_argument("--device", choices=DEVICES)
+    sampler.add_argument("--device", choices=CHOICES["device"])
     sampler.add_argument("--out", required=True, help="folder for the samples")
     sampler.set_defaults(run=_sample)
 
 
 def _reproduce_parser(commands) -> None:
-    from deeprnn.reproduce import TABLES
-
     repro = commands.add_parser("reproduce", help="run the paper's experiments and write its tables")
     repro.add_argument("table", choices=[*TABLES, "all"])
     repro.add_argument("--models", nargs="+", help="only these models (default: the table's)")

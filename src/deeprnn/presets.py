@@ -8,30 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters, describe
-
-# task: (input and output size, head, the size-table row it takes its sizes from)
-TASKS: dict[str, tuple[int, str, str]] = {
-    "nottingham": (88, "bernoulli", "nottingham"),
-    "jsb": (88, "bernoulli", "jsb"),
-    "musedata": (88, "bernoulli", "musedata"),
-    "piano-midi": (88, "bernoulli", "musedata"),
-    "ptb-char": (50, "categorical", "ptb-char"),
-    "ptb-pennchar": (49, "categorical", "ptb-char"),
-    "ptb-word": (10000, "categorical", "ptb-word"),
-}
-TASK_ALIASES = {
-    "jsb-chorales": "jsb",
-    "jsbchorales": "jsb",
-    "piano-midi.de": "piano-midi",
-    "pianomidi": "piano-midi",
-    "ptb-chars": "ptb-char",
-    "ptbchar": "ptb-char",
-    "ptb-words": "ptb-word",
-    "ptbword": "ptb-word",
-    "pennchar": "ptb-pennchar",
-}
+from deeprnn.names import DATA_SETS, PAPER_MODELS, TABLES, canonical_data, canonical_model
 
 # The paper's size table: hidden units h, transition z, output o; sRNN: h per level (2 levels).
 _RNN = {"nottingham": 600, "jsb": 200, "musedata": 600, "ptb-char": 600, "ptb-word": 200}
@@ -51,33 +29,13 @@ _DOTS = {
 }
 _SRNN = {"nottingham": 400, "jsb": 400, "musedata": 600, "ptb-char": 400, "ptb-word": 400}
 
-MODELS = ("rnn", "dt-rnn", "dts-rnn", "do-rnn", "dot-rnn", "dots-rnn", "srnn", "dots-rnn*")
-PAPER_MODELS = ("rnn", "dts-rnn", "dots-rnn", "srnn")  # the four columns of the paper's tables
-
-
-def canonical_model(name: str) -> str:
-    """'DT(S)-RNN', 'dts_rnn', 'DTSRNN' -> 'dts-rnn'; raises a ConfigError naming the presets."""
-    key = str(name).strip().lower().replace("(s)", "s").replace("_", "").replace("-", "").replace(" ", "")
-    for model in MODELS:
-        if model.replace("-", "") == key:
-            return model
-    raise ConfigError(
-        f"unknown model {name!r}; expected one of: {', '.join(MODELS)} (or the paper's spellings)"
-    )
-
-
-def canonical_task(name: str) -> str:
-    key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
-    key = TASK_ALIASES.get(key, key)
-    if key not in TASKS:
-        raise ConfigError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}")
-    return key
-
 
 def preset(model: str, task: str) -> ModelConfig:
     """The paper's configuration of ``model`` for ``task``."""
-    model, task = canonical_model(model), canonical_task(task)
-    size, head, row = TASKS[task]
+    model, task = canonical_model(model), canonical_data(task)
+    known = DATA_SETS[task]
+    head = "bernoulli" if known.kind == "music" else "categorical"
+    size, row = known.symbols, known.sizes_from
     base = ModelConfig(input_size=size, output_size=size, hidden_size=1, head=head, name=model)
     h, z, o = _DOTS[row]
     if model == "rnn":
@@ -129,12 +87,12 @@ def describe_preset(model: str, task: str) -> dict:
     paper's counts, exclude biases), how its widths follow the hidden size, its configuration."""
     config = preset(model, task)
     net = DeepRNN(config)
-    name, task = canonical_model(model), canonical_task(task)
+    name, task = canonical_model(model), canonical_data(task)
     return {
         "model": name,
         "task": task,
         **count_parameters(net),
-        "paper_table_cell": name in PAPER_MODELS and task not in ("piano-midi", "ptb-pennchar"),
+        "paper_table_cell": name in PAPER_MODELS and any(task in t.data for t in TABLES.values()),
         "layers": describe(net),
         "size_ratios": size_ratios(config),
         "config": config.to_dict(),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from deeprnn.errors import UserError
 from deeprnn.io import write_atomic, write_json, write_text
+from deeprnn.names import TABLES, file_name
 from deeprnn.presets import preset
 from deeprnn.training.config import (
     LIMITS,
@@ -38,16 +39,6 @@ from deeprnn.training.config import (
 )
 from deeprnn.training.distributed import from_environment
 
-TABLES = {
-    "music": ("nottingham", "jsb", "musedata", "piano-midi"),
-    "ptb-char": ("ptb-char",),
-    "ptb-word": ("ptb-word",),
-}
-MODELS = {
-    "music": ("rnn", "dts-rnn", "dots-rnn", "srnn", "dots-rnn*"),
-    "ptb-char": ("rnn", "dts-rnn", "dots-rnn", "srnn"),
-    "ptb-word": ("rnn", "dts-rnn", "dots-rnn", "srnn"),
-}
 # docs/paper.md §3, test set; None where the paper has no number.
 PAPER = {
     "nottingham": {"rnn": 3.225, "dts-rnn": 3.206, "dots-rnn": 3.215, "srnn": 3.258, "dots-rnn*": 2.95},
@@ -57,11 +48,10 @@ PAPER = {
     "ptb-word": {"rnn": 117.7, "dts-rnn": 112.0, "dots-rnn": 107.5, "srnn": 110.0},
 }
 PRETRAINED_FROM = {"srnn": "rnn", "dots-rnn": "dts-rnn"}
-METRIC = {"music": "nll", "ptb-char": "bpc", "ptb-word": "ppl"}
 
 
 def run_dir(out: Path, data: str, model: str) -> Path:
-    return out / "runs" / data / model.replace("*", "-star")
+    return out / "runs" / data / file_name(model)
 
 
 def finetune_dir(first: Path) -> Path:
@@ -71,11 +61,10 @@ def finetune_dir(first: Path) -> Path:
 
 def cells(table: str, models: list[str] | None, datas: list[str] | None) -> list[tuple[str, str]]:
     """(data, model) pairs in training order: pretraining runs before the runs that use them."""
-    wanted = models or list(MODELS[table])
-    order = sorted(
-        wanted, key=lambda m: (m in PRETRAINED_FROM, MODELS[table].index(m) if m in MODELS[table] else 99)
-    )
-    return [(d, m) for d in (datas or TABLES[table]) for m in order]
+    known = TABLES[table].models
+    wanted = models or list(known)
+    order = sorted(wanted, key=lambda m: (m in PRETRAINED_FROM, known.index(m) if m in known else 99))
+    return [(d, m) for d in (datas or TABLES[table].data) for m in order]
 
 
 def run_cell(
@@ -168,11 +157,11 @@ def write_table(table: str, out: Path, log: Callable[[str], None] = print) -> di
     A cell with no run under ``out`` keeps its row from an earlier ``out/<table>.json``, so one
     cell can be rerun in a fresh checkout (whose runs are not committed) without losing the rest.
     """
-    metric = METRIC[table]
+    metric = TABLES[table].metric
     earlier = earlier_rows(out / f"{table}.json")
     rows = []
-    for data in TABLES[table]:
-        for model in MODELS[table]:
+    for data in TABLES[table].data:
+        for model in TABLES[table].models:
             row = run_row(table, data, model, out)
             if row is None:
                 row = earlier.get((data, model))
@@ -200,7 +189,7 @@ def earlier_rows(path: Path) -> dict[tuple[str, str], dict]:
 
 def run_row(table: str, data: str, model: str, out: Path) -> dict | None:
     """The row of ``model`` on ``data`` from its runs under ``out``; None if it has not finished."""
-    metric = METRIC[table]
+    metric = TABLES[table].metric
     first = run_dir(out, data, model)
     stages = [f for f in (first, finetune_dir(first)) if (f / "results.json").exists()]
     if first not in stages:
@@ -285,7 +274,7 @@ def plot_curves(result: dict, out: Path, log: Callable[[str], None] = print) -> 
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     table, written = result["table"], []
-    for data in TABLES[table]:
+    for data in TABLES[table].data:
         rows = [r for r in result["rows"] if r["data"] == data]
         target = out / (f"{table}.png" if data == table else f"{table}-{data}.png")
         if not rows:

@@ -10,6 +10,7 @@ import numpy as np
 
 from deeprnn.data.registry import DataError, data_dir, dataset, require
 from deeprnn.data.text import TextCorpus, load_ptb, load_text_folder
+from deeprnn.names import SPLITS
 
 __all__ = ["DataError", "MusicCorpus", "TextCorpus", "data_dir", "load"]
 
@@ -48,9 +49,8 @@ def load(
     known = dataset(name)
     folder = data_dir(root)
     if known.kind == "text":
-        for file in known.files:
-            require(folder, file)
-        return load_ptb(known.name, folder)
+        files = dict(zip(SPLITS, (require(folder, file) for file in known.files), strict=True))
+        return load_ptb(known.name, files)
     for file in known.files:
         if (folder / file).exists():
             loader = music.load_mat if file.endswith(".mat") else music.load_pickle

@@ -15,10 +15,10 @@ import numpy as np
 from deeprnn.data.registry import DataError
 from deeprnn.data.safe_pickle import UnsafePickleError, safe_load
 from deeprnn.io import write_atomic
+from deeprnn.names import SPLITS
 
 KEYS = 88
 LOWEST = 21  # MIDI pitch of the first key
-SPLITS = ("train", "valid", "test")
 _TICKS_PER_BEAT = 480  # divisible by every usual number of frames per beat
 
 Splits = dict[str, list[np.ndarray]]

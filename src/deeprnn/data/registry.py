@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deeprnn.errors import UserError
+from deeprnn.names import DATA_SETS, SPLITS, data_set
 
 ENV_VAR = "DEEPRNN_DATA"
 
@@ -112,51 +113,29 @@ class Dataset:
         return any(found) if self.kind == "music" else all(found)
 
 
-_SPLITS = ("train", "valid", "test")
-DATASETS: dict[str, Dataset] = {
-    d.name: d
-    for d in (
-        Dataset("jsb", "music", ("music/JSB_Chorales.mat", "music/jsb_chorales.pickle"), "JSB Chorales"),
-        Dataset("nottingham", "music", ("music/Nottingham.mat", "music/nottingham.pickle"), "Nottingham"),
-        Dataset("musedata", "music", ("music/MuseData.mat", "music/musedata.pickle"), "MuseData"),
-        Dataset("piano-midi", "music", ("music/Piano_midi.mat", "music/piano_midi.pickle"), "Piano-midi.de"),
-        Dataset(
-            "ptb-word",
-            "text",
-            tuple(f"ptb/ptb.{s}.txt" for s in _SPLITS),
-            "Penn Treebank words (10k vocabulary, <eos> per line)",
-        ),
-        Dataset(
-            "ptb-char",
-            "text",
-            tuple(f"ptb/ptb.{s}.txt" for s in _SPLITS),
-            "Penn Treebank characters as in the paper (the word files' characters, 50 symbols)",
-        ),
-        Dataset(
-            "ptb-pennchar",
-            "text",
-            tuple(f"ptb/ptb.char.{s}.txt" for s in _SPLITS),
-            "Penn Treebank characters, the ptb.char.* layout (49 symbols with <eos>)",
-        ),
-    )
+_READ_FROM = {  # each data set of deeprnn.names: its files
+    "nottingham": ("music/Nottingham.mat", "music/nottingham.pickle"),
+    "jsb": ("music/JSB_Chorales.mat", "music/jsb_chorales.pickle"),
+    "musedata": ("music/MuseData.mat", "music/musedata.pickle"),
+    "piano-midi": ("music/Piano_midi.mat", "music/piano_midi.pickle"),
+    "ptb-char": tuple(f"ptb/ptb.{s}.txt" for s in SPLITS),
+    "ptb-pennchar": tuple(f"ptb/ptb.char.{s}.txt" for s in SPLITS),
+    "ptb-word": tuple(f"ptb/ptb.{s}.txt" for s in SPLITS),
 }
-_ALIASES = {
-    "jsb-chorales": "jsb",
-    "jsb_chorales": "jsb",
-    "piano-midi.de": "piano-midi",
-    "pennchar": "ptb-pennchar",
+DATASETS: dict[str, Dataset] = {
+    name: Dataset(name, known.kind, _READ_FROM[name], known.about) for name, known in DATA_SETS.items()
 }
 
 
 def dataset(name: str) -> Dataset:
-    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in DATASETS:
+    known = data_set(name)
+    if known is None:
         if looks_like_path(name):
             raise DataError(
                 f"{name}: no such file or folder (a data set is a path or one of: {', '.join(DATASETS)})"
             )
         raise DataError(f"unknown data set {name!r}; expected one of: {', '.join(DATASETS)} or a path")
-    return DATASETS[key]
+    return DATASETS[known.name]
 
 
 def looks_like_path(name: str) -> bool:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from deeprnn.data.registry import DataError
+from deeprnn.names import SPLITS
 
-SPLITS = ("train", "valid", "test")
 EOS = "<eos>"
 UNK = "<unk>"
 
@@ -121,15 +121,13 @@ def build_corpus(
     return TextCorpus(name, level, vocab, splits, index[boundary])
 
 
-def load_ptb(name: str, root: Path) -> TextCorpus:
-    """``ptb-word``, ``ptb-char`` (the paper's) or ``ptb-pennchar`` from ``root/ptb``."""
-    if name == "ptb-pennchar":
-        files = {s: root / "ptb" / f"ptb.char.{s}.txt" for s in SPLITS}
-        # Symbols are separated by spaces (``_`` between words): read them as words.
-        tokens = {s: word_tokens(read_text(p)) for s, p in files.items()}
-        return build_corpus(name, "char", tokens, EOS, open_vocab=False)
-    files = {s: root / "ptb" / f"ptb.{s}.txt" for s in SPLITS}
+def load_ptb(name: str, files: dict[str, Path]) -> TextCorpus:
+    """``ptb-word``, ``ptb-char`` (the paper's) or ``ptb-pennchar`` from its ``files`` per split."""
     texts = {s: read_text(p) for s, p in files.items()}
+    if name == "ptb-pennchar":  # symbols separated by spaces (``_`` between words): read as words
+        return build_corpus(
+            name, "char", {s: word_tokens(t) for s, t in texts.items()}, EOS, open_vocab=False
+        )
     if name == "ptb-word":
         return build_corpus(
             name, "word", {s: word_tokens(t) for s, t in texts.items()}, EOS, open_vocab=False

@@ -13,7 +13,8 @@ from deeprnn.data import MusicCorpus, TextCorpus, load
 from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
-from deeprnn.presets import TASKS, preset, resized
+from deeprnn.names import DATA_SETS
+from deeprnn.presets import preset, resized
 from deeprnn.training import checkpoint
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.distributed import World
@@ -38,7 +39,7 @@ def load_corpus(config: TrainConfig, data_dir: str | None) -> tuple[Corpus, str]
 def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     """The preset for the corpus (the paper's sizes), sized to its vocabulary, with overrides;
     a new ``hidden_size`` scales the preset's other widths with it unless they are set too."""
-    if corpus.name in TASKS:
+    if corpus.name in DATA_SETS:
         task = corpus.name
     elif isinstance(corpus, MusicCorpus):
         task = "nottingham"

@@ -24,17 +24,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deeprnn.data.registry import DataError, dataset
 from deeprnn.errors import ConfigError
+from deeprnn.names import KINDS, MODELS, canonical_model, data_set, file_name
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
-from deeprnn.presets import MODELS, canonical_model
 
 CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
     "schedule": ("inverse", "halve", "cosine", "plateau", "constant"),
     "device": ("auto", "cpu", "cuda"),
     "text_level": ("word", "char"),
-    "data_kind": ("music", "text"),
+    "data_kind": KINDS,
 }
 
 
@@ -305,12 +304,11 @@ def read_toml(path: str | Path) -> dict:
 
 def paper_config_file(model: str, data: str) -> Path | None:
     """The committed config of the paper's experiment for (model, data), if there is one."""
-    name = canonical_model(model).replace("*", "-star")
-    try:
-        data = dataset(data).name  # an alias (jsb-chorales) has the configs of its data set
-    except DataError:
+    known = data_set(data)  # an alias (jsb-chorales) has the configs of its data set
+    if known is None:
         return None  # a path: a user's data, with no committed experiment
-    candidate = resources.files("deeprnn") / "configs" / data / f"{name}.toml"
+    name = file_name(canonical_model(model))
+    candidate = resources.files("deeprnn") / "configs" / known.name / f"{name}.toml"
     return Path(str(candidate)) if candidate.is_file() else None
 
 

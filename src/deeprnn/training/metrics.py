@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-METRICS = ("nll", "bpc", "ppl")
+from deeprnn.names import METRICS
 
 
 def metric_name(kind: str, level: str) -> str:

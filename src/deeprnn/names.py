@@ -1,0 +1,125 @@
+"""Every name deeprnn knows, written once: the data sets (with their aliases, kind, alphabet and
+the paper's metric), the models, the splits, the metrics and the paper's tables.
+
+The presets (:mod:`deeprnn.presets`), the data files (:mod:`deeprnn.data.registry`),
+``deeprnn reproduce``, the training configuration and the command line's help all read them
+from here, so a new data set or model is added in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deeprnn.errors import ConfigError
+
+SPLITS = ("train", "valid", "test")
+KINDS = ("music", "text")
+METRICS = ("nll", "bpc", "ppl")  # nats per frame, bits per character, perplexity (docs/paper.md §3)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    kind: str  # one of KINDS
+    symbols: int  # the model's input and output size: 88 piano keys, the characters, the words
+    metric: str  # the one the paper reports
+    sizes_from: str  # the column of the paper's size table its models take (docs/paper.md §3)
+    about: str
+    aliases: tuple[str, ...] = ()
+
+
+DATA_SETS: dict[str, DataSet] = {
+    d.name: d
+    for d in (
+        DataSet("nottingham", "music", 88, "nll", "nottingham", "Nottingham"),
+        DataSet("jsb", "music", 88, "nll", "jsb", "JSB Chorales", ("jsb-chorales", "jsbchorales")),
+        DataSet("musedata", "music", 88, "nll", "musedata", "MuseData"),
+        DataSet(
+            "piano-midi",
+            "music",
+            88,
+            "nll",
+            "musedata",  # not in the paper: MuseData's sizes
+            "Piano-midi.de",
+            ("piano-midi.de", "pianomidi"),
+        ),
+        DataSet(
+            "ptb-char",
+            "text",
+            50,
+            "bpc",
+            "ptb-char",
+            "Penn Treebank characters as in the paper (the word files' characters, 50 symbols)",
+            ("ptb-chars", "ptbchar"),
+        ),
+        DataSet(
+            "ptb-pennchar",
+            "text",
+            49,
+            "bpc",
+            "ptb-char",
+            "Penn Treebank characters, the ptb.char.* layout (49 symbols with <eos>)",
+            ("pennchar",),
+        ),
+        DataSet(
+            "ptb-word",
+            "text",
+            10000,
+            "ppl",
+            "ptb-word",
+            "Penn Treebank words (10k vocabulary, <eos> per line)",
+            ("ptb-words", "ptbword"),
+        ),
+    )
+}
+_ALIASES = {alias: d.name for d in DATA_SETS.values() for alias in d.aliases}
+
+# The presets (deeprnn.presets): the paper's models, and DT-RNN and DO-RNN, which it defines too.
+MODELS = ("rnn", "dt-rnn", "dts-rnn", "do-rnn", "dot-rnn", "dots-rnn", "srnn", "dots-rnn*")
+PAPER_MODELS = ("rnn", "dts-rnn", "dots-rnn", "srnn")  # the four columns of the paper's tables
+
+
+@dataclass(frozen=True)
+class Table:
+    """One of the paper's result tables, as ``deeprnn reproduce`` rebuilds it."""
+
+    data: tuple[str, ...]
+    models: tuple[str, ...]
+    metric: str
+
+
+TABLES = {
+    "music": Table(("nottingham", "jsb", "musedata", "piano-midi"), (*PAPER_MODELS, "dots-rnn*"), "nll"),
+    "ptb-char": Table(("ptb-char",), PAPER_MODELS, "bpc"),
+    "ptb-word": Table(("ptb-word",), PAPER_MODELS, "ppl"),
+}
+
+
+def data_set(name: str) -> DataSet | None:
+    """The data set called ``name`` or one of its aliases (any case, ``_`` or ``-``), else None."""
+    key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
+    return DATA_SETS.get(_ALIASES.get(key, key))
+
+
+def canonical_data(name: str) -> str:
+    """'JSB_Chorales' -> 'jsb'; a ConfigError naming the data sets for an unknown name."""
+    found = data_set(name)
+    if found is None:
+        raise ConfigError(f"unknown data set {name!r}; expected one of: {', '.join(DATA_SETS)}")
+    return found.name
+
+
+def canonical_model(name: str) -> str:
+    """'DT(S)-RNN', 'dts_rnn', 'DTSRNN' -> 'dts-rnn'; a ConfigError naming the models otherwise."""
+    key = str(name).strip().lower().replace("(s)", "s").replace("_", "").replace("-", "").replace(" ", "")
+    for model in MODELS:
+        if model.replace("-", "") == key:
+            return model
+    raise ConfigError(
+        f"unknown model {name!r}; expected one of: {', '.join(MODELS)} (or the paper's spellings)"
+    )
+
+
+def file_name(model: str) -> str:
+    """A model's name as a file or folder name: 'dots-rnn*' -> 'dots-rnn-star'."""
+    return model.replace("*", "-star")
