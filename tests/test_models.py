@@ -10,6 +10,7 @@ from reference import reference_forward
 from deeprnn import DeepRNN, ModelConfig, count_parameters
 from deeprnn.data.batching import MusicBatches
 from deeprnn.fused import FusedUnroll, plan_of
+from deeprnn.recurrence import fast_path_applies, unroll
 from deeprnn.training import evaluation
 
 # Small configurations covering every kind of part: (name, config keywords).
@@ -222,22 +223,51 @@ def test_batch_first_and_unbatched_follow_nn_rnn():
 
 @pytest.mark.parametrize("name", ["dts", "dots-star"])
 def test_fused_and_loop_agree_under_recurrent_dropout(name):
-    model = make(name, recurrent_dropout=0.4, state_dropout=0.2, input_dropout=0.1)
-    assert model.recurrence.levels[0].fusable
-    model.train()
-    x = torch.randn(6, 3, 9)
+    """The driver's two paths (the hand-written BPTT, the plain loop over ``cell.step``) give the
+    same states and gradients, with a recurrent dropout mask."""
+    cell = make(name).recurrence.levels[0]
+    assert cell.fusable
+    u = torch.randn(6, 3, sum(cell.pre_sizes), requires_grad=True)
+    h0 = torch.randn(3, cell.hidden_size, requires_grad=True)
+    mask = (torch.rand(3, cell.hidden_size) > 0.4).float() / 0.6
     results = []
-    for fused in (True, False):
-        model.recurrence.fused = fused
-        model.zero_grad()
-        torch.manual_seed(5)
-        y, h = model(x)
-        (y.sum() + h.sum()).backward()
-        results.append([y, h] + [p.grad.clone() for p in model.parameters()])
+    for fused in (None, False):
+        cell.zero_grad()
+        u.grad = h0.grad = None
+        states = unroll(cell, u, h0, mask, fused=fused)
+        (states * torch.linspace(-1, 1, states.numel()).view_as(states)).sum().backward()
+        results.append(
+            [states, u.grad, h0.grad] + [p.grad.clone() for p in cell.parameters() if p.grad is not None]
+        )
+    assert len(results[0]) == len(results[1]) > 3
     for a, b in zip(*results, strict=True):  # float32 sums of ~100 terms in another order
         torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5)
+
+
+def test_dropout_in_training_only():
+    model = make("dots-star", recurrent_dropout=0.4, state_dropout=0.2, input_dropout=0.1)
+    x = torch.randn(6, 3, 9)
+    model.train()
+    assert not torch.equal(model(x)[0], model(x)[0])
     model.eval()
-    torch.testing.assert_close(model(x)[0], model(x)[0])  # no dropout in evaluation
+    torch.testing.assert_close(model(x)[0], model(x)[0])
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_the_fast_path_steps_aside_for_autocast_and_tracing():
+    """Under autocast (bfloat16 on the CPU) and under jit.trace the plain loop runs, so both work
+    on the default path and agree with float32 eager results."""
+    model = make("dots-star").eval()
+    assert fast_path_applies(model.recurrence.levels[0], torch.zeros(1))
+    x = torch.randn(7, 2, 9)
+    y, h = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fast_path_applies(model.recurrence.levels[0], x)
+        y16, h16 = model(x)
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), y, atol=0.1, rtol=0.05)
+    traced = torch.jit.trace(model, (x,), check_trace=False)
+    torch.testing.assert_close(traced(x)[0], y)
 
 
 def test_runs_in_float64_and_keeps_dtype():

@@ -3,9 +3,10 @@
 One driver, :func:`unroll`, runs any :class:`~deeprnn.operators.transitions.DeepTransition`
 over a sequence whose input projections U x_t + b are already computed for all steps:
 
-- the fast path (element-wise or L_p units): hand-written back-propagation through time
-  (:mod:`deeprnn.fused`);
-- otherwise (maxout units in ⊕) a plain loop over ``cell.step`` under autograd.
+- the fast path, for a transition that says it can take it (``cell.fusable``: element-wise or
+  L_p units): hand-written back-propagation through time (:mod:`deeprnn.fused`);
+- otherwise (maxout units in ⊕), and wherever PyTorch must see the plain operations (tracing,
+  ``torch.compile`` and ``torch.export``, autocast), a plain loop over ``cell.step``.
 
 :class:`Recurrence` stacks levels (sRNN) behind an optional deep input map, with the
 conventions of :class:`torch.nn.RNN`.
@@ -29,12 +30,16 @@ def unroll(
     u: torch.Tensor,
     h0: torch.Tensor,
     dropout_mask: torch.Tensor | None = None,
-    fused: bool = True,
+    fused: bool | None = None,
 ) -> torch.Tensor:
     """Run ⊕ over all steps: u (T, B, P) projected inputs, h0 (B, H) -> states (T+1, B, H).
 
     ``dropout_mask`` (B, H), if given, multiplies h_{t-1} where the step reads it (variational
-    dropout of the recurrent state, the same mask at every step)."""
+    dropout of the recurrent state, the same mask at every step). ``fused``: None (the default)
+    takes the fast path wherever it applies (:func:`fast_path_applies`); False, the plain loop
+    (both give the same results)."""
+    if fused is None:
+        fused = fast_path_applies(cell, u)
     if fused and cell.fusable:
         rhos = [unit.rho for unit in cell.units if unit.kind == "lp"]
         params = (cell.recurrent_weight, *cell.layer_weights, *rhos)
@@ -44,6 +49,17 @@ def unroll(
         h = states[-1] if dropout_mask is None else states[-1] * dropout_mask
         states.append(cell.step(u_t, h))
     return torch.stack(states)
+
+
+def fast_path_applies(cell: DeepTransition, u: torch.Tensor) -> bool:
+    """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, and nothing
+    needs to see the operations one by one (a tracer, the compiler, autocast's casts)."""
+    return (
+        cell.fusable
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled(u.device.type)
+    )
 
 
 class Recurrence(nn.Module):
@@ -107,7 +123,6 @@ class Recurrence(nn.Module):
         self.hidden_size = hidden
         self.tokens = input_map.layers[0].tokens if input_map is not None else levels[0].tokens
         self.input_size = input_map.in_size if input_map is not None else levels[0].input_size
-        self.fused = True
 
     @property
     def num_levels(self) -> int:
@@ -153,7 +168,7 @@ class Recurrence(nn.Module):
             if self.training and self.recurrent_dropout > 0:
                 keep = 1.0 - self.recurrent_dropout
                 drop = hx.new_empty(batch, self.hidden_size).bernoulli_(keep).div_(keep)
-            states = unroll(level, u, hx[index], drop, fused=self.fused)
+            states = unroll(level, u, hx[index], drop)
             if lengths is None:
                 output, final = states[1:], states[-1]
             else:
