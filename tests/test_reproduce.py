@@ -79,7 +79,7 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root):
     assert main([*argv, "--out", str(tmp_path / "paper")]) == 0
     widened = tmp_path / "paper" / "runs" / "jsb" / "rnn-400"
     config = json.loads((widened / "config.json").read_text())
-    assert (config["model"], config["hidden_size"], config["max_updates"]) == ("rnn", 400, 2)
+    assert (config["model"], config["architecture"]["hidden_size"], config["max_updates"]) == ("rnn", 400, 2)
     assert not (tmp_path / "paper" / "runs" / "jsb" / "rnn").exists()
     rows = json.loads((tmp_path / "paper" / "music.json").read_text())["rows"]
     assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", str(widened))]
@@ -122,7 +122,10 @@ def test_a_finetune_stage_trains_from_the_first_and_gives_the_row(tmp_path, data
     settings = json.loads((second / "config.json").read_text())
     assert settings["init_from"] == str(first)
     assert (settings["lr"], settings["pretrained_lr_scale"], settings["max_updates"]) == (0.5, 1.0, 3)
-    assert (settings["hidden_size"], settings["seed"]) == (10, 0)  # --set, where the table is silent
+    assert (settings["architecture"]["hidden_size"], settings["seed"]) == (
+        10,
+        0,
+    )  # --set, where the table is silent
     done = [json.loads((f / "results.json").read_text()) for f in (first, second)]
     assert [d["updates"] for d in done] == [4, 3]
     (row,) = json.loads((out / "music.json").read_text())["rows"]

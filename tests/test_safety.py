@@ -24,9 +24,9 @@ import torch
 from deeprnn import DeepRNN, preset
 from deeprnn.cli import main
 from deeprnn.errors import ConfigError, RunFolderError
-from deeprnn.names import MODELS
+from deeprnn.names import DATA_SETS, MODELS
 from deeprnn.training import loop, run_folder, trainer
-from deeprnn.training.config import TrainConfig, apply, paper_config_file, resolve
+from deeprnn.training.config import ARCHITECTURE, TrainConfig, apply, paper_config_file, resolve
 
 SETTINGS = {
     "model": "dts-rnn",
@@ -227,7 +227,8 @@ def test_damaged_checkpoints_are_clear_errors(tmp_path, rolls, capsys):
 
 # -- 5. every setting is checked where it is parsed ----------------------------------------------
 
-# A bad value for every field of TrainConfig (None: the field takes any value of its type).
+# A bad value for every setting: the fields of TrainConfig and of its architecture table (None:
+# the setting takes any value of its type).
 BAD = {
     "model": "lstm",
     "data": " ",
@@ -238,6 +239,10 @@ BAD = {
     "levels": 0,
     "transition_units": "gelu",
     "output_units": "maxout:0",
+    "input_units": "softmax",
+    "shortcut": "maybe",
+    "bias": 1,
+    "output_init_std": -0.01,
     "input_dropout": 1.0,
     "state_dropout": -0.1,
     "recurrent_dropout": "nan",
@@ -275,7 +280,9 @@ BAD = {
 
 
 def test_every_setting_has_a_checked_range():
-    assert set(BAD) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(BAD) == {f.name for f in dataclasses.fields(TrainConfig)} - {"architecture"} | set(
+        ARCHITECTURE
+    )
     for key, value in BAD.items():
         if value is None:
             continue
@@ -283,6 +290,10 @@ def test_every_setting_has_a_checked_range():
             apply({key: value})
     with pytest.raises(ConfigError, match="^--set init_from: must be a run folder"):
         TrainConfig(init_from=" ")
+    with pytest.raises(ConfigError, match="^architecture: expected a table of settings"):
+        apply({"architecture": [3]})
+    with pytest.raises(ConfigError, match="^unknown architecture setting.* colour"):
+        TrainConfig(architecture={"colour": "red"})
     with pytest.raises(ConfigError, match="^--set epochs: must be a whole number, got 2.5"):
         apply({"epochs": 2.5})
     with pytest.raises(ConfigError, match="^--set seed: must be a whole number"):
@@ -393,7 +404,7 @@ def test_a_garbage_config_json_is_a_clear_error(tmp_path, rolls, capsys, content
 
 def test_data_verify_fails_when_files_are_missing(tmp_path, capsys):
     assert main(["data", "verify", "--data-dir", str(tmp_path)]) == 1
-    assert "missing data sets: jsb, nottingham" in capsys.readouterr().out
+    assert f"missing data sets: {', '.join(DATA_SETS)} (" in capsys.readouterr().out
 
 
 def test_a_missing_path_as_data_says_so(tmp_path, capsys):

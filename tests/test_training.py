@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from deeprnn.cli import main
-from deeprnn.data import load
+from deeprnn.data import MusicCorpus, load
 from deeprnn.data.batching import MusicBatches, TextBatches
+from deeprnn.errors import ConfigError
 from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.training import builder, evaluation, loop, trainer
-from deeprnn.training.config import apply, finetune_table, resolve
+from deeprnn.training.config import ARCHITECTURE, apply, finetune_table, resolve
 from deeprnn.training.metrics import from_nll
 
 TINY = dict(
@@ -124,13 +125,64 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
     config = resolve(
         "dts-rnn", "jsb", sets=["seed=7", "epochs=6", "transition_sizes=[30, 20]", "init_from=none"]
     )
-    assert (config.seed, config.epochs, config.transition_sizes, config.init_from) == (7, 6, [30, 20], None)
+    assert (config.seed, config.epochs, config.init_from) == (7, 6, None)
+    assert config.architecture == {"transition_sizes": [30, 20], "state_dropout": 0.3}
     jsb = resolve("dts-rnn", "jsb")
-    assert (jsb.bptt_steps, jsb.lr_decay_beta, jsb.patience, jsb.state_dropout) == (50, 1000, 10, 0.3)
+    assert (jsb.bptt_steps, jsb.lr_decay_beta, jsb.patience, jsb.architecture) == (
+        50,
+        1000,
+        10,
+        {"state_dropout": 0.3},
+    )
     nottingham = resolve("dts-rnn", "nottingham")
     assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
     ptb = resolve("rnn", "ptb-word")
-    assert (ptb.optimizer, ptb.schedule, ptb.state_dropout) == ("adam", "plateau", 0.3)
+    assert (ptb.optimizer, ptb.schedule, ptb.architecture["state_dropout"]) == ("adam", "plateau", 0.3)
+
+
+def test_every_architecture_field_is_settable_by_its_own_name(tmp_path):
+    """Each knob of ModelConfig is written once: --set, a TOML file (flat or as an
+    [architecture] table) and an old run's config.json (flat, None where unchanged) all reach it."""
+    fixed = {"input_size", "output_size", "head", "name"}
+    settable = {f.name for f in dataclasses.fields(ModelConfig)} - fixed
+    assert set(ARCHITECTURE) == settable
+    sets = [
+        "hidden_size=12", "input_sizes=5", "input_units=tanh", "transition_sizes=[7, 6]",
+        "shortcut=false", "transition_units=relu", "levels=2", "output_sizes=[4]",
+        "output_units=maxout:3", "bias=false", "input_dropout=0.1", "state_dropout=0.2",
+        "recurrent_dropout=0.25", "output_dropout=0.3", "output_init_std=0.5",
+    ]  # fmt: skip
+    config = resolve("dots-rnn", "jsb", sets=sets)
+    assert set(config.architecture) == settable
+    built = builder.model_config(config, MusicCorpus("jsb", {}))
+    expected = dict(
+        hidden_size=12, input_sizes=(5,), input_units="tanh", transition_sizes=(7, 6), shortcut=False,
+        transition_units="relu", levels=2, output_sizes=(4,), output_units="maxout:3", bias=False,
+        input_dropout=0.1, state_dropout=0.2, recurrent_dropout=0.25, output_dropout=0.3,
+        output_init_std=0.5,
+    )  # fmt: skip
+    assert {k: getattr(built, k) for k in expected} == expected
+    assert (built.input_size, built.head, built.name) == (88, "bernoulli", "dots-rnn")
+    model = DeepRNN(built)
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())
+    assert [level.widths for level in model.recurrence.levels] == [[7, 6, 12]] * 2
+    toml = tmp_path / "arch.toml"
+    toml.write_text("levels = 3\n[architecture]\nshortcut = true\ntransition_sizes = 9\n")
+    from_file = resolve("dts-rnn", "jsb", str(toml))
+    assert from_file.architecture == {
+        "levels": 3,
+        "shortcut": True,
+        "transition_sizes": [9],
+        "state_dropout": 0.3,
+    }
+    unset = resolve("dts-rnn", "jsb", sets=["state_dropout=none"])
+    assert unset.architecture == {} and builder.model_config(unset, MusicCorpus("jsb", {})).state_dropout == 0
+    old = apply({"hidden_size": 8, "transition_sizes": [6], "levels": None, "output_units": None})
+    assert old.architecture == {"hidden_size": 8, "transition_sizes": [6]}
+    with pytest.raises(ConfigError, match="--set output_init_std: must be 0 or more"):
+        resolve("rnn", "jsb", sets=["output_init_std=-1"])
+    with pytest.raises(ConfigError, match="--set shortcut: must be true or false"):
+        resolve("rnn", "jsb", sets=["shortcut=3"])
 
 
 def test_an_alias_of_a_data_set_gets_its_paper_config():

@@ -101,7 +101,7 @@ def started(folder: Path) -> bool:
 
 def hidden_size(model: str, data: str, sets: list[str]) -> int:
     """The width ``model`` trains with on ``data``: its config's, else the paper's (the preset's)."""
-    return resolve(model, data, sets=sets).hidden_size or preset(model, data).hidden_size
+    return resolve(model, data, sets=sets).architecture.get("hidden_size") or preset(model, data).hidden_size
 
 
 def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log) -> dict:

@@ -48,25 +48,10 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     c = preset(config.model, task)
     if isinstance(corpus, TextCorpus):
         c = replace(c, input_size=corpus.vocab_size, output_size=corpus.vocab_size)
-    if config.hidden_size is not None:  # the other widths follow, in the preset's proportions
-        c = resized(c, config.hidden_size)
-    overrides = {
-        key: value
-        for key in (
-            "transition_sizes",
-            "output_sizes",
-            "input_sizes",
-            "levels",
-            "transition_units",
-            "output_units",
-            "input_dropout",
-            "state_dropout",
-            "recurrent_dropout",
-            "output_dropout",
-        )
-        if (value := getattr(config, key)) is not None
-    }
-    return replace(c, **overrides)
+    changes = dict(config.architecture)
+    if "hidden_size" in changes:  # the other widths follow, in the preset's proportions
+        c = resized(c, changes.pop("hidden_size"))
+    return replace(c, **changes)
 
 
 def build_model(config: ModelConfig) -> DeepRNN:

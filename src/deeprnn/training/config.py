@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from deeprnn.errors import ConfigError
+from deeprnn.models import ModelConfig
 from deeprnn.names import KINDS, MODELS, canonical_model, data_set, file_name
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
 
@@ -42,18 +43,10 @@ class TrainConfig:
     # What to train: a preset (deeprnn.presets) on a data set name or path.
     model: str = "dts-rnn"
     data: str = "jsb"
-    # Architecture overrides; None keeps the preset's value.
-    hidden_size: int | None = None
-    transition_sizes: list[int] | None = None
-    output_sizes: list[int] | None = None
-    input_sizes: list[int] | None = None
-    levels: int | None = None
-    transition_units: str | None = None
-    output_units: str | None = None
-    input_dropout: float | None = None
-    state_dropout: float | None = None
-    recurrent_dropout: float | None = None
-    output_dropout: float | None = None
+    # The preset's architecture changed: any field of ModelConfig (deeprnn.models) that the
+    # data does not fix, set by its own name (``--set state_dropout=0.3``, ``hidden_size = 64``
+    # in TOML; see ARCHITECTURE). A new hidden_size scales the preset's other widths with it.
+    architecture: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Data and truncated BPTT.
     batch_size: int = 1  # pieces (music) or stream columns (text) per update
     bptt_steps: int = 50  # subsequence length (music: 200 Nottingham/MuseData, 50 JSB)
@@ -98,10 +91,38 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for key, kind in _field_types().items():
-            setattr(self, key, _check(key, getattr(self, key), kind))
+            if key != "architecture":
+                setattr(self, key, _check(key, getattr(self, key), kind))
+        if not isinstance(self.architecture, dict):
+            raise ConfigError(f"architecture: expected a table of settings, got {self.architecture!r}")
+        unknown = sorted(set(self.architecture) - set(ARCHITECTURE))
+        if unknown:
+            raise ConfigError(
+                f"unknown architecture setting(s) {', '.join(unknown)}; valid: {', '.join(ARCHITECTURE)}"
+            )
+        self.architecture = {k: _check(k, v, ARCHITECTURE[k]) for k, v in self.architecture.items()}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The settable architecture: every field of ModelConfig but those the data fixes, each with the
+# type a setting of it takes (a list for a tuple of widths; units by one name for every layer).
+_FIXED_BY_DATA = ("input_size", "output_size", "head", "name")
+
+
+def _setting_type(hint: Any) -> Any:
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]
+    if isinstance(hint, types.UnionType):  # Units: one name, or one per layer
+        return str
+    return hint
+
+
+_MODEL_HINTS = typing.get_type_hints(ModelConfig)
+ARCHITECTURE: dict[str, Any] = {
+    f.name: _setting_type(_MODEL_HINTS[f.name]) for f in fields(ModelConfig) if f.name not in _FIXED_BY_DATA
+}
 
 
 # The range of each numeric setting, beside its type: (test, what the message says it must be).
@@ -122,8 +143,10 @@ RANGES: dict[str, tuple[Any, str]] = {
     "output_sizes": _AT_LEAST_1,
     "input_sizes": _AT_LEAST_1,
     "levels": _AT_LEAST_1,
+    "input_units": _UNIT,
     "transition_units": _UNIT,
     "output_units": _UNIT,
+    "output_init_std": _NOT_NEGATIVE,
     "input_dropout": _PROBABILITY,
     "state_dropout": _PROBABILITY,
     "recurrent_dropout": _PROBABILITY,
@@ -220,15 +243,26 @@ def _parse(value: Any, kind: Any) -> Any:
 
 
 def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
-    """``base`` with ``values`` set; an unknown key or a bad value is an error listing the valid ones."""
+    """``base`` with ``values`` set: settings of the run, and of its architecture by their own
+    names (none: the preset's value again), or as an ``architecture`` table; an unknown key or a
+    bad value is an error listing the valid ones. The config.json of a run written before the
+    table existed has the architecture's names at the top level (none where unchanged)."""
     kinds = _field_types()
-    unknown = sorted(set(values) - set(kinds))
+    unknown = sorted(set(values) - set(kinds) - set(ARCHITECTURE))
     if unknown:
-        raise ConfigError(
-            f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(kinds))}"
-        )
+        valid = sorted((set(kinds) | set(ARCHITECTURE)) - {"architecture"})
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}")
     current = (base or TrainConfig()).to_dict()
-    current.update({k: _parse(v, kinds[k]) for k, v in values.items()})
+    table = values.get("architecture", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"architecture: expected a table of settings, got {table!r}")
+    changes = {**table, **{k: v for k, v in values.items() if k in ARCHITECTURE}}
+    for key, value in changes.items():
+        current["architecture"][key] = (
+            _parse(value, ARCHITECTURE[key] | None) if key in ARCHITECTURE else value
+        )
+    current["architecture"] = {k: v for k, v in current["architecture"].items() if v is not None}
+    current.update({k: _parse(v, kinds[k]) for k, v in values.items() if k in kinds and k != "architecture"})
     return TrainConfig(**current)
 
 
