@@ -246,8 +246,11 @@ def _train(tmp_path, name, data_root, **overrides):
 
 
 def test_runs_are_repeatable_and_folder_complete(tmp_path, data_root, capsys):
+    torch.manual_seed(1234)
+    caller = torch.get_rng_state()
     a = _train(tmp_path, "a", data_root)
-    b = _train(tmp_path, "b", data_root)
+    assert torch.equal(torch.get_rng_state(), caller)  # the run seeded itself, not its caller
+    b = _train(tmp_path, "b", data_root, seed=0)
     assert a["test_nll"] == b["test_nll"]
     assert a["stop_reason"] == "max updates" and a["updates"] == 40
     run = tmp_path / "a"

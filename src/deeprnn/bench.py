@@ -21,6 +21,7 @@ from torch import nn
 from deeprnn.models import DeepRNN, count_parameters
 from deeprnn.names import MODELS
 from deeprnn.presets import preset
+from deeprnn.runtime import own_random_state
 
 SHAPES = ((32, 100), (1, 200))  # (batch, steps)
 HIDDEN = (256, 512)
@@ -91,10 +92,11 @@ def _time(fn, device: torch.device, seconds: float) -> float:
 def run_case(
     name: str, batch: int, steps: int, hidden: int, mode: str, device: torch.device, seconds: float = 1.0
 ) -> dict:
-    torch.manual_seed(0)
-    ours = bench_model(name, hidden).to(device)
+    with own_random_state():
+        torch.manual_seed(0)
+        ours = bench_model(name, hidden).to(device)
+        base = _Baseline(hidden, ours.config.levels).to(device)
     levels = ours.config.levels
-    base = _Baseline(hidden, levels).to(device)
     if mode == "eval":
         ours.eval()
         base.eval()

@@ -1,4 +1,5 @@
-"""Process-wide settings that make PyTorch's CPU path fast here.
+"""Process-wide state: settings that make PyTorch's CPU path fast here, and a run's seeding
+kept to the run (:func:`own_random_state`).
 
 PyTorch's CPU tensors come from the C library's malloc. glibc serves every block above 128 KiB
 with a fresh ``mmap`` and unmaps it on free, so a training loop that allocates the same
@@ -12,6 +13,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
@@ -34,3 +39,15 @@ def keep_freed_memory() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 4 * _MAX_MMAP_THRESHOLD)
     ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
     return bool(ok)
+
+
+@contextmanager
+def own_random_state() -> Iterator[None]:
+    """Seed and draw from PyTorch's global generators inside, and give the caller its own random
+    state back afterwards (CPU, and every CUDA device already in use): a training run or a
+    benchmark seeds itself without changing what the caller's code draws next. (Dropout and the
+    initialisers draw only from the global generators, so a local ``torch.Generator`` cannot
+    serve them.)"""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        yield

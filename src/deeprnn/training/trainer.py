@@ -18,6 +18,7 @@ from deeprnn.data import TextCorpus
 from deeprnn.errors import ConfigError, RunFolderError, TrainingDiverged
 from deeprnn.io import write_json
 from deeprnn.models import count_parameters
+from deeprnn.runtime import own_random_state
 from deeprnn.training import distributed, run_folder
 from deeprnn.training.builder import pick_device
 from deeprnn.training.config import TrainConfig, limit_reached, limits_passed, with_limits
@@ -45,12 +46,17 @@ def train(
     that stopped at its old limit then carries on, as if the new one had been set from the start.
     It may also set ``average_after_epochs`` to an epoch the run has not begun, which adds
     parameter averaging to a run (a finished one, too) exactly as if it had been set from the start.
-    The folder is locked while the run trains (``deeprnn.training.run_folder``).
+    The folder is locked while the run trains (``deeprnn.training.run_folder``). The run seeds
+    PyTorch's generators from ``config.seed``; the caller's random state is given back after it.
     """
-    out = Path(out)
+    with own_random_state():
+        return _train(config, Path(out), data_dir, resume, limits or {}, force, device, log)
+
+
+def _train(config, out, data_dir, resume, limits, force, device, log) -> dict:
     world = distributed.from_environment()
     if resume:
-        return _resume(out, limits or {}, data_dir, device, log, world)
+        return _resume(out, limits, data_dir, device, log, world)
     if config is None:
         raise ConfigError("a new run needs a configuration (or resume=True)")
     if not world.main:  # the first process prepares the folder; the others train into it
