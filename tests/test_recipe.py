@@ -47,7 +47,8 @@ QUIET = {"log": lambda _: None}
 
 
 def make_run(tmp_path, rolls, **overrides) -> loop.Run:
-    run = loop.Run(apply({**SETTINGS, "data": str(rolls), **overrides}), tmp_path / "run", **QUIET)
+    config = apply({**SETTINGS, "data": str(rolls), **overrides})
+    run = loop.Run(config, tmp_path / "run", load(config.data), **QUIET)
     run.writer = NoWriter()
     return run
 
@@ -253,7 +254,7 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path,
     )
     best = checkpoint.load(tmp_path / "r" / "checkpoints" / "best.pt")["model"]
     assert all(torch.equal(best[k], seen[1][k]) for k in best)
-    model = copy.deepcopy(loop.Run(apply(settings), tmp_path / "x", **QUIET).model)
+    model = copy.deepcopy(loop.Run(apply(settings), tmp_path / "x", load(str(rolls)), **QUIET).model)
     model.load_state_dict(seen[1])
     corpus_batches = builder.batches(apply(settings), load(str(rolls)), "test", training=False)
     total, count = evaluation.evaluate(model, corpus_batches, torch.device("cpu"))

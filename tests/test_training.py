@@ -314,12 +314,13 @@ def test_pretrained_parameters_start_from_the_run_and_train_at_their_scale_of_th
             "init_from": str(tmp_path / "source"),
         }
     )
-    run = loop.Run(config, tmp_path / "target", data_dir=str(data_root), log=lambda _: None)
+    corpus = load("jsb", str(data_root))
+    run = loop.Run(config, tmp_path / "target", corpus, log=lambda _: None)
     start = {k: t.clone() for k, t in run.model.named_parameters()}
     assert run.pretrained == {k for k in start if k.startswith("recurrence.")} and run.pretrained
     for name in run.pretrained:
         torch.testing.assert_close(start[name], source[name], rtol=0, atol=0)
-    fresh = loop.Run(apply(settings), tmp_path / "fresh", data_dir=str(data_root), log=lambda _: None)
+    fresh = loop.Run(apply(settings), tmp_path / "fresh", corpus, log=lambda _: None)
     for name, value in fresh.model.named_parameters():  # ▷ is initialised as without pretraining
         if name not in run.pretrained:
             torch.testing.assert_close(start[name], value.detach(), rtol=0, atol=0)

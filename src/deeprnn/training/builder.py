@@ -23,17 +23,21 @@ Corpus = MusicCorpus | TextCorpus
 ONE_PROCESS = World()
 
 
-def load_corpus(config: TrainConfig, data_dir: str | None) -> tuple[Corpus, str]:
-    """The run's data and its kind ("music" or "text"), which must be the kind its settings
-    were made for (``data_kind``)."""
-    corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
+def load_corpus(config: TrainConfig, data_dir: str | None) -> Corpus:
+    """The run's data, ``config.data``: a data set of the data folder ``data_dir``, or a path."""
+    return load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
+
+
+def kind_of(config: TrainConfig, corpus: Corpus) -> str:
+    """The corpus's kind ("music" or "text"), which must be the kind the settings were made for
+    (``data_kind``)."""
     kind = "music" if isinstance(corpus, MusicCorpus) else "text"
     if config.data_kind not in (None, kind):
         raise ConfigError(
             f"these settings are for {config.data_kind} (data_kind = {config.data_kind!r}), but "
             f"{config.data} is {kind}; use a config made for {kind} data"
         )
-    return corpus, kind
+    return kind
 
 
 def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:

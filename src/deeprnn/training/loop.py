@@ -2,11 +2,12 @@
 
     [update … evaluate ─► checkpoint]* ─► best parameters ─► valid and test
 
-:class:`Run` takes a configuration and a run folder, builds what the run is made of
-(``deeprnn.training.builder``), and trains: SGD-style updates with weight noise and global-norm
-clipping, a guard against non-finite updates (``deeprnn.training.guard``), validation with early
-stopping and parameter averaging, ``last.pt``/``best.pt`` checkpoints from which a resumed run
-continues exactly. :func:`deeprnn.training.trainer.train` starts or resumes it in its folder.
+:class:`Run` takes a configuration, a run folder and the corpus (it loads nothing), builds what
+the run is made of (``deeprnn.training.builder``), and trains: SGD-style updates with weight
+noise and global-norm clipping, a guard against non-finite updates (``deeprnn.training.guard``),
+validation with early stopping and parameter averaging, ``last.pt``/``best.pt`` checkpoints from
+which a resumed run continues exactly. :func:`deeprnn.training.trainer.train` loads the corpus
+and starts or resumes the run in its folder.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from deeprnn.training import checkpoint, distributed
 from deeprnn.training.averaging import Averaging
 from deeprnn.training.builder import (
     ONE_PROCESS,
+    Corpus,
     batches,
     build_model,
     device_name,
-    load_corpus,
+    kind_of,
     load_pretrained,
     make_optimizer,
     model_config,
@@ -55,7 +57,7 @@ class Run:
         self,
         config: TrainConfig,
         out: Path,
-        data_dir: str | None = None,
+        corpus: Corpus,
         log=print,
         world: World = ONE_PROCESS,
         device: torch.device | None = None,
@@ -63,7 +65,7 @@ class Run:
         self.config, self.out, self.log, self.world = config, Path(out), log, world
         self.device = device or pick_device(config.device)
         torch.manual_seed(config.seed)
-        self.corpus, self.kind = load_corpus(config, data_dir)
+        self.corpus, self.kind = corpus, kind_of(config, corpus)
         self.metric = metric_name(self.kind, getattr(self.corpus, "level", "frame"))
         self.model_config = model_config(config, self.corpus)
         self.model = build_model(self.model_config).to(self.device)

@@ -20,7 +20,7 @@ from deeprnn.io import write_json
 from deeprnn.models import count_parameters
 from deeprnn.runtime import own_random_state
 from deeprnn.training import distributed, run_folder
-from deeprnn.training.builder import pick_device
+from deeprnn.training.builder import load_corpus, pick_device
 from deeprnn.training.config import TrainConfig, limit_reached, limits_passed, with_limits
 from deeprnn.training.console import Logger, quiet
 from deeprnn.training.distributed import World
@@ -61,7 +61,9 @@ def _train(config, out, data_dir, resume, limits, force, device, log) -> dict:
         raise ConfigError("a new run needs a configuration (or resume=True)")
     if not world.main:  # the first process prepares the folder; the others train into it
         device_used = distributed.setup(world, pick_device(config.device))
-        return Run(config, out, data_dir, log=quiet, world=world, device=device_used).train()
+        return Run(
+            config, out, load_corpus(config, data_dir), log=quiet, world=world, device=device_used
+        ).train()
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ def _start(config: TrainConfig, out: Path, data_dir: str | None, force: bool, lo
     run = Run(
         config,
         out,
-        data_dir,
+        load_corpus(config, data_dir),
         log=logger,
         world=world,
         device=distributed.setup(world, pick_device(config.device)),
@@ -133,7 +135,7 @@ def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, l
         if device:
             config = replace(config, device=device)
         device_used = distributed.setup(world, pick_device(config.device))
-        run = Run(config, out, data_dir, log=logger, world=world, device=device_used)
+        run = Run(config, out, load_corpus(config, data_dir), log=logger, world=world, device=device_used)
         if state is None:  # stopped before its first checkpoint: nothing was trained that could be lost
             logger("no checkpoint yet: the run starts from the beginning")
             return run.train()
