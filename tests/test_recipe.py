@@ -341,18 +341,21 @@ def binomial_ok(frequency: torch.Tensor, p: torch.Tensor, n: int) -> bool:
     return bool(((frequency - p).abs() <= 5 * torch.sqrt(p * (1 - p) / n) + 1e-12).all())
 
 
-def test_bernoulli_samples_follow_the_probabilities():
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_bernoulli_samples_follow_the_probabilities(temperature):
     n, p = 10_000, torch.tensor([0.02, 0.2, 0.5, 0.8, 0.97])
     logits = torch.logit(p).expand(n, 5)
-    draws = Bernoulli().sample(logits, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    draws = Bernoulli(5).sample(logits, generator=generator, temperature=temperature)
     assert set(draws.unique().tolist()) <= {0.0, 1.0}
-    assert binomial_ok(draws.mean(0), p, n)
+    tempered = p ** (1 / temperature) / (p ** (1 / temperature) + (1 - p) ** (1 / temperature))
+    assert binomial_ok(draws.mean(0), tempered, n)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_categorical_samples_follow_the_probabilities(temperature):
     n, p = 10_000, torch.tensor([0.05, 0.1, 0.15, 0.2, 0.5])
-    draws = Categorical().sample(
+    draws = Categorical(5).sample(
         p.log().expand(n, 5), generator=torch.Generator().manual_seed(4), temperature=temperature
     )
     expected = p ** (1 / temperature) / (p ** (1 / temperature)).sum()

@@ -175,3 +175,27 @@ def test_a_table_that_is_not_ours_is_an_error_not_overwritten(tmp_path):
     with pytest.raises(ValueError, match="not a table written by deeprnn reproduce .*'data'"):
         write_table("music", tmp_path)
     assert (tmp_path / "music.json").read_text() == '{"rows": [{"model": "rnn"}]}'
+
+
+def test_the_nade_table_compares_each_row_with_rnn_nade_under_both_conventions(tmp_path, data_root):
+    """``reproduce music-nade``: the NADE ▷ behind the paper's ⊕, each row against RNN-NADE
+    (2012), DOT(S)-RNN-NADE pretrained from DT(S)-RNN-NADE, and the test NLL also as the TCN
+    paper's code scores it (frames 2..T)."""
+    models = ["--models", "DOT(S)-RNN-NADE", "dts-rnn-nade"]
+    argv = ["reproduce", "music-nade", *models, "--data", "jsb-chorales", "--out", str(tmp_path),
+            "--data-dir", str(data_root), "--set", "nade_hidden=5"]  # fmt: skip
+    for s in SMALL:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    rows = {r["model"]: r for r in json.loads((tmp_path / "music-nade.json").read_text())["rows"]}
+    assert set(rows) == {"dts-rnn-nade", "dots-rnn-nade"}
+    assert rows["dts-rnn-nade"]["paper"] == rows["dots-rnn-nade"]["paper"] == 5.56
+    assert rows["dots-rnn-nade"]["init_from"].endswith("jsb/dts-rnn-nade")
+    run = tmp_path / "runs" / "jsb" / "dts-rnn-nade"
+    model = json.loads((run / "model.json").read_text())
+    assert (model["head"], model["nade_hidden"]) == ("nade", 5)
+    results = json.loads((run / "results.json").read_text())
+    later = rows["dts-rnn-nade"]["test_nll_from_second_frame"]
+    assert later == results["scores"]["test_from_second_frame"]["value"] != rows["dts-rnn-nade"]["test_nll"]
+    assert f"| {later:.3f} |" in (tmp_path / "music-nade.md").read_text()
+    assert (tmp_path / "music-nade-jsb.png").stat().st_size > 1000

@@ -54,9 +54,9 @@ def test_metrics_by_hand():
 def test_frame_nll_sums_the_keys_and_token_nll_is_cross_entropy():
     # p(key 1) = 0.5 (target on), p(key 2) = 3/4 (target off): -ln 0.5 - ln 0.25 = 3 ln 2.
     logits = torch.tensor([[0.0, math.log(3.0)]])
-    assert Bernoulli().nll(logits, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(3 * math.log(2))
+    assert Bernoulli(2).nll(logits, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(3 * math.log(2))
     # Uniform over 4 tokens: ln 4 for any target.
-    assert Categorical().nll(torch.zeros(2, 4), torch.tensor([1, 3])).tolist() == pytest.approx(
+    assert Categorical(4).nll(torch.zeros(2, 4), torch.tensor([1, 3])).tolist() == pytest.approx(
         [math.log(4)] * 2
     )
 

@@ -145,7 +145,12 @@ def _eval(args: argparse.Namespace) -> int:
     from deeprnn.training.evaluation import evaluate_run
 
     result = evaluate_run(
-        args.run_dir, args.split, data_dir=args.data_dir, device=args.device, per_piece=args.per_piece
+        args.run_dir,
+        args.split,
+        data_dir=args.data_dir,
+        device=args.device,
+        per_piece=args.per_piece,
+        from_second=args.from_second_frame,
     )
     if args.json:
         print(json.dumps(result))
@@ -291,6 +296,11 @@ def _eval_parser(commands) -> None:
         "--per-piece",
         action="store_true",
         help="music: also score each piece alone (JSON: all; else the worst 10)",
+    )
+    evaluate.add_argument(
+        "--from-second-frame",
+        action="store_true",
+        help="music: leave each piece's first frame out (the TCN paper's convention; ours scores all)",
     )
     evaluate.set_defaults(run=_eval)
 

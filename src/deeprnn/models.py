@@ -38,7 +38,7 @@ class ModelConfig:
     input_size: int
     output_size: int
     hidden_size: int
-    head: str = "bernoulli"  # "bernoulli" (multi-label frames) or "categorical" (token ids)
+    head: str = "bernoulli"  # "bernoulli" or "nade" (multi-label frames), "categorical" (token ids)
     input_sizes: tuple[int, ...] = ()  # deep input-to-hidden MLP g(x_t)
     input_units: Units = "sigmoid"
     transition_sizes: tuple[int, ...] = ()  # intermediate layers of ⊕ (DT)
@@ -53,6 +53,8 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     output_dropout: float = 0.0
     output_init_std: float = 0.01
+    nade_hidden: int = 150  # hidden units of the NADE head (RNN-NADE's)
+    nade_order: str = "ascending"  # the order in which the NADE reads the keys: low to high
     name: str = ""  # the preset it came from, if any
 
     def __post_init__(self) -> None:
@@ -62,7 +64,7 @@ class ModelConfig:
             value = getattr(self, key)
             if not isinstance(value, str):
                 setattr(self, key, tuple(value))
-        make_head(self.head)  # raises on an unknown head
+        make_head(self.head, self.output_size, self.nade_hidden, self.nade_order)  # raises if invalid
         sizes = (self.input_size, self.output_size, self.hidden_size)
         if min(sizes) < 1:
             raise ConfigError(f"input, output and hidden sizes must be positive, got {sizes}")
@@ -89,7 +91,7 @@ class DeepRNN(nn.Module):
         if c.levels < 1:
             raise ConfigError(f"levels must be at least 1, got {c.levels}")
         self.config = c
-        self.head = make_head(c.head)
+        self.head = make_head(c.head, c.output_size, c.nade_hidden, c.nade_order)
         input_map = None
         level_input = c.input_size
         if c.input_sizes:
@@ -117,7 +119,7 @@ class DeepRNN(nn.Module):
         )
         self.output = DeepOutput(
             c.hidden_size,
-            c.output_size,
+            self.head.logit_size,
             c.output_sizes,
             units=c.output_units,
             bias=c.bias,
@@ -209,7 +211,11 @@ def describe(model: DeepRNN) -> list[dict]:
             f"{'deep' if out.depth > 1 else 'shallow'} output: {out.hidden_size} -> {shape} ({units})",
         )
     )
-    rows.append({"layer": "head", "what": model.head.name, "weights": 0, "params": 0})
+    if isinstance(model.head, nn.Module):
+        head = model.head
+        rows.append(_row("head", head, f"{head.name}: {head.extra_repr()}"))
+    else:
+        rows.append({"layer": "head", "what": model.head.name, "weights": 0, "params": 0})
     return rows
 
 

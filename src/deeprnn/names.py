@@ -74,8 +74,11 @@ DATA_SETS: dict[str, DataSet] = {
 }
 _ALIASES = {alias: d.name for d in DATA_SETS.values() for alias in d.aliases}
 
-# The presets (deeprnn.presets): the paper's models, and DT-RNN and DO-RNN, which it defines too.
+# The presets (deeprnn.presets): the paper's models, and DT-RNN and DO-RNN, which it defines too;
+# then the same ⊕ with a NADE ▷ (RNN-NADE, Boulanger-Lewandowski et al., 2012: docs/paper.md §5).
 MODELS = ("rnn", "dt-rnn", "dts-rnn", "do-rnn", "dot-rnn", "dots-rnn", "srnn", "dots-rnn*")
+NADE_MODELS = ("rnn-nade", "dts-rnn-nade", "dots-rnn-nade")
+MODELS += NADE_MODELS
 PAPER_MODELS = ("rnn", "dts-rnn", "dots-rnn", "srnn")  # the four columns of the paper's tables
 
 
@@ -92,6 +95,7 @@ TABLES = {
     "music": Table(("nottingham", "jsb", "musedata", "piano-midi"), (*PAPER_MODELS, "dots-rnn*"), "nll"),
     "ptb-char": Table(("ptb-char",), PAPER_MODELS, "bpc"),
     "ptb-word": Table(("ptb-word",), PAPER_MODELS, "ppl"),
+    "music-nade": Table(("nottingham", "jsb", "musedata", "piano-midi"), NADE_MODELS, "nll"),
 }
 
 

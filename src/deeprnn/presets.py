@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters, describe
-from deeprnn.names import DATA_SETS, PAPER_MODELS, TABLES, canonical_data, canonical_model
+from deeprnn.names import DATA_SETS, NADE_MODELS, PAPER_MODELS, TABLES, canonical_data, canonical_model
 
 # The paper's size table: hidden units h, transition z, output o; sRNN: h per level (2 levels).
 _RNN = {"nottingham": 600, "jsb": 200, "musedata": 600, "ptb-char": 600, "ptb-word": 200}
@@ -34,6 +35,10 @@ def preset(model: str, task: str) -> ModelConfig:
     """The paper's configuration of ``model`` for ``task``."""
     model, task = canonical_model(model), canonical_data(task)
     known = DATA_SETS[task]
+    if model in NADE_MODELS:  # the same ⊕ and ▷ with a NADE head
+        if known.kind != "music":
+            raise ConfigError(f"{model}: a NADE head models frames of keys (music); {task} is {known.kind}")
+        return replace(preset(model.removesuffix("-nade"), task), head="nade", name=model)
     head = "bernoulli" if known.kind == "music" else "categorical"
     size, row = known.symbols, known.sizes_from
     base = ModelConfig(input_size=size, output_size=size, hidden_size=1, head=head, name=model)

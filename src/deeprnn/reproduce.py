@@ -47,7 +47,19 @@ PAPER = {
     "ptb-char": {"rnn": 1.414, "dts-rnn": 1.409, "dots-rnn": 1.386, "srnn": 1.412},
     "ptb-word": {"rnn": 117.7, "dts-rnn": 112.0, "dots-rnn": 107.5, "srnn": 110.0},
 }
-PRETRAINED_FROM = {"srnn": "rnn", "dots-rnn": "dts-rnn"}
+# music-nade: every row against RNN-NADE (Boulanger-Lewandowski et al., 2012), the number to beat
+# (docs/paper.md §5).
+RNN_NADE = {"nottingham": 2.31, "jsb": 5.56, "musedata": 5.60, "piano-midi": 7.05}
+
+
+def paper_value(data: str, model: str) -> float | None:
+    """The published number a row is compared with: the paper's, or RNN-NADE's for a NADE ▷."""
+    if model in TABLES["music-nade"].models:
+        return RNN_NADE.get(data)
+    return PAPER.get(data, {}).get(model)
+
+
+PRETRAINED_FROM = {"srnn": "rnn", "dots-rnn": "dts-rnn", "dots-rnn-nade": "dts-rnn-nade"}
 
 
 def run_dir(out: Path, data: str, model: str) -> Path:
@@ -196,7 +208,7 @@ def run_row(table: str, data: str, model: str, out: Path) -> dict | None:
         return None
     done = [json.loads((f / "results.json").read_text()) for f in stages]
     r = done[-1]
-    paper = PAPER.get(data, {}).get(model)
+    paper = paper_value(data, model)
     return {
         "model": model,
         "data": data,
@@ -211,6 +223,9 @@ def run_row(table: str, data: str, model: str, out: Path) -> dict | None:
         "paper": paper,
         "at_or_below_paper": None if paper is None else r[f"test_{metric}"] <= paper,
         "scale": scale(r.get("stop_reason", "")),
+        f"test_{metric}_from_second_frame": r.get("scores", {})
+        .get("test_from_second_frame", {})
+        .get("value"),
         "init_from": json.loads((first / "config.json").read_text()).get("init_from"),
         "first_stage": None
         if len(done) == 1
@@ -242,10 +257,12 @@ def scale(stop_reason: str) -> str:
 
 def markdown(result: dict) -> str:
     metric = result["metric"]
+    later = f"test_{metric}_from_second_frame"
+    tcn = any(r.get(later) is not None for r in result["rows"])  # music since rows held it
     lines = [
         f"| data | model | test {metric} | paper | at or below the paper | valid {metric} | weights | epochs "
-        "| seconds | scale |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| seconds | scale |" + (" test, frames 2..T |" if tcn else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if tcn else ""),
     ]
     for r in result["rows"]:
         test, valid = r[f"test_{metric}"], r[f"valid_{metric}"]
@@ -263,6 +280,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['data']} | {model} | {test:.3f} | {paper} | {reached} | {valid:.3f} | "
             f"{r['weights']:,} | {epochs} | {r['wall_seconds']:.0f} | {r['scale']} |"
+            + (f" {r[later]:.3f} |" if tcn and r.get(later) is not None else " – |" if tcn else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -287,8 +305,14 @@ def plot_curves(result: dict, out: Path, log: Callable[[str], None] = print) -> 
         lowest = min(v for r in rows for _, v in r["curve"])
         for r in rows:
             ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
-        ax.set(xlabel="updates", ylabel=f"valid {result['metric']}", title=data)
-        ax.set_ylim(top=lowest + 0.25 * abs(lowest) + 0.1)  # the early epochs would hide the rest
+        published = sorted({r["paper"] for r in rows if r.get("paper") is not None})
+        for value in published:  # the paper's (or the anchor's) test value, for reference
+            ax.axhline(value, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="updates", ylabel=f"valid {result['metric']} (dashed: published test)", title=data)
+        low = min([lowest, *published])
+        ax.set_ylim(
+            low - 0.02 * abs(low), max([lowest + 0.25 * abs(lowest) + 0.1, *published]) + 0.02 * abs(low)
+        )
         ax.legend()
         fig.tight_layout()
         written.append(write_atomic(target, lambda file, fig=fig: fig.savefig(file, format="png", dpi=100)))

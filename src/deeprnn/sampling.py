@@ -47,8 +47,7 @@ def sample(
     x, state, out = start.to(device).unsqueeze(1), None, []
     for _ in range(steps):
         logits, state = model(x, state)
-        last = logits[-1:] / temperature
-        draw = model.head.sample(last, generator=generator)
+        draw = model.head.sample(logits[-1:], generator=generator, temperature=temperature)
         out.append(draw[0, 0])
         x = draw.to(torch.int64) if tokens else draw
     model.train(was_training)

@@ -3,7 +3,11 @@
 - :class:`Bernoulli`: independent Bernoulli variables (music: 88 piano keys per frame); the NLL
   of a frame is the binary cross-entropy summed over the keys (docs/paper.md §3);
 - :class:`Categorical`: a softmax over a vocabulary (characters, words); the NLL of a step is
-  the cross-entropy of the target token.
+  the cross-entropy of the target token;
+- :class:`~deeprnn.operators.nade.NADE`: the keys of a frame one after another (RNN-NADE).
+
+Each reads ``logit_size`` values of ▷ per step and samples with a temperature that divides its
+logits.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from deeprnn.errors import ConfigError
+from deeprnn.operators.nade import NADE
 
 
 class Bernoulli:
@@ -19,6 +24,9 @@ class Bernoulli:
 
     name = "bernoulli"
     tokens = False
+
+    def __init__(self, size: int) -> None:
+        self.logit_size = size
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of each frame, in nats: (…, K) -> (…). It neither shifts
@@ -31,8 +39,10 @@ class Bernoulli:
         targets = targets.to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
 
-    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+    def sample(
+        self, logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        return torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator)
 
 
 class Categorical:
@@ -40,6 +50,9 @@ class Categorical:
 
     name = "categorical"
     tokens = True
+
+    def __init__(self, size: int) -> None:
+        self.logit_size = size
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of each token, in nats: logits (…, V), targets (…) -> (…).
@@ -63,11 +76,13 @@ class Categorical:
         return flat.view(probs.shape[:-1])
 
 
-HEADS = {"bernoulli": Bernoulli, "categorical": Categorical}
+HEADS = {"bernoulli": Bernoulli, "categorical": Categorical, "nade": NADE}
+Head = Bernoulli | Categorical | NADE
 
 
-def make_head(name: str) -> Bernoulli | Categorical:
-    try:
-        return HEADS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown head {name!r}; expected one of: {', '.join(HEADS)}") from None
+def make_head(name: str, size: int, nade_hidden: int = 150, nade_order: str = "ascending") -> Head:
+    """The head called ``name`` over ``size`` keys or tokens (a NADE with ``nade_hidden`` units,
+    reading the keys in ``nade_order``)."""
+    if name not in HEADS:
+        raise ConfigError(f"unknown head {name!r}; expected one of: {', '.join(HEADS)}")
+    return NADE(size, nade_hidden, nade_order) if name == "nade" else HEADS[name](size)

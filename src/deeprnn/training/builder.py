@@ -55,7 +55,11 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     changes = dict(config.architecture)
     if "hidden_size" in changes:  # the other widths follow, in the preset's proportions
         c = resized(c, changes.pop("hidden_size"))
-    return replace(c, **changes)
+    c = replace(c, **changes)
+    fits = {"categorical"} if isinstance(corpus, TextCorpus) else {"bernoulli", "nade"}
+    if c.head not in fits:
+        raise ConfigError(f"head {c.head!r} does not fit {corpus.name}; its heads: {', '.join(sorted(fits))}")
+    return c
 
 
 def build_model(config: ModelConfig) -> DeepRNN:

@@ -27,6 +27,8 @@ from typing import Any
 from deeprnn.errors import ConfigError
 from deeprnn.models import ModelConfig
 from deeprnn.names import KINDS, MODELS, canonical_model, data_set, file_name
+from deeprnn.operators.heads import HEADS
+from deeprnn.operators.nade import ORDERS
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
 
 CHOICES = {
@@ -35,6 +37,8 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "text_level": ("word", "char"),
     "data_kind": KINDS,
+    "head": tuple(HEADS),
+    "nade_order": ORDERS,
 }
 
 
@@ -108,7 +112,7 @@ class TrainConfig:
 
 # The settable architecture: every field of ModelConfig but those the data fixes, each with the
 # type a setting of it takes (a list for a tuple of widths; units by one name for every layer).
-_FIXED_BY_DATA = ("input_size", "output_size", "head", "name")
+_FIXED_BY_DATA = ("input_size", "output_size", "name")
 
 
 def _setting_type(hint: Any) -> Any:
@@ -147,6 +151,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "transition_units": _UNIT,
     "output_units": _UNIT,
     "output_init_std": _NOT_NEGATIVE,
+    "nade_hidden": _AT_LEAST_1,
     "input_dropout": _PROBABILITY,
     "state_dropout": _PROBABILITY,
     "recurrent_dropout": _PROBABILITY,

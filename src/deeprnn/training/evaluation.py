@@ -30,20 +30,37 @@ def valid_mask(batch: Batch) -> torch.Tensor | None:
     return torch.arange(steps, device=batch.lengths.device).unsqueeze(1) < batch.lengths
 
 
-def batch_nll(model: DeepRNN, batch: Batch, state: torch.Tensor | None, net: nn.Module | None = None):
-    """Summed NLL (nats) of the valid targets of a batch, and the state after it; ``net`` is
-    the model as called for training (its DistributedDataParallel wrapper, if any)."""
+def batch_nll(
+    model: DeepRNN,
+    batch: Batch,
+    state: torch.Tensor | None,
+    net: nn.Module | None = None,
+    from_second: bool = False,
+):
+    """Summed NLL (nats) of the valid targets of a batch (``from_second``: but the first step's),
+    and the state after it; ``net`` is the model as called for training (its
+    DistributedDataParallel wrapper, if any)."""
     logits, state = (net or model)(batch.inputs, state, batch.lengths)
     nll = model.head.nll(logits, batch.targets)
+    if from_second:
+        nll = nll[1:]
     mask = valid_mask(batch)
+    if mask is not None and from_second:
+        mask = mask[1:]
     if mask is not None:
         nll = torch.where(mask, nll, 0.0)
     return nll.sum(), state
 
 
 @torch.no_grad()
-def evaluate(model: DeepRNN, data: MusicBatches | TextBatches, device: torch.device) -> tuple[float, int]:
-    """Total NLL (nats, summed in float64) and the number of targets, the state carried."""
+def evaluate(
+    model: DeepRNN, data: MusicBatches | TextBatches, device: torch.device, from_second: bool = False
+) -> tuple[float, int]:
+    """Total NLL (nats, summed in float64) and the number of targets, the state carried.
+
+    ``from_second`` (whole pieces of music): leave each piece's first frame out, the convention
+    of the TCN paper's code (frames 2..T, divided by the sum of T - 1); ours scores every frame,
+    the first from a zero state and a silent input."""
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
@@ -51,11 +68,19 @@ def evaluate(model: DeepRNN, data: MusicBatches | TextBatches, device: torch.dev
         batch = batch.to(device)
         if batch.reset:
             state = None
-        nll, state = batch_nll(model, batch, state)
+        if from_second and not batch.reset:
+            raise ConfigError("scoring from the second frame needs batches of whole pieces")
+        nll, state = batch_nll(model, batch, state, from_second=from_second)
         total += float(nll.double())
-        count += batch.count
+        count += batch.count - (_columns_with_frames(batch) if from_second else 0)
     model.train(was_training)
     return total, count
+
+
+def _columns_with_frames(batch: Batch) -> int:
+    if batch.lengths is None:
+        return batch.inputs.shape[1] if batch.inputs.shape[0] else 0
+    return int((batch.lengths > 0).sum())
 
 
 def evaluate_run(
@@ -65,25 +90,29 @@ def evaluate_run(
     data_dir: str | None = None,
     device: str | None = None,
     per_piece: bool = False,
+    from_second: bool = False,
 ) -> dict:
     """Score a run's best parameters on a split, as its final results are scored; with
-    ``per_piece`` (music), also each piece alone, to see which pieces weigh on the score."""
+    ``per_piece`` (music), also each piece alone, to see which pieces weigh on the score;
+    ``from_second`` (music): without each piece's first frame (see :func:`evaluate`)."""
     if split not in ("train", "valid", "test"):
         raise ConfigError(f"split must be train, valid or test; got {split!r}")
     model, config, update = load_best(out, device)
     dev = next(model.parameters()).device
     corpus = load(config.data, data_dir, text_level=config.text_level, frames_per_beat=config.frames_per_beat)
-    if per_piece and not isinstance(corpus, MusicCorpus):
+    if (per_piece or from_second) and not isinstance(corpus, MusicCorpus):
         raise ConfigError(
-            f"per-piece scores are for music runs; {out} is a text run (its split is one stream)"
+            f"per-piece scores and scores from the second frame are for music runs; {out} is a "
+            "text run (its split is one stream)"
         )
     metric = metric_name(
         "music" if isinstance(corpus, MusicCorpus) else "text", getattr(corpus, "level", "frame")
     )
     if isinstance(corpus, TextCorpus):
         config = replace(config, eval_batch_size=1)
-    total, count = evaluate(model, batches(config, corpus, split, training=False), dev)
+    total, count = evaluate(model, batches(config, corpus, split, training=False), dev, from_second)
     result = {"split": split, **split_score(metric, total, count), "update": update, "run": str(out)}
+    result["scored_from"] = "second frame" if from_second else "first frame"
     if per_piece:
         result["pieces"] = piece_scores(model, corpus.splits[split], dev)
     return result

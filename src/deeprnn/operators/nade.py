@@ -1,0 +1,134 @@
+"""The NADE head: the keys of a frame as an autoregressive distribution, not independent ones
+(RNN-NADE, Boulanger-Lewandowski, Bengio and Vincent, 2012; docs/paper.md §5).
+
+With the K keys in a fixed order (low to high by default), p(v) = ∏_k p(v_k | v_<k), where
+
+    a_k = c + Σ_{j<k} v_j W_j                  (a_1 = c; H hidden units)
+    p(v_k = 1 | v_<k) = σ(b_k + V_k · σ(a_k))
+
+W, V (K × H) are shared across time; the biases b (K) and c (H) are what ▷ gives at each step,
+▷ h_t = [b_t ; c_t], so that the recurrence conditions every key. The NLL is exact, and computed
+for all keys at once (no loop over them): a_k changes only after a key that is on, so a frame of
+S notes needs σ(a) S + 1 times, not K (:meth:`NADE.key_logits`). Sampling draws the keys one
+after another.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deeprnn.errors import ConfigError
+
+ORDERS = ("ascending", "descending")  # low to high, high to low
+_FRAMES_PER_CHUNK = 256  # frames scored at once (few: each chunk pads to its most notes)
+_ELEMENTS_PER_CHUNK = 1 << 23  # and at most frames × keys × (keys + hidden units) of them
+
+
+class NADE(nn.Module):
+    """Multi-label frames scored and sampled key by key: targets are (…, K) 0/1 floats."""
+
+    name = "nade"
+    tokens = False
+
+    def __init__(self, keys: int, hidden: int, order: str = "ascending") -> None:
+        super().__init__()
+        if keys < 1 or hidden < 1:
+            raise ConfigError(f"a NADE needs at least one key and one hidden unit, got {keys} and {hidden}")
+        if order not in ORDERS:
+            raise ConfigError(f"nade_order must be one of {', '.join(ORDERS)}, got {order!r}")
+        self.keys, self.hidden, self.order = keys, hidden, order
+        # row k of each belongs to key k (in pitch order, whatever the NADE's order)
+        self.W = nn.Parameter(torch.randn(keys, hidden) / keys**0.5)  # what v_k adds to a
+        self.V = nn.Parameter(torch.randn(keys, hidden) * 0.01)  # how the hidden units score v_k
+
+    @property
+    def logit_size(self) -> int:
+        """What ▷ must give per step: b (K), then c (H)."""
+        return self.keys + self.hidden
+
+    def key_logits(self, logits: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """The logit of p(v_k = 1 | v_<k) for every key k of the 0/1 ``frames``:
+        (…, K + H), (…, K) -> (…, K).
+
+        a_k only changes after a key that is on, so it takes S + 1 values in a frame of S notes:
+        the hidden units are computed once per stretch of keys between two notes, and each key
+        reads its stretch's (the same numbers as a_k key by key, at a fraction of the work)."""
+        b, c = self._in_order(logits, frames)
+        shape = b.shape
+        b, c = b.reshape(-1, self.keys), c.reshape(-1, self.hidden)
+        on = self._ordered(frames).reshape(-1, self.keys) > 0.5
+        w, u = self._weights()
+        keys = torch.arange(self.keys, device=on.device)
+        notes = on.sum(-1)
+        most = int(notes.max()) if notes.numel() else 0
+        # the keys that are on, in order, then padding (key 0, its weights masked out)
+        played = torch.where(on, keys, keys + self.keys).argsort(-1)[:, :most]
+        real = torch.arange(most, device=on.device) < notes.unsqueeze(-1)
+        added = w[played] * real.unsqueeze(-1).to(w.dtype)  # (N, S, H): W_j of the j-th note
+        first = torch.ones(most + 1, most, dtype=w.dtype, device=w.device).tril(-1)  # row s: notes < s
+        a = c.unsqueeze(-2) + first @ added  # (N, S + 1, H), stretch by stretch
+        scores = torch.sigmoid(a) @ u.T  # (N, S + 1, K): V_k · σ(a) for every stretch and key
+        stretch = (on.cumsum(-1) - on.long()).unsqueeze(-2)  # notes before key k: its stretch
+        return self._ordered((b + scores.gather(-2, stretch).squeeze(-2)).view(shape))
+
+    def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Exact negative log-likelihood of each frame, in nats: (…, K + H), (…, K) 0/1 -> (…).
+        It neither shifts nor masks (see :meth:`deeprnn.DeepRNN.loss`)."""
+        self._in_order(logits, targets)
+        flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1, self.keys)
+        # frames in order of their number of notes, in chunks: each chunk pads to its own most
+        order = (flat_targets > 0.5).sum(-1).argsort()
+        size = self._chunk_frames()
+        parts = [
+            F.binary_cross_entropy_with_logits(self.key_logits(lg, t), t, reduction="none").sum(-1)
+            for lg, t in zip(
+                flat_logits[order].split(size), flat_targets[order].to(logits.dtype).split(size), strict=True
+            )
+        ]
+        nll = torch.cat(parts) if parts else flat_logits.new_zeros(0)
+        return nll[order.argsort()].view(targets.shape[:-1])
+
+    def _chunk_frames(self) -> int:
+        return max(1, min(_FRAMES_PER_CHUNK, _ELEMENTS_PER_CHUNK // (self.keys * (self.keys + self.hidden))))
+
+    forward = nll
+
+    def sample(
+        self, logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """One frame per logit vector, each key drawn given the keys drawn before it; the
+        temperature divides each key's logit. (…, K + H) -> (…, K) 0/1."""
+        b, c = logits.split([self.keys, self.hidden], -1)
+        b, (w, u) = self._ordered(b), self._weights()
+        a, keys = c.clone(), []
+        for k in range(self.keys):
+            p = torch.sigmoid((b[..., k] + (torch.sigmoid(a) * u[k]).sum(-1)) / temperature)
+            v = torch.bernoulli(p, generator=generator)
+            a = a + v.unsqueeze(-1) * w[k]
+            keys.append(v)
+        return self._ordered(torch.stack(keys, -1))
+
+    def _ordered(self, keys: torch.Tensor) -> torch.Tensor:
+        """Keys (…, K) from pitch order into the NADE's order, or back (the same flip)."""
+        return keys.flip(-1) if self.order == "descending" else keys
+
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W and V with their rows (one per key, in pitch order) in the NADE's order."""
+        if self.order == "descending":
+            return self.W.flip(0), self.V.flip(0)
+        return self.W, self.V
+
+    def _in_order(self, logits: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if logits.shape[-1] != self.logit_size or frames.shape != logits.shape[:-1] + (self.keys,):
+            raise ValueError(
+                f"a NADE of {self.keys} keys and {self.hidden} hidden units reads logits (…, "
+                f"{self.logit_size}) and frames (…, {self.keys}) with the same leading shape; got "
+                f"{tuple(logits.shape)} and {tuple(frames.shape)}"
+            )
+        b, c = logits.split([self.keys, self.hidden], -1)
+        return self._ordered(b), c
+
+    def extra_repr(self) -> str:
+        return f"keys={self.keys}, hidden={self.hidden}, order={self.order}"
