@@ -26,7 +26,8 @@ from deeprnn.cli import main
 from deeprnn.errors import ConfigError, RunFolderError
 from deeprnn.names import DATA_SETS, MODELS
 from deeprnn.training import loop, run_folder, trainer
-from deeprnn.training.config import ARCHITECTURE, TrainConfig, apply, paper_config_file, resolve
+from deeprnn.training.config import TrainConfig, apply, paper_config_file, resolve
+from deeprnn.training.ranges import ARCHITECTURE
 
 SETTINGS = {
     "model": "dts-rnn",
@@ -243,6 +244,9 @@ BAD = {
     "shortcut": "maybe",
     "bias": 1,
     "output_init_std": -0.01,
+    "head": "gaussian",
+    "nade_hidden": 0,
+    "nade_order": "random",
     "input_dropout": 1.0,
     "state_dropout": -0.1,
     "recurrent_dropout": "nan",

@@ -22,8 +22,9 @@ from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.training import builder, evaluation, loop, trainer
-from deeprnn.training.config import ARCHITECTURE, apply, finetune_table, resolve
+from deeprnn.training.config import apply, finetune_table, resolve
 from deeprnn.training.metrics import from_nll
+from deeprnn.training.ranges import ARCHITECTURE
 
 TINY = dict(
     model="dts-rnn",
@@ -143,9 +144,9 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
 def test_every_architecture_field_is_settable_by_its_own_name(tmp_path):
     """Each knob of ModelConfig is written once: --set, a TOML file (flat or as an
     [architecture] table) and an old run's config.json (flat, None where unchanged) all reach it."""
-    fixed = {"input_size", "output_size", "head", "name"}
+    fixed = {"input_size", "output_size", "name", "head", "nade_hidden", "nade_order"}  # heads: test_nade
     settable = {f.name for f in dataclasses.fields(ModelConfig)} - fixed
-    assert set(ARCHITECTURE) == settable
+    assert set(ARCHITECTURE) == settable | {"head", "nade_hidden", "nade_order"}
     sets = [
         "hidden_size=12", "input_sizes=5", "input_units=tanh", "transition_sizes=[7, 6]",
         "shortcut=false", "transition_units=relu", "levels=2", "output_sizes=[4]",

@@ -14,7 +14,7 @@ from deeprnn.errors import TrainingDiverged, UserError
 from deeprnn.names import DATA_SETS, MODELS, SPLITS, TABLES, canonical_data, canonical_model
 from deeprnn.presets import describe_preset
 from deeprnn.runtime import keep_freed_memory
-from deeprnn.training.config import CHOICES
+from deeprnn.training.ranges import CHOICES
 
 MAX_SAMPLE_STEPS = 10_000  # frames or tokens per sample, unless --long
 EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
