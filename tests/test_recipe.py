@@ -213,9 +213,9 @@ def scripted_validation(monkeypatch, values: list[float], seen: list | None = No
     original = loop.Run.score
     calls = iter(values)
 
-    def score(self, split, config, model=None):
+    def score(self, split, config, model=None, from_second=False):
         if split != "valid" or self.progress.done:
-            return original(self, split, config, model)
+            return original(self, split, config, model, from_second)
         if seen is not None:
             seen.append({k: v.clone() for k, v in (model or self.model).state_dict().items()})
         return next(calls) * 100.0, 100

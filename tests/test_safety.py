@@ -24,7 +24,7 @@ import torch
 from deeprnn import DeepRNN, preset
 from deeprnn.cli import main
 from deeprnn.errors import ConfigError, RunFolderError
-from deeprnn.names import DATA_SETS, MODELS
+from deeprnn.names import DATA_SETS, MODELS, NADE_MODELS
 from deeprnn.training import loop, run_folder, trainer
 from deeprnn.training.config import TrainConfig, apply, paper_config_file, resolve
 from deeprnn.training.ranges import ARCHITECTURE
@@ -359,7 +359,8 @@ def test_long_samples_are_allowed_when_asked(tmp_path, rolls):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_zero_length_sequences_forward_and_backward(model):
-    for task, x in (("jsb", torch.zeros(0, 3, 88)), ("ptb-char", torch.zeros(0, 3, dtype=torch.int64))):
+    tasks = (("jsb", torch.zeros(0, 3, 88)), ("ptb-char", torch.zeros(0, 3, dtype=torch.int64)))
+    for task, x in tasks[:1] if model in NADE_MODELS else tasks:  # a NADE head is for music only
         net = DeepRNN(preset(model, task))
         h0 = torch.randn(net.config.levels, 3, net.config.hidden_size, requires_grad=True)
         logits, h_n = net(x, h0)

@@ -666,4 +666,4 @@ def test_per_piece_scores_refuse_a_text_run(tmp_path, capsys):
     assert main(argv) == 0
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--per-piece"]) == 2
-    assert "per-piece scores are for music runs" in capsys.readouterr().err
+    assert "per-piece scores and scores from the second frame are for music runs" in capsys.readouterr().err
