@@ -667,3 +667,40 @@ def test_per_piece_scores_refuse_a_text_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--per-piece"]) == 2
     assert "per-piece scores and scores from the second frame are for music runs" in capsys.readouterr().err
+
+
+def test_training_from_python_takes_your_own_model_and_a_callback(tmp_path, rolls):
+    """deeprnn.train: settings as a dict, a DeepRNN built by hand (trained as it is, and rebuilt
+    from model.json on resume), a callback that sees each validation and can stop the run."""
+    import deeprnn
+
+    quiet = lambda _: None  # noqa: E731
+    settings = {"data": str(rolls), "batch_size": 3, "bptt_steps": 10, "eval_every": 2, "device": "cpu"}
+    config = ModelConfig(input_size=88, output_size=88, hidden_size=7, levels=2, transition_sizes=(5,),
+                         shortcut=True, transition_units="tanh", output_sizes=(4,))  # fmt: skip
+    torch.manual_seed(3)
+    model = DeepRNN(config)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+
+    def stop_at_the_second(record):
+        seen.append(record)
+        return len(seen) == 2
+
+    results = deeprnn.train(
+        {**settings, "max_updates": 20}, tmp_path / "own", model=model, callback=stop_at_the_second, log=quiet
+    )
+    assert results["stop_reason"] == "callback" and results["updates"] == 4
+    assert [r["update"] for r in seen] == [2, 4] and all(r["metric"] == "nll" for r in seen)
+    assert json.loads((tmp_path / "own" / "model.json").read_text()) == json.loads(
+        json.dumps(config.to_dict())
+    )
+    assert any(not torch.equal(start[k], v) for k, v in model.state_dict().items())  # it trained this model
+    best, _, _ = evaluation.load_best(tmp_path / "own")
+    assert best.config == config
+    # a run cut by its limit, resumed with a higher one: the same architecture, from model.json
+    deeprnn.train({**settings, "max_updates": 4}, tmp_path / "limit", model=DeepRNN(config), log=quiet)
+    extended = trainer.train(None, tmp_path / "limit", resume=True, limits={"max_updates": 8}, log=quiet)
+    assert extended["updates"] == 8 and evaluation.load_best(tmp_path / "limit")[0].config == config
+    with pytest.raises(ConfigError, match="reads 50 and predicts 50 symbols; tiny has 88"):
+        deeprnn.train(settings, tmp_path / "bad", model=DeepRNN(ModelConfig(50, 50, 4)))

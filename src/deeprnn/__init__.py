@@ -4,7 +4,8 @@
     h_t = x_t ⊕ h_{t-1}      (:class:`DeepTransition`, run over time by :class:`Recurrence`)
     y_t = ▷ h_t              (:class:`DeepOutput`)
 
-:class:`DeepRNN` puts them together from a :class:`ModelConfig`; :func:`preset` gives the paper's.
+:class:`DeepRNN` puts them together from a :class:`ModelConfig`; :func:`preset` gives the paper's;
+:func:`train` trains one (``deeprnn.training.trainer.train``, imported when first used).
 """
 
 __version__ = "0.1.0"
@@ -25,6 +26,15 @@ __all__ = [
     "Recurrence",
     "count_parameters",
     "preset",
+    "train",
     "unroll",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name == "train":  # the training machinery loads only when it is wanted
+        from deeprnn.training.trainer import train
+
+        return train
+    raise AttributeError(f"module 'deeprnn' has no attribute {name!r}")

@@ -11,6 +11,7 @@ from torch import nn
 
 from deeprnn.data import MusicCorpus, TextCorpus, load
 from deeprnn.data.batching import MusicBatches, TextBatches
+from deeprnn.data.music import KEYS
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.names import DATA_SETS
@@ -55,11 +56,23 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     changes = dict(config.architecture)
     if "hidden_size" in changes:  # the other widths follow, in the preset's proportions
         c = resized(c, changes.pop("hidden_size"))
-    c = replace(c, **changes)
+    return replace(c, **changes)
+
+
+def check_head(config: ModelConfig, corpus: Corpus) -> ModelConfig:
+    """``config``, if its head and sizes fit the corpus (a ConfigError saying why not)."""
     fits = {"categorical"} if isinstance(corpus, TextCorpus) else {"bernoulli", "nade"}
-    if c.head not in fits:
-        raise ConfigError(f"head {c.head!r} does not fit {corpus.name}; its heads: {', '.join(sorted(fits))}")
-    return c
+    if config.head not in fits:
+        raise ConfigError(
+            f"head {config.head!r} does not fit {corpus.name}; its heads: {', '.join(sorted(fits))}"
+        )
+    symbols = corpus.vocab_size if isinstance(corpus, TextCorpus) else KEYS
+    if (config.input_size, config.output_size) != (symbols, symbols):
+        raise ConfigError(
+            f"the model reads {config.input_size} and predicts {config.output_size} symbols; "
+            f"{corpus.name} has {symbols}"
+        )
+    return config
 
 
 def build_model(config: ModelConfig) -> DeepRNN:

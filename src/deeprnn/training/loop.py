@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from deeprnn import __version__
 from deeprnn.data.batching import Batch
 from deeprnn.errors import RunFolderError
 from deeprnn.io import write_json, write_text
-from deeprnn.models import DeepRNN, count_parameters
+from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.training import checkpoint, distributed
 from deeprnn.training.averaging import Averaging
 from deeprnn.training.builder import (
@@ -34,6 +35,7 @@ from deeprnn.training.builder import (
     Corpus,
     batches,
     build_model,
+    check_head,
     device_name,
     kind_of,
     load_pretrained,
@@ -51,6 +53,9 @@ from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.progress import Progress
 from deeprnn.training.schedule import Schedule
 
+# Called with each validation record (update, epoch, value, lr, …); True stops the run.
+Callback = Callable[[dict], bool | None]
+
 
 class Run:
     def __init__(
@@ -61,14 +66,19 @@ class Run:
         log=print,
         world: World = ONE_PROCESS,
         device: torch.device | None = None,
+        model: DeepRNN | ModelConfig | None = None,
+        callback: Callback | None = None,
     ) -> None:
         self.config, self.out, self.log, self.world = config, Path(out), log, world
         self.device = device or pick_device(config.device)
         torch.manual_seed(config.seed)
         self.corpus, self.kind = corpus, kind_of(config, corpus)
         self.metric = metric_name(self.kind, getattr(self.corpus, "level", "frame"))
-        self.model_config = model_config(config, self.corpus)
-        self.model = build_model(self.model_config).to(self.device)
+        if not isinstance(model, DeepRNN):  # built here, after seeding: the preset's, or model's
+            model = build_model(check_head(model or model_config(config, corpus), corpus))
+        self.model_config = check_head(model.config, corpus)
+        self.model = model.to(self.device)
+        self.callback = callback
         self.train_data = batches(config, self.corpus, "train", training=True, world=world)
         self.noisy = [p for p in self.model.parameters() if p.dim() >= 2]
         self.pretrained: set[str] = set()
@@ -327,6 +337,7 @@ class Run:
                     p.loss_sum, p.loss_count = 0.0, 0
                     improved, stop_early = self.evaluate_valid(mean)
                     reasons = {
+                        "callback": bool(self.callback and self.callback(dict(self.history[-1]))),
                         "early stopping": stop_early,
                         "time budget": out_of_time,
                         "max updates": out_of_updates,

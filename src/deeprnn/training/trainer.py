@@ -17,21 +17,23 @@ from pathlib import Path
 from deeprnn.data import TextCorpus
 from deeprnn.errors import ConfigError, RunFolderError, TrainingDiverged
 from deeprnn.io import write_json
-from deeprnn.models import count_parameters
+from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.runtime import own_random_state
 from deeprnn.training import distributed, run_folder
 from deeprnn.training.builder import load_corpus, pick_device
-from deeprnn.training.config import TrainConfig, limit_reached, limits_passed, with_limits
+from deeprnn.training.config import TrainConfig, apply, limit_reached, limits_passed, with_limits
 from deeprnn.training.console import Logger, quiet
 from deeprnn.training.distributed import World
-from deeprnn.training.loop import Run
+from deeprnn.training.loop import Callback, Run
 from deeprnn.training.run_folder import RunExists, read_config, read_json, resumable_state
 
 
 def train(
-    config: TrainConfig | None,
+    config: TrainConfig | dict | None,
     out: str | Path,
     *,
+    model: DeepRNN | None = None,
+    callback: Callback | None = None,
     data_dir: str | None = None,
     resume: bool = False,
     limits: dict | None = None,
@@ -39,8 +41,14 @@ def train(
     device: str | None = None,
     log=print,
 ) -> dict:
-    """Train ``config`` in the run folder ``out`` (``force``: replacing the run there), or, with
-    ``resume``, continue the run in ``out`` with its saved configuration.
+    """Train ``config`` (a TrainConfig, or a dict of settings over the defaults) in the run folder
+    ``out`` (``force``: replacing the run there), or, with ``resume``, continue the run in ``out``
+    with its saved configuration and model. Returns the run's results (``results.json``).
+
+    ``model``: a :class:`~deeprnn.DeepRNN` of your own to train, as it is, instead of the
+    preset's (``config.model``); a resumed run rebuilds it from ``model.json``. ``callback`` is
+    called with each validation record (update, epoch, value, lr, …); returning True stops the
+    run (stop reason "callback"), as early stopping would.
 
     ``limits`` (resuming only) sets new ``epochs``, ``max_updates`` or ``time_budget_s``: a run
     that stopped at its old limit then carries on, as if the new one had been set from the start.
@@ -49,21 +57,25 @@ def train(
     The folder is locked while the run trains (``deeprnn.training.run_folder``). The run seeds
     PyTorch's generators from ``config.seed``; the caller's random state is given back after it.
     """
+    if isinstance(config, dict):
+        config = apply(config)
+    if resume and model is not None:
+        raise ConfigError("a resumed run rebuilds its model from its model.json; do not pass one")
+    parts = {"model": model, "callback": callback}
     with own_random_state():
-        return _train(config, Path(out), data_dir, resume, limits or {}, force, device, log)
+        return _train(config, Path(out), data_dir, resume, limits or {}, force, device, log, parts)
 
 
-def _train(config, out, data_dir, resume, limits, force, device, log) -> dict:
+def _train(config, out, data_dir, resume, limits, force, device, log, parts) -> dict:
     world = distributed.from_environment()
     if resume:
-        return _resume(out, limits, data_dir, device, log, world)
+        return _resume(out, limits, data_dir, device, log, world, parts["callback"])
     if config is None:
         raise ConfigError("a new run needs a configuration (or resume=True)")
     if not world.main:  # the first process prepares the folder; the others train into it
         device_used = distributed.setup(world, pick_device(config.device))
-        return Run(
-            config, out, load_corpus(config, data_dir), log=quiet, world=world, device=device_used
-        ).train()
+        corpus = load_corpus(config, data_dir)
+        return Run(config, out, corpus, log=quiet, world=world, device=device_used, **parts).train()
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -71,14 +83,16 @@ def _train(config, out, data_dir, resume, limits, force, device, log) -> dict:
         raise RunFolderError(f"--out {out}: a file is in the way; a run needs a folder") from None
     try:
         with run_folder.locked(out):
-            return _start(config, out, data_dir, force, log, world)
+            return _start(config, out, data_dir, force, log, world, parts)
     finally:
         if created and out.is_dir() and not run_folder.entries(out):  # nothing came of it
             (out / run_folder.LOCK).unlink(missing_ok=True)
             out.rmdir()
 
 
-def _start(config: TrainConfig, out: Path, data_dir: str | None, force: bool, log, world: World) -> dict:
+def _start(
+    config: TrainConfig, out: Path, data_dir: str | None, force: bool, log, world: World, parts: dict
+) -> dict:
     """A new run in the locked folder ``out``: a run there is replaced (``force``) only once the
     new one's configuration, data and model have loaded."""
     old = run_folder.entries(out)
@@ -94,6 +108,7 @@ def _start(config: TrainConfig, out: Path, data_dir: str | None, force: bool, lo
         log=logger,
         world=world,
         device=distributed.setup(world, pick_device(config.device)),
+        **parts,
     )
     if old:
         run_folder.clear(out)
@@ -106,14 +121,27 @@ def _start(config: TrainConfig, out: Path, data_dir: str | None, force: bool, lo
         )
     counts = count_parameters(run.model)
     processes = f", {world.size} processes" if world.distributed else ""
+    name = run.model_config.name or "a model of your own"
     logger(
-        f"{config.model} on {run.corpus.name}: {counts['weights']:,} weights, {counts['params']:,} "
+        f"{name} on {run.corpus.name}: {counts['weights']:,} weights, {counts['params']:,} "
         f"parameters, device {run.device}{processes}"
     )
     return run.train()
 
 
-def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, log, world: World) -> dict:
+def _model_config(out: Path) -> ModelConfig:
+    """The architecture a run was started with (its ``model.json``)."""
+    if not (out / "model.json").exists():
+        raise RunFolderError(f"{out} has no model.json: it cannot be resumed")
+    try:
+        return ModelConfig(**read_json(out / "model.json"))
+    except (TypeError, ValueError) as error:
+        raise RunFolderError(f"{out / 'model.json'} is damaged: {error}") from None
+
+
+def _resume(
+    out: Path, limits: dict, data_dir: str | None, device: str | None, log, world: World, callback
+) -> dict:
     """Continue the run in ``out`` from its newest readable checkpoint."""
     if not out.is_dir():
         raise RunFolderError(f"{out}: no run folder to resume")
@@ -135,7 +163,11 @@ def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, l
         if device:
             config = replace(config, device=device)
         device_used = distributed.setup(world, pick_device(config.device))
-        run = Run(config, out, load_corpus(config, data_dir), log=logger, world=world, device=device_used)
+        model = _model_config(out)
+        corpus = load_corpus(config, data_dir)
+        run = Run(
+            config, out, corpus, log=logger, world=world, device=device_used, model=model, callback=callback
+        )
         if state is None:  # stopped before its first checkpoint: nothing was trained that could be lost
             logger("no checkpoint yet: the run starts from the beginning")
             return run.train()
