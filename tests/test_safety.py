@@ -247,6 +247,7 @@ BAD = {
     "head": "gaussian",
     "nade_hidden": 0,
     "nade_order": "random",
+    "transition_kind": "lstm",
     "input_dropout": 1.0,
     "state_dropout": -0.1,
     "recurrent_dropout": "nan",

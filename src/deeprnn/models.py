@@ -24,6 +24,7 @@ from torch import nn
 from deeprnn.errors import ConfigError
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.heads import make_head
+from deeprnn.operators.highway import HighwayTransition
 from deeprnn.operators.outputs import DeepOutput
 from deeprnn.operators.transitions import DeepTransition
 from deeprnn.recurrence import Recurrence
@@ -44,6 +45,7 @@ class ModelConfig:
     transition_sizes: tuple[int, ...] = ()  # intermediate layers of ⊕ (DT)
     shortcut: bool = False  # DT(S): h_{t-1} also feeds the last layers of ⊕
     transition_units: Units = "sigmoid"
+    transition_kind: str = "mlp"  # ⊕: "mlp" (the paper's) or "highway" (RHN's gated layers)
     levels: int = 1  # stacked recurrent levels (sRNN)
     output_sizes: tuple[int, ...] = ()  # intermediate layers of ▷ (DO)
     output_units: Units = "sigmoid"
@@ -98,14 +100,8 @@ class DeepRNN(nn.Module):
             input_map = FeedForward(c.input_size, c.input_sizes, c.input_units, tokens=c.tokens, bias=c.bias)
             level_input = input_map.out_size
         levels = [
-            DeepTransition(
-                level_input if index == 0 else c.hidden_size,
-                c.hidden_size,
-                c.transition_sizes,
-                shortcut=c.shortcut,
-                units=c.transition_units,
-                bias=c.bias,
-                tokens=c.tokens and index == 0 and input_map is None,
+            make_transition(
+                c, level_input if index == 0 else c.hidden_size, c.tokens and index == 0 and not input_map
             )
             for index in range(c.levels)
         ]
@@ -176,6 +172,37 @@ class DeepRNN(nn.Module):
         return total / max(count if lengths is None else int(lengths.sum()), 1)
 
 
+TRANSITION_KINDS = ("mlp", "highway")
+
+
+def make_transition(c: ModelConfig, input_size: int, tokens: bool) -> DeepTransition | HighwayTransition:
+    """One level of ⊕: the paper's MLP transition, or highway layers (all of the hidden size)."""
+    if c.transition_kind == "mlp":
+        return DeepTransition(
+            input_size,
+            c.hidden_size,
+            c.transition_sizes,
+            shortcut=c.shortcut,
+            units=c.transition_units,
+            bias=c.bias,
+            tokens=tokens,
+        )
+    if c.transition_kind != "highway":
+        raise ConfigError(
+            f"transition_kind must be one of {', '.join(TRANSITION_KINDS)}, got {c.transition_kind!r}"
+        )
+    if c.shortcut or any(w != c.hidden_size for w in c.transition_sizes):
+        raise ConfigError(
+            "highway layers all have the hidden size and no shortcut (x_t enters the first layer): "
+            f"got transition_sizes {list(c.transition_sizes)}, hidden size {c.hidden_size}, "
+            f"shortcut {c.shortcut}"
+        )
+    depth = 1 + len(c.transition_sizes)
+    return HighwayTransition(
+        input_size, c.hidden_size, depth, units=c.transition_units, bias=c.bias, tokens=tokens
+    )
+
+
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """``weights``: the matrices (the paper's counts, biases excluded); ``params``: everything."""
     weights = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
@@ -193,14 +220,7 @@ def describe(model: DeepRNN) -> list[dict]:
             )
     for index, level in enumerate(rec.levels):
         name = f"⊕ level {index + 1}" if rec.num_levels > 1 else "⊕"
-        kind = (
-            "deep transition with shortcut"
-            if level.shortcut
-            else ("deep transition" if level.depth > 1 else "shallow transition")
-        )
-        units = "/".join(u.spec for u in level.units)
-        read = "token ids" if level.tokens else str(level.input_size)
-        rows.append(_row(name, level, f"{kind}: input {read}, layers {level.widths} ({units})"))
+        rows.append(_row(name, level, level.describe()))
     out = model.output
     shape = [*(u.width for u in out.hidden.units), out.out_size]
     units = "/".join(u.spec for u in out.hidden.units) or "affine"

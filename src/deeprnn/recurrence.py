@@ -149,7 +149,7 @@ class Recurrence(nn.Module):
         stays in place; the last value says whether the input was unbatched."""
         x, unbatched = self._check_input(input)
         steps, batch = x.shape[0], x.shape[1]
-        dtype = self.levels[0].recurrent_weight.dtype
+        dtype = next(self.levels[0].parameters()).dtype
         hx = self._check_state(hx, batch, unbatched, x.device, dtype)
         lengths = self._lengths(lengths, mask, steps, batch, x.device)
         if lengths is not None:  # whatever the padding holds (even NaN) must not reach ⊕

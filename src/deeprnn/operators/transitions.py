@@ -112,6 +112,15 @@ class DeepTransition(nn.Module):
             z = self.units[layer](a)
         return z
 
+    def describe(self) -> str:
+        """One line for ``deeprnn info``."""
+        kind = "deep transition" if self.depth > 1 else "shallow transition"
+        read = "token ids" if self.tokens else str(self.input_size)
+        units = "/".join(u.spec for u in self.units)
+        return (
+            f"{kind}{' with shortcut' if self.shortcut else ''}: input {read}, layers {self.widths} ({units})"
+        )
+
     def extra_repr(self) -> str:
         return (
             f"input={self.input_size}, layers={self.widths}, shortcut={self.shortcut}, "

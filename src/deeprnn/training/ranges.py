@@ -11,7 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from deeprnn.errors import ConfigError
-from deeprnn.models import ModelConfig
+from deeprnn.models import TRANSITION_KINDS, ModelConfig
 from deeprnn.names import KINDS, MODELS, canonical_model
 from deeprnn.operators.heads import HEADS
 from deeprnn.operators.nade import ORDERS
@@ -25,6 +25,7 @@ CHOICES = {
     "data_kind": KINDS,
     "head": tuple(HEADS),
     "nade_order": ORDERS,
+    "transition_kind": TRANSITION_KINDS,
 }
 
 
