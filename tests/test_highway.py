@@ -63,6 +63,14 @@ def test_with_the_gate_open_one_layer_is_the_rnn():
     torch.testing.assert_close(gated.recurrence(x)[0], plain.recurrence(x)[0])
 
 
+def test_recurrent_dropout_masks_what_r_reads_not_the_carry():
+    """With the mask on the carry path too, a kept unit would grow by 1/keep a step (NaN within
+    200 steps); on R's input only, s stays a mix of ĥ in [-1, 1] and the state before."""
+    model = highway(hidden=16, layers=2, recurrent_dropout=0.5).train()
+    states, _ = model.recurrence(torch.randn(200, 3, 5, dtype=torch.float64))
+    assert torch.isfinite(states).all() and states.abs().max() <= 1.0
+
+
 def test_parameter_counts_and_starting_gates():
     model = highway(hidden=6, layers=3)
     cell = model.recurrence.levels[0]

@@ -177,6 +177,9 @@ def test_every_architecture_field_is_settable_by_its_own_name(tmp_path):
         "transition_sizes": [9],
         "state_dropout": 0.3,
     }
+    user = tmp_path / "user.toml"
+    user.write_text("[architecture]\nstate_dropout = 0.0\n")  # a table over the committed flat key
+    assert resolve("dts-rnn", "jsb", str(user)).architecture == {"state_dropout": 0.0}
     unset = resolve("dts-rnn", "jsb", sets=["state_dropout=none"])
     assert unset.architecture == {} and builder.model_config(unset, MusicCorpus("jsb", {})).state_dropout == 0
     old = apply({"hidden_size": 8, "transition_sizes": [6], "levels": None, "output_units": None})
@@ -705,3 +708,8 @@ def test_training_from_python_takes_your_own_model_and_a_callback(tmp_path, roll
     assert extended["updates"] == 8 and evaluation.load_best(tmp_path / "limit")[0].config == config
     with pytest.raises(ConfigError, match="reads 50 and predicts 50 symbols; tiny has 88"):
         deeprnn.train(settings, tmp_path / "bad", model=DeepRNN(ModelConfig(50, 50, 4)))
+    with pytest.raises(ConfigError, match="architecture settings \\(levels\\) would be ignored"):
+        deeprnn.train({**settings, "levels": 2}, tmp_path / "bad", model=DeepRNN(config))
+    with pytest.raises(ConfigError, match="without batch_first"):
+        deeprnn.train(settings, tmp_path / "bad", model=DeepRNN(config, batch_first=True))
+    assert json.loads((tmp_path / "own" / "results.json").read_text())["model"] == "custom"

@@ -103,12 +103,12 @@ def run_case(
         torch.manual_seed(0)
         ours = bench_model(name, hidden).to(device)
         base = _Baseline(hidden, ours.config.levels).to(device)
+        x = torch.rand(steps, batch, FEATURES, device=device).bernoulli_(NOTES / FEATURES)
+        target = torch.rand(steps, batch, FEATURES, device=device).bernoulli_(NOTES / FEATURES)
     levels = ours.config.levels
     if mode == "eval":
         ours.eval()
         base.eval()
-    x = torch.rand(steps, batch, FEATURES, device=device).bernoulli_(NOTES / FEATURES)
-    target = torch.rand(steps, batch, FEATURES, device=device).bernoulli_(NOTES / FEATURES)
     ours_fn, base_fn = _step_fn(ours, x, target, mode), _step_fn(base, x, target, mode)
     # Alternate the two so that a change of machine load affects both alike; keep the best
     # round of each (the least disturbed).

@@ -23,7 +23,7 @@ from torch import nn
 
 from deeprnn.errors import ConfigError
 from deeprnn.operators.feedforward import FeedForward
-from deeprnn.operators.heads import make_head
+from deeprnn.operators.heads import check_head, make_head
 from deeprnn.operators.highway import HighwayTransition
 from deeprnn.operators.outputs import DeepOutput
 from deeprnn.operators.transitions import DeepTransition
@@ -66,7 +66,7 @@ class ModelConfig:
             value = getattr(self, key)
             if not isinstance(value, str):
                 setattr(self, key, tuple(value))
-        make_head(self.head, self.output_size, self.nade_hidden, self.nade_order)  # raises if invalid
+        check_head(self.head, self.output_size, self.nade_hidden, self.nade_order)
         sizes = (self.input_size, self.output_size, self.hidden_size)
         if min(sizes) < 1:
             raise ConfigError(f"input, output and hidden sizes must be positive, got {sizes}")

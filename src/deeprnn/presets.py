@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters, describe
-from deeprnn.names import DATA_SETS, NADE_MODELS, PAPER_MODELS, TABLES, canonical_data, canonical_model
+from deeprnn.names import DATA_SETS, NADE_MODELS, PAPER_MODELS, canonical_data, canonical_model
 
 # The paper's size table: hidden units h, transition z, output o; sRNN: h per level (2 levels).
 _RNN = {"nottingham": 600, "jsb": 200, "musedata": 600, "ptb-char": 600, "ptb-word": 200}
@@ -97,7 +97,7 @@ def describe_preset(model: str, task: str) -> dict:
         "model": name,
         "task": task,
         **count_parameters(net),
-        "paper_table_cell": name in PAPER_MODELS and any(task in t.data for t in TABLES.values()),
+        "paper_table_cell": name in PAPER_MODELS and DATA_SETS[task].sizes_from == task,
         "layers": describe(net),
         "size_ratios": size_ratios(config),
         "config": config.to_dict(),

@@ -46,8 +46,7 @@ def unroll(
         return FusedUnroll.apply(plan_of(cell), u, h0, dropout_mask, *params)
     states = [h0]
     for u_t in u.unbind(0):
-        h = states[-1] if dropout_mask is None else states[-1] * dropout_mask
-        states.append(cell.step(u_t, h))
+        states.append(cell.step(u_t, states[-1], dropout_mask))
     return torch.stack(states)
 
 

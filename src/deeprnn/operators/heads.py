@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from deeprnn.errors import ConfigError
+from deeprnn.operators import nade
 from deeprnn.operators.nade import NADE
 
 
@@ -83,6 +84,13 @@ Head = Bernoulli | Categorical | NADE
 def make_head(name: str, size: int, nade_hidden: int = 150, nade_order: str = "ascending") -> Head:
     """The head called ``name`` over ``size`` keys or tokens (a NADE with ``nade_hidden`` units,
     reading the keys in ``nade_order``)."""
+    check_head(name, size, nade_hidden, nade_order)
+    return NADE(size, nade_hidden, nade_order) if name == "nade" else HEADS[name](size)
+
+
+def check_head(name: str, size: int, nade_hidden: int = 150, nade_order: str = "ascending") -> None:
+    """A ConfigError unless :func:`make_head` can make this head (it draws no random numbers)."""
     if name not in HEADS:
         raise ConfigError(f"unknown head {name!r}; expected one of: {', '.join(HEADS)}")
-    return NADE(size, nade_hidden, nade_order) if name == "nade" else HEADS[name](size)
+    if name == "nade":
+        nade.check(size, nade_hidden, nade_order)

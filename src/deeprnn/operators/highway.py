@@ -71,11 +71,13 @@ class HighwayTransition(nn.Module):
         """[U; U'] x_t + [b_1; b'_1] for every step at once: (T, B, …) -> (T, B, 2H)."""
         return self.input(x)
 
-    def step(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One step h_t = x_t ⊕ h_{t-1}, given u = the projection of x_t (B, 2H) and h (B, H)."""
+    def step(self, u: torch.Tensor, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One step h_t = x_t ⊕ h_{t-1}, given u = the projection of x_t (B, 2H) and h (B, H);
+        ``mask`` (B, H), if given, multiplies h_{t-1} where R_1 reads it (dropout), not on the
+        carry path, which would otherwise scale the state up by 1/keep at every step."""
         s = h
         for layer, weight in enumerate(self.recurrent):
-            a = F.linear(s, weight)
+            a = F.linear(s if layer or mask is None else s * mask, weight)
             if layer == 0:
                 a = a + u
             elif self.layer_bias:

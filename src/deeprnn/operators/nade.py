@@ -26,6 +26,14 @@ _FRAMES_PER_CHUNK = 256  # frames scored at once (few: each chunk pads to its mo
 _ELEMENTS_PER_CHUNK = 1 << 23  # and at most frames × keys × (keys + hidden units) of them
 
 
+def check(keys: int, hidden: int, order: str) -> None:
+    """A ConfigError unless these make a NADE."""
+    if keys < 1 or hidden < 1:
+        raise ConfigError(f"a NADE needs at least one key and one hidden unit, got {keys} and {hidden}")
+    if order not in ORDERS:
+        raise ConfigError(f"nade_order must be one of {', '.join(ORDERS)}, got {order!r}")
+
+
 class NADE(nn.Module):
     """Multi-label frames scored and sampled key by key: targets are (…, K) 0/1 floats."""
 
@@ -34,10 +42,7 @@ class NADE(nn.Module):
 
     def __init__(self, keys: int, hidden: int, order: str = "ascending") -> None:
         super().__init__()
-        if keys < 1 or hidden < 1:
-            raise ConfigError(f"a NADE needs at least one key and one hidden unit, got {keys} and {hidden}")
-        if order not in ORDERS:
-            raise ConfigError(f"nade_order must be one of {', '.join(ORDERS)}, got {order!r}")
+        check(keys, hidden, order)
         self.keys, self.hidden, self.order = keys, hidden, order
         # row k of each belongs to key k (in pitch order, whatever the NADE's order)
         self.W = nn.Parameter(torch.randn(keys, hidden) / keys**0.5)  # what v_k adds to a
@@ -63,7 +68,7 @@ class NADE(nn.Module):
         keys = torch.arange(self.keys, device=on.device)
         notes = on.sum(-1)
         most = int(notes.max()) if notes.numel() else 0
-        # the keys that are on, in order, then padding (key 0, its weights masked out)
+        # the keys that are on, in order, then keys that are off as padding (masked out by real)
         played = torch.where(on, keys, keys + self.keys).argsort(-1)[:, :most]
         real = torch.arange(most, device=on.device) < notes.unsqueeze(-1)
         added = w[played] * real.unsqueeze(-1).to(w.dtype)  # (N, S, H): W_j of the j-th note

@@ -100,10 +100,12 @@ class DeepTransition(nn.Module):
         rest = self.layer_bias if self.layer_bias is not None else u.new_zeros(later)
         return torch.cat([u, rest.expand(*u.shape[:-1], later)], dim=-1)
 
-    def step(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One step h_t = x_t ⊕ h_{t-1}, given u = U x_t + b (B, ·) and h = h_{t-1} (B, H)."""
+    def step(self, u: torch.Tensor, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One step h_t = x_t ⊕ h_{t-1}, given u = U x_t + b (B, ·) and h = h_{t-1} (B, H);
+        ``mask`` (B, H), if given, multiplies h_{t-1} where the matrices read it (dropout)."""
         inputs = u.split(self.pre_sizes, -1)
-        reads_h = F.linear(h, self.recurrent_weight).split(self.recurrent_sizes, -1)
+        read = h if mask is None else h * mask
+        reads_h = F.linear(read, self.recurrent_weight).split(self.recurrent_sizes, -1)
         z = self.units[0](inputs[0] + reads_h[0])
         for layer in range(1, self.depth):
             a = inputs[layer] + F.linear(z, self.layer_weights[layer - 1])

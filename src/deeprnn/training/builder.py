@@ -59,6 +59,17 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     return replace(c, **changes)
 
 
+def run_model(config: TrainConfig, corpus: Corpus, model: DeepRNN | ModelConfig | None) -> DeepRNN:
+    """What a run trains: ``model`` as it is, or built from a ModelConfig, or the preset's
+    (``config.model`` with ``config.architecture``); its head and sizes must fit the corpus."""
+    if not isinstance(model, DeepRNN):
+        model = build_model(check_head(model or model_config(config, corpus), corpus))
+    if model.recurrence.batch_first:
+        raise ConfigError("the trainer feeds time-major batches (T, B, …): give a model without batch_first")
+    check_head(model.config, corpus)
+    return model
+
+
 def check_head(config: ModelConfig, corpus: Corpus) -> ModelConfig:
     """``config``, if its head and sizes fit the corpus (a ConfigError saying why not)."""
     fits = {"categorical"} if isinstance(corpus, TextCorpus) else {"bernoulli", "nade"}

@@ -262,9 +262,19 @@ def finetune_table(model: str, data: str, config_file: str | None = None) -> dic
 def _file_values(model: str, data: str, from_file: dict) -> dict:
     """The committed config of (model, data), updated by a ``--config`` file's values."""
     paper = paper_config_file(model, data)
-    values = read_toml(paper) if paper is not None else {}
-    values.update(from_file)
+    values = _flat(read_toml(paper)) if paper is not None else {}
+    values.update(_flat(from_file))
     return values
+
+
+def _flat(values: dict) -> dict:
+    """A file's settings with its ``[architecture]`` table as plain keys (its own flat keys win),
+    so that a later file's table overrides an earlier file's flat keys, and the other way round."""
+    table = values.get("architecture")
+    if not isinstance(table, dict):
+        return values
+    rest = {k: v for k, v in values.items() if k != "architecture"}
+    return {**table, **rest}
 
 
 def _checked_stage(table: Any, model: str, data: str) -> dict | None:

@@ -34,14 +34,12 @@ from deeprnn.training.builder import (
     ONE_PROCESS,
     Corpus,
     batches,
-    build_model,
-    check_head,
     device_name,
     kind_of,
     load_pretrained,
     make_optimizer,
-    model_config,
     pick_device,
+    run_model,
     shares_evaluation,
 )
 from deeprnn.training.config import TrainConfig
@@ -51,9 +49,11 @@ from deeprnn.training.evaluation import batch_nll, evaluate, split_score
 from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.progress import Progress
+from deeprnn.training.run_folder import newest_checkpoint
 from deeprnn.training.schedule import Schedule
 
-# Called with each validation record (update, epoch, value, lr, …); True stops the run.
+# Called (on the first process) with each validation record (update, epoch, value, lr, …);
+# True stops the run.
 Callback = Callable[[dict], bool | None]
 
 
@@ -74,10 +74,9 @@ class Run:
         torch.manual_seed(config.seed)
         self.corpus, self.kind = corpus, kind_of(config, corpus)
         self.metric = metric_name(self.kind, getattr(self.corpus, "level", "frame"))
-        if not isinstance(model, DeepRNN):  # built here, after seeding: the preset's, or model's
-            model = build_model(check_head(model or model_config(config, corpus), corpus))
-        self.model_config = check_head(model.config, corpus)
-        self.model = model.to(self.device)
+        self.model = run_model(config, corpus, model).to(self.device)  # built after seeding
+        self.model_config = self.model.config
+        self.name = self.model_config.name or "custom"  # the preset's, for the results
         self.callback = callback
         self.train_data = batches(config, self.corpus, "train", training=True, world=world)
         self.noisy = [p for p in self.model.parameters() if p.dim() >= 2]
@@ -101,8 +100,6 @@ class Run:
         self.guard = NonfiniteGuard()
         self.good_state = self.snapshot()  # model and optimiser where a restore returns to
         self.best_model: dict | None = None  # the best parameters (CPU), kept by every process
-
-    # -- checkpoints ---------------------------------------------------------------------------
 
     def checkpoint_state(self) -> dict:
         own = {
@@ -186,8 +183,6 @@ class Run:
         p = self.progress
         self.log(f"resumed at epoch {p.epoch}, batch {p.batch}, update {p.updates}")
 
-    # -- training ------------------------------------------------------------------------------
-
     def update(self, batch: Batch) -> float | None:
         """One SGD update on a segment; returns its mean NLL per target (None if skipped)."""
         config, model = self.config, self.model
@@ -237,12 +232,12 @@ class Run:
 
     def diverged(self, loss: float) -> None:
         """Stop the run: halving the rate from the last good state has not helped."""
-        folder = self.out / "checkpoints"
-        last_good = next((str(folder / n) for n in ("last.pt", "best.pt") if (folder / n).exists()), "none")
-        error = self.guard.diverged(self.progress.updates + 1, loss, last_good)
+        error = self.guard.diverged(
+            self.progress.updates + 1, loss, str(newest_checkpoint(self.out) or "none")
+        )
         self.log(str(error))
         if self.world.main:
-            record = {"model": self.config.model, "data": self.corpus.name, "version": __version__}
+            record = {"model": self.name, "data": self.corpus.name, "version": __version__}
             write_json(self.out / "results.json", {**record, **error.record()})
         raise error
 
@@ -306,10 +301,8 @@ class Run:
         from torch.utils.tensorboard import SummaryWriter
 
         config, p = self.config, self.progress
-        if self.world.main:
-            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=p.updates or None)
-        else:
-            self.writer = NoWriter()
+        tb = self.out / "tb"
+        self.writer = SummaryWriter(str(tb), purge_step=p.updates or None) if self.world.main else NoWriter()
         self.model.train()
         stop = p.done
         while not stop:
@@ -337,14 +330,13 @@ class Run:
                     p.loss_sum, p.loss_count = 0.0, 0
                     improved, stop_early = self.evaluate_valid(mean)
                     reasons = {
-                        "callback": bool(self.callback and self.callback(dict(self.history[-1]))),
+                        "callback": self.callback_stops(),
                         "early stopping": stop_early,
                         "time budget": out_of_time,
                         "max updates": out_of_updates,
                         "epochs": p.epoch >= config.epochs,
                     }
-                    stop = any(reasons.values())
-                    p.done = stop
+                    p.done = stop = any(reasons.values())
                     p.stop_reason = next((r for r, hit in reasons.items() if hit), "")
                     self.save_last(best=improved)
                     self.write_metrics()
@@ -357,13 +349,19 @@ class Run:
         self.writer.close()
         return self.finish()
 
+    def callback_stops(self) -> bool:
+        """Whether the callback (on the first process, given the last validation) says stop."""
+        says = self.callback is not None and self.world.main and self.callback(dict(self.history[-1]))
+        return self.callback is not None and self.on_any_process(bool(says))
+
     def out_of_time(self) -> bool:
-        """Whether the time budget is spent (by any process: they must all stop together)."""
+        """Whether the time budget is spent."""
         budget = self.config.time_budget_s
-        if budget <= 0:
-            return False
-        spent = float(self.progress.train_seconds >= budget)
-        return distributed.sum_across([spent], self.world, self.device)[0] > 0
+        return budget > 0 and self.on_any_process(self.progress.train_seconds >= budget)
+
+    def on_any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process (all learn it, so that they stop together)."""
+        return distributed.sum_across([float(flag)], self.world, self.device)[0] > 0
 
     def write_metrics(self) -> None:
         if self.world.main:
@@ -377,22 +375,16 @@ class Run:
         final = replace(self.config, eval_batch_size=1) if self.kind == "text" else self.config
         scores = {split: split_score(self.metric, *self.score(split, final)) for split in ("valid", "test")}
         if self.kind == "music":  # also as the TCN paper's code scores: frames 2..T
-            scores["test_from_second_frame"] = split_score(
-                self.metric, *self.score("test", final, None, True)
-            )
+            later = self.score("test", final, from_second=True)
+            scores["test_from_second_frame"] = split_score(self.metric, *later)
         counts = count_parameters(self.model)
         results = {
-            "model": self.config.model,
+            "model": self.name,
             "data": self.corpus.name,
             "metric": self.metric,
             f"valid_{self.metric}": scores["valid"]["value"],
             f"test_{self.metric}": scores["test"]["value"],
-            "best_update": self.progress.best_update,
-            "updates": self.progress.updates,
-            "epochs": self.progress.epoch,
-            "train_seconds": round(self.progress.train_seconds, 1),
-            "skipped_updates": self.progress.skipped,
-            "stop_reason": self.progress.stop_reason,
+            **self.progress.summary(),
             "device": device_name(self.device),
             "version": __version__,
             **counts,

@@ -23,4 +23,15 @@ class Progress:
     loss_sum: float = 0.0  # training losses since the last evaluation (its train_loss)
     loss_count: int = 0
     done: bool = False
-    stop_reason: str = ""  # early stopping, time budget, max updates, epochs
+    stop_reason: str = ""  # callback, early stopping, time budget, max updates, epochs
+
+    def summary(self) -> dict:
+        """What a run's results say of its course."""
+        return {
+            "best_update": self.best_update,
+            "updates": self.updates,
+            "epochs": self.epoch,
+            "train_seconds": round(self.train_seconds, 1),
+            "skipped_updates": self.skipped,
+            "stop_reason": self.stop_reason,
+        }

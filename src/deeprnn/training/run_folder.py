@@ -115,12 +115,17 @@ def _holder(fd: int) -> str:
         return "another process"
 
 
+def newest_checkpoint(out: Path) -> Path | None:
+    """``last.pt``, else ``best.pt``, of the run in ``out``; None when it has neither."""
+    return next((p for p in (out / "checkpoints" / n for n in ("last.pt", "best.pt")) if p.exists()), None)
+
+
 def resumable_state(out: Path, log=print) -> dict | None:
     """The newest readable training state of a run: ``last.pt``, else the run as it was at its
     best point (``best.pt``); says which it took and what it skipped. None when the run has no
     checkpoint at all (it was stopped before its first); an error when none can be read."""
     folder, skipped = out / "checkpoints", []
-    if not any((folder / name).exists() for name in ("last.pt", "best.pt")):
+    if newest_checkpoint(out) is None:
         return None
     for name in ("last.pt", "best.pt"):
         if not (folder / name).exists():

@@ -61,6 +61,11 @@ def train(
         config = apply(config)
     if resume and model is not None:
         raise ConfigError("a resumed run rebuilds its model from its model.json; do not pass one")
+    if model is not None and config is not None and config.architecture:
+        raise ConfigError(
+            f"with a model of your own, architecture settings ({', '.join(config.architecture)}) would be "
+            "ignored: set them on the model's ModelConfig instead"
+        )
     parts = {"model": model, "callback": callback}
     with own_random_state():
         return _train(config, Path(out), data_dir, resume, limits or {}, force, device, log, parts)
