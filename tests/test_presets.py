@@ -13,7 +13,7 @@ from deeprnn.data import MusicCorpus
 from deeprnn.data.registry import dataset
 from deeprnn.errors import ConfigError
 from deeprnn.names import DATA_SETS, MODELS, NADE_MODELS, TABLES, canonical_data, canonical_model
-from deeprnn.presets import resized, size_ratios
+from deeprnn.presets import describe_preset, resized, size_ratios
 from deeprnn.training import builder
 from deeprnn.training.config import apply, paper_config_file
 
@@ -83,6 +83,8 @@ def test_each_data_set_is_known_everywhere_under_each_of_its_names(name):
         config = preset(model, name)
         assert config.input_size == config.output_size == known.symbols
         assert config.tokens == (known.kind == "text")
+    paper_cell = describe_preset("rnn", name)["paper_table_cell"]
+    assert paper_cell == (name in ("nottingham", "jsb", "musedata", "ptb-char", "ptb-word"))
     in_a_table = [t for t in TABLES.values() if name in t.data]
     assert all(t.metric == known.metric for t in in_a_table)
     assert (paper_config_file("rnn", name) is not None) == bool(in_a_table)
