@@ -700,8 +700,10 @@ def test_training_from_python_takes_your_own_model_and_a_callback(tmp_path, roll
         json.dumps(config.to_dict())
     )
     assert any(not torch.equal(start[k], v) for k, v in model.state_dict().items())  # it trained this model
-    best, _, _ = evaluation.load_best(tmp_path / "own")
-    assert best.config == config
+    best = deeprnn.load_run(tmp_path / "own")
+    assert best.config == config and not best.training
+    saved = torch.load(tmp_path / "own" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in best.state_dict().items())
     # a run cut by its limit, resumed with a higher one: the same architecture, from model.json
     deeprnn.train({**settings, "max_updates": 4}, tmp_path / "limit", model=DeepRNN(config), log=quiet)
     extended = trainer.train(None, tmp_path / "limit", resume=True, limits={"max_updates": 8}, log=quiet)

@@ -5,7 +5,8 @@
     y_t = ▷ h_t              (:class:`DeepOutput`)
 
 :class:`DeepRNN` puts them together from a :class:`ModelConfig`; :func:`preset` gives the paper's;
-:func:`train` trains one (``deeprnn.training.trainer.train``, imported when first used).
+:func:`train` trains one and :func:`load_run` loads a trained one from its run folder (both from
+``deeprnn.training``, imported when first used).
 """
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "Recurrence",
     "count_parameters",
     "preset",
+    "load_run",
     "train",
     "unroll",
     "__version__",
@@ -37,4 +39,8 @@ def __getattr__(name: str):
         from deeprnn.training.trainer import train
 
         return train
+    if name == "load_run":
+        from deeprnn.training.evaluation import load_run
+
+        return load_run
     raise AttributeError(f"module 'deeprnn' has no attribute {name!r}")

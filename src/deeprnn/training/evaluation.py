@@ -132,6 +132,12 @@ def piece_scores(model: DeepRNN, pieces: list, device: torch.device) -> list[dic
     return scores
 
 
+def load_run(out: str | Path, device: str | None = None) -> DeepRNN:
+    """The model of a run folder with its best parameters, in evaluation mode (on ``device``,
+    default the run's): ``deeprnn.load_run("runs/jsb-dts")``."""
+    return load_best(out, device)[0].eval()
+
+
 def load_best(out: str | Path, device: str | None = None) -> tuple[DeepRNN, TrainConfig, int]:
     """A run's best parameters in a model (on ``device``, default the run's), its config, and
     the update at which they were best."""
