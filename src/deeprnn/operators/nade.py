@@ -60,7 +60,7 @@ class NADE(nn.Module):
         a_k only changes after a key that is on, so it takes S + 1 values in a frame of S notes:
         the hidden units are computed once per stretch of keys between two notes, and each key
         reads its stretch's (the same numbers as a_k key by key, at a fraction of the work)."""
-        b, c = self._in_order(logits, frames)
+        b, c = self._biases(logits, frames)
         shape = b.shape
         b, c = b.reshape(-1, self.keys), c.reshape(-1, self.hidden)
         on = self._ordered(frames).reshape(-1, self.keys) > 0.5
@@ -81,7 +81,7 @@ class NADE(nn.Module):
     def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Exact negative log-likelihood of each frame, in nats: (…, K + H), (…, K) 0/1 -> (…).
         It neither shifts nor masks (see :meth:`deeprnn.DeepRNN.loss`)."""
-        self._in_order(logits, targets)
+        self._biases(logits, targets)
         flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1, self.keys)
         # frames in order of their number of notes, in chunks: each chunk pads to its own most
         order = (flat_targets > 0.5).sum(-1).argsort()
@@ -125,7 +125,8 @@ class NADE(nn.Module):
             return self.W.flip(0), self.V.flip(0)
         return self.W, self.V
 
-    def _in_order(self, logits: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _biases(self, logits: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """b (in the NADE's order) and c of ``logits``, once their shape and the frames' are checked."""
         if logits.shape[-1] != self.logit_size or frames.shape != logits.shape[:-1] + (self.keys,):
             raise ValueError(
                 f"a NADE of {self.keys} keys and {self.hidden} hidden units reads logits (…, "

@@ -125,22 +125,19 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     names (none: the preset's value again), or as an ``architecture`` table; an unknown key or a
     bad value is an error listing the valid ones. The config.json of a run written before the
     table existed has the architecture's names at the top level (none where unchanged)."""
-    kinds = _field_types()
+    table = values.get("architecture", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"architecture: expected a table of settings, got {table!r}")
+    values, kinds = _flat(values), _field_types()
     unknown = sorted(set(values) - set(kinds) - set(ARCHITECTURE))
     if unknown:
         valid = sorted((set(kinds) | set(ARCHITECTURE)) - {"architecture"})
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}")
     current = (base or TrainConfig()).to_dict()
-    table = values.get("architecture", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"architecture: expected a table of settings, got {table!r}")
-    changes = {**table, **{k: v for k, v in values.items() if k in ARCHITECTURE}}
-    for key, value in changes.items():
-        current["architecture"][key] = (
-            _parse(value, ARCHITECTURE[key] | None) if key in ARCHITECTURE else value
-        )
+    for key in values.keys() & ARCHITECTURE.keys():
+        current["architecture"][key] = _parse(values[key], ARCHITECTURE[key] | None)
     current["architecture"] = {k: v for k, v in current["architecture"].items() if v is not None}
-    current.update({k: _parse(v, kinds[k]) for k, v in values.items() if k in kinds and k != "architecture"})
+    current.update({k: _parse(v, kinds[k]) for k, v in values.items() if k in kinds})
     return TrainConfig(**current)
 
 
@@ -268,8 +265,8 @@ def _file_values(model: str, data: str, from_file: dict) -> dict:
 
 
 def _flat(values: dict) -> dict:
-    """A file's settings with its ``[architecture]`` table as plain keys (its own flat keys win),
-    so that a later file's table overrides an earlier file's flat keys, and the other way round."""
+    """Settings with their ``[architecture]`` table as plain keys (flat keys beside it win), so
+    that a later file's table overrides an earlier file's flat keys, and the other way round."""
     table = values.get("architecture")
     if not isinstance(table, dict):
         return values
