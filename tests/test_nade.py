@@ -156,11 +156,11 @@ def test_train_eval_sample_and_info_from_the_command_line(tmp_path, rolls, capsy
     assert main(["eval", str(run), "--split", "valid", "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     pieces = [torch.from_numpy(r.astype("float32")) for r in load(str(rolls)).splits["valid"]]
-    total = sum(float(model.loss(p.unsqueeze(1), reduction="sum")) for p in pieces)
+    total = sum(float(model.loss(p.unsqueeze(1), reduction="sum").detach()) for p in pieces)
     assert scored["value"] == pytest.approx(total / sum(len(p) for p in pieces), rel=1e-5)
     # the TCN paper's convention: frames 2..T of each piece, over the sum of T - 1
     assert main(["eval", str(run), "--split", "valid", "--json", "--from-second-frame"]) == 0
-    later = sum(float(model.loss(p.unsqueeze(1), reduction="none")[1:].sum()) for p in pieces)
+    later = sum(float(model.loss(p.unsqueeze(1), reduction="none")[1:].sum().detach()) for p in pieces)
     tcn = json.loads(capsys.readouterr().out)
     assert tcn["count"] == sum(len(p) - 1 for p in pieces) and tcn["scored_from"] == "second frame"
     assert tcn["value"] == pytest.approx(later / tcn["count"], rel=1e-5) and tcn["value"] != scored["value"]
