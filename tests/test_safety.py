@@ -257,6 +257,7 @@ BAD = {
     "eval_batch_size": 0,
     "text_level": "byte",
     "frames_per_beat": 0,
+    "tempo_bpm": 0,
     "optimizer": "lbfgs",
     "lr": 0,
     "momentum": 1.0,

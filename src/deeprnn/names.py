@@ -18,6 +18,24 @@ METRICS = ("nll", "bpc", "ppl")  # nats per frame, bits per character, perplexit
 
 
 @dataclass(frozen=True)
+class Grid:
+    """A piano roll's time grid: frames per beat (a quarter note) and the tempo it is played at."""
+
+    frames_per_beat: int
+    tempo_bpm: float
+
+    @property
+    def seconds_per_frame(self) -> float:
+        return 60.0 / (self.tempo_bpm * self.frames_per_beat)
+
+
+# The benchmark rolls were sampled "every eighth note (quarter note for JSB chorales) following
+# the beat information present in the MIDI file" (the data sets' page, Boulanger-Lewandowski et
+# al. 2012: docs/music.md). The rolls keep no tempo; the tempos here are ours, for listening.
+EIGHTHS, QUARTERS = 2, 1
+
+
+@dataclass(frozen=True)
 class DataSet:
     name: str
     kind: str  # one of KINDS
@@ -26,14 +44,24 @@ class DataSet:
     sizes_from: str  # the column of the paper's size table its models take (docs/paper.md §3)
     about: str
     aliases: tuple[str, ...] = ()
+    grid: Grid | None = None  # music: how its frames map to beats and seconds
 
 
 DATA_SETS: dict[str, DataSet] = {
     d.name: d
     for d in (
-        DataSet("nottingham", "music", 88, "nll", "nottingham", "Nottingham"),
-        DataSet("jsb", "music", 88, "nll", "jsb", "JSB Chorales", ("jsb-chorales", "jsbchorales")),
-        DataSet("musedata", "music", 88, "nll", "musedata", "MuseData"),
+        DataSet("nottingham", "music", 88, "nll", "nottingham", "Nottingham", grid=Grid(EIGHTHS, 120)),
+        DataSet(
+            "jsb",
+            "music",
+            88,
+            "nll",
+            "jsb",
+            "JSB Chorales",
+            ("jsb-chorales", "jsbchorales"),
+            grid=Grid(QUARTERS, 80),
+        ),
+        DataSet("musedata", "music", 88, "nll", "musedata", "MuseData", grid=Grid(EIGHTHS, 100)),
         DataSet(
             "piano-midi",
             "music",
@@ -42,6 +70,7 @@ DATA_SETS: dict[str, DataSet] = {
             "musedata",  # not in the paper: MuseData's sizes
             "Piano-midi.de",
             ("piano-midi.de", "pianomidi"),
+            grid=Grid(EIGHTHS, 100),
         ),
         DataSet(
             "ptb-char",
@@ -103,6 +132,15 @@ def data_set(name: str) -> DataSet | None:
     """The data set called ``name`` or one of its aliases (any case, ``_`` or ``-``), else None."""
     key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
     return DATA_SETS.get(_ALIASES.get(key, key))
+
+
+def grid_of(data: str, frames_per_beat: int = 4, tempo_bpm: float = 120.0) -> Grid:
+    """The time grid of the music data set ``data``; for a user's MIDI folder (or any other
+    path), the one it was read with: ``frames_per_beat`` at ``tempo_bpm``."""
+    known = data_set(data)
+    if known is not None and known.grid is not None:
+        return known.grid
+    return Grid(frames_per_beat, tempo_bpm)
 
 
 def canonical_data(name: str) -> str:

@@ -54,8 +54,9 @@ def sample(
     return torch.stack(out).cpu()
 
 
-def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """A picture of a (T, 88) roll: time to the right, pitch upwards."""
+def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "", primed: int = 0) -> Path:
+    """A picture of a (T, 88) roll: time to the right, pitch upwards; a line where the first
+    ``primed`` frames (a primer the model continued) end."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     width = min(max(6, roll.shape[0] / 25), MAX_ROLL_INCHES)  # a long roll is drawn denser
@@ -69,6 +70,9 @@ def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "") -> Path
         interpolation="nearest",
         extent=(0, roll.shape[0], 21 - 0.5, 108 + 0.5),
     )
+    if primed:
+        ax.axvline(primed, color="tab:red", linewidth=1, label="end of the primer")
+        ax.legend(loc="upper right")
     ax.set(xlabel="frame", ylabel="MIDI pitch", title=title)
     fig.tight_layout()
     return write_atomic(path, lambda file: fig.savefig(file, format="png", dpi=100))
@@ -83,31 +87,88 @@ def write_samples(
     temperature: float = 1.0,
     seed: int = 0,
     device: str | None = None,
+    prime: str | None = None,
+    prime_frames: int | None = None,
+    velocity: int = 80,
+    audio: str | None = None,
+    soundfont: str | None = None,
 ) -> list[str]:
-    """Draw ``count`` samples from a run's best parameters into ``out``: MIDI files and piano-roll
-    pictures (music) or text files (text). Returns what was written, a line per sample (the
-    text itself, for text)."""
-    from deeprnn.data import TextCorpus
-    from deeprnn.data.music import roll_to_midi
+    """Draw ``count`` samples from a run's best parameters into ``out``: a MIDI file, a piano
+    roll and (``audio``: ".wav" or ".ogg") its audio per sample of music, a text file per sample
+    of text. Returns a line per file written (the text itself, for text).
+
+    ``prime`` continues a piece: a MIDI file (its first ``prime_frames`` frames, read on the
+    run's grid) or a text. The model reads it, then samples; it opens every sample unchanged,
+    a MIDI primer with its own velocities (sampled notes get ``velocity``)."""
+    from deeprnn.audio import find_synthesiser, render
     from deeprnn.training.evaluation import load_best
 
     model, config, _ = load_best(run, device)
+    if model.config.tokens and (audio or prime_frames):
+        raise ConfigError(f"{run} is a text run: audio and --prime-frames are for music runs")
     out = Path(out)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    if model.config.tokens:  # the run's vocabulary, decoded as its corpus decodes
-        v = json.loads((Path(run) / "vocab.json").read_text())
-        corpus = TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])
+    corpus = _vocabulary(run) if model.config.tokens else None
+    start, opening, loudness = _primer(model, corpus, config, prime, prime_frames)
+    synthesiser = find_synthesiser(soundfont) if audio and corpus is None else None
     lines = []
     for k in range(count):
-        if model.config.tokens:
-            start = torch.tensor([corpus.boundary])
-            ids = sample(model, steps, start=start, temperature=temperature, generator=generator)
-            text = corpus.decode(ids.tolist())
+        draws = sample(model, steps, start=start, temperature=temperature, generator=generator)
+        if corpus is not None:
+            text = corpus.decode([*opening, *draws.tolist()])
             write_text(out / f"sample-{k}.txt", text)
             lines.append(text)
             continue
-        roll = sample(model, steps, temperature=temperature, generator=generator).numpy().astype("uint8")
-        roll_to_midi(roll, out / f"sample-{k}.mid", frames_per_beat=config.frames_per_beat)
-        save_piano_roll(roll, out / f"sample-{k}.png", title=f"{config.model} on {config.data}, sample {k}")
-        lines.append(f"{out}/sample-{k}.mid and .png: {roll.shape[0]} frames, {int(roll.sum())} notes")
+        roll = np.vstack([opening, draws.numpy().astype(np.uint8)])
+        velocities = np.vstack([loudness, np.full((steps, roll.shape[1]), velocity, np.uint8)])
+        title = f"{config.model} on {config.data}, sample {k}"
+        midi, line = _write_music(out / f"sample-{k}", roll, velocities, len(opening), config.grid, title)
+        if synthesiser is not None:
+            line += f"; {render(midi, midi.with_suffix(audio), synthesiser).name}"
+        lines.append(line)
+    if synthesiser is not None:
+        lines.append(f"audio: {synthesiser.name}")
     return lines
+
+
+def _vocabulary(run: str | Path):
+    """The run's vocabulary, to encode a primer and decode samples as its corpus does."""
+    from deeprnn.data import TextCorpus
+
+    v = json.loads((Path(run) / "vocab.json").read_text())
+    return TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])
+
+
+def _primer(model: DeepRNN, corpus, config, prime: str | None, prime_frames: int | None):
+    """What the model reads before it samples (None: the boundary alone), what opens each
+    sample, and (music) the velocities of that opening."""
+    keys = model.config.input_size
+    if corpus is not None:
+        ids = corpus.encode(prime) if prime else []
+        return torch.tensor([corpus.boundary, *ids]), ids, None
+    if prime is None:
+        return None, np.zeros((0, keys), np.uint8), np.zeros((0, keys), np.uint8)
+    from deeprnn.data.music import midi_to_roll
+
+    roll, loudness = midi_to_roll(prime, config.grid.frames_per_beat, velocities=True)
+    roll, loudness = roll[:prime_frames], loudness[:prime_frames]
+    if not roll.any():
+        within = f" in its first {prime_frames} frames" if prime_frames else ""
+        raise ConfigError(f"{prime}: the primer has no notes{within}; a primer must have some to continue")
+    silence = np.zeros((1, keys), np.float32)  # the boundary input that opens every piece
+    return torch.from_numpy(np.vstack([silence, roll]).astype(np.float32)), roll, loudness
+
+
+def _write_music(stem: Path, roll: np.ndarray, velocities: np.ndarray, primed: int, grid, title: str):
+    """``stem``.mid and .png of a sampled roll; the MIDI file, and a line saying what it holds."""
+    from deeprnn.data.music import count_notes, roll_to_midi
+
+    fpb, bpm = grid.frames_per_beat, grid.tempo_bpm
+    midi = roll_to_midi(roll, stem.with_suffix(".mid"), fpb, bpm, velocity=velocities)
+    save_piano_roll(roll, stem.with_suffix(".png"), title, primed)
+    seconds = len(roll) * grid.seconds_per_frame
+    line = (
+        f"{stem}.mid and .png: {len(roll)} frames, {count_notes(roll)} notes, {seconds:.1f} s "
+        f"({fpb} frame{'s' * (fpb > 1)} per beat at {bpm:g} bpm)"
+    )
+    return midi, line

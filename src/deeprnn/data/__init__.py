@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,12 @@ __all__ = ["DataError", "MusicCorpus", "TextCorpus", "data_dir", "load"]
 
 @dataclass
 class MusicCorpus:
-    """Piano rolls per split: lists of (T, 88) uint8 arrays."""
+    """Piano rolls per split: lists of (T, 88) uint8 arrays, and their names where the data has
+    them (a MIDI folder's files; the benchmark files have none)."""
 
     name: str
     splits: dict[str, list[np.ndarray]]
+    names: dict[str, list[str]] = field(default_factory=dict)
     level = "frame"
 
 
@@ -44,7 +46,7 @@ def load(
         if path.is_dir() and (path / "train.txt").exists():
             return load_text_folder(path, text_level)
         if path.is_dir():
-            return MusicCorpus(path.name, music.load_midi_folder(path, frames_per_beat))
+            return MusicCorpus(path.name, *music.load_midi_folder(path, frames_per_beat))
         raise DataError(f"{path}: expected a .mat or .pickle file, a MIDI folder or a text folder")
     known = dataset(name)
     folder = data_dir(root)

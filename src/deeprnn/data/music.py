@@ -22,6 +22,7 @@ LOWEST = 21  # MIDI pitch of the first key
 _TICKS_PER_BEAT = 480  # divisible by every usual number of frames per beat
 
 Splits = dict[str, list[np.ndarray]]
+Names = dict[str, list[str]]  # a name per piece, per split, where the data has them
 
 
 def load_mat(path: Path) -> Splits:
@@ -98,21 +99,39 @@ def _check_splits(splits: Splits, path: Path) -> Splits:
     return splits
 
 
-def midi_to_roll(path: str | os.PathLike, frames_per_beat: int = 4) -> np.ndarray:
-    """Read a MIDI file into a (T, 88) roll, ``frames_per_beat`` frames per quarter note.
+def midi_to_roll(
+    path: str | os.PathLike, frames_per_beat: int = 4, *, velocities: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Read a MIDI file into a (T, 88) roll, ``frames_per_beat`` frames per quarter note; with
+    ``velocities``, also a (T, 88) uint8 array of the velocity of the note sounding in each cell.
 
     A note covers the frames its sounding time overlaps. Percussion (channel 10) and notes
     outside the 88 keys are left out."""
-    path = Path(path)
+    notes, ticks_per_beat = _read_notes(Path(path))
+    ticks_per_frame = ticks_per_beat / frames_per_beat
+    end = max((stop for _, stop, _, _ in notes), default=0)
+    roll = np.zeros((int(np.ceil(end / ticks_per_frame)), KEYS), dtype=np.uint8)
+    loudness = np.zeros_like(roll)
+    for start, stop, key, velocity in sorted(notes):
+        if 0 <= key < KEYS and stop > start:
+            first = int(start // ticks_per_frame)
+            last = int(np.ceil(stop / ticks_per_frame))
+            roll[first:last, key] = 1
+            loudness[first:last, key] = velocity
+    return (roll, loudness) if velocities else roll
+
+
+def _read_notes(path: Path) -> tuple[list[tuple[int, int, int, int]], int]:
+    """The notes of a MIDI file as (start tick, end tick, key, velocity), and its ticks per beat."""
     try:
         midi = mido.MidiFile(path)
     except Exception as error:
         raise DataError(f"{path}: not a readable MIDI file ({error})") from error
     if midi.type == 2:
         raise DataError(f"{path}: MIDI type 2 (independent sequences) is not supported")
-    notes = []  # (start tick, end tick, key)
+    notes = []
     for track in midi.tracks:
-        tick, sounding = 0, {}
+        tick, sounding = 0, {}  # key -> (start tick, velocity)
         for message in track:
             tick += message.time
             if message.type not in ("note_on", "note_off") or message.channel == 9:
@@ -120,19 +139,18 @@ def midi_to_roll(path: str | os.PathLike, frames_per_beat: int = 4) -> np.ndarra
             key = message.note - LOWEST
             on = message.type == "note_on" and message.velocity > 0
             if on and key not in sounding:
-                sounding[key] = tick
+                sounding[key] = (tick, message.velocity)
             elif not on and key in sounding:
-                notes.append((sounding.pop(key), tick, key))
-        notes.extend((start, tick, key) for key, start in sounding.items())
-    ticks_per_frame = midi.ticks_per_beat / frames_per_beat
-    end = max((stop for _, stop, _ in notes), default=0)
-    roll = np.zeros((int(np.ceil(end / ticks_per_frame)), KEYS), dtype=np.uint8)
-    for start, stop, key in notes:
-        if 0 <= key < KEYS and stop > start:
-            first = int(start // ticks_per_frame)
-            last = int(np.ceil(stop / ticks_per_frame))
-            roll[first:last, key] = 1
-    return roll
+                start, velocity = sounding.pop(key)
+                notes.append((start, tick, key, velocity))
+        notes.extend((start, tick, key, velocity) for key, (start, velocity) in sounding.items())
+    return notes, midi.ticks_per_beat
+
+
+def count_notes(roll: np.ndarray) -> int:
+    """The notes of a roll as its MIDI file holds them: a key held over frames is one note."""
+    active = np.asarray(roll) > 0
+    return int(active[:1].sum() + (active[1:] & ~active[:-1]).sum())
 
 
 def roll_to_midi(
@@ -141,17 +159,24 @@ def roll_to_midi(
     frames_per_beat: int = 4,
     tempo_bpm: float = 120.0,
     program: int = 0,
-    velocity: int = 80,
+    velocity: int | np.ndarray = 80,
 ) -> Path:
-    """Write a (T, 88) roll as a one-track MIDI file (a key held over frames is one note)."""
+    """Write a (T, 88) roll as a one-track MIDI file (a key held over frames is one note).
+
+    ``velocity``: one for every note, or a (T, 88) array read at each note's first frame (as
+    :func:`midi_to_roll` returns it, so that a file keeps its velocities on a round trip)."""
     roll = np.asarray(roll)
     if roll.ndim != 2 or roll.shape[1] != KEYS:
         raise ValueError(f"a piano roll must have shape (T, {KEYS}), got {roll.shape}")
     if _TICKS_PER_BEAT % frames_per_beat:
         raise ValueError(f"frames_per_beat must divide {_TICKS_PER_BEAT}, got {frames_per_beat}")
+    loudness = np.broadcast_to(np.asarray(velocity, dtype=np.int64), roll.shape)
     ticks = _TICKS_PER_BEAT // frames_per_beat
     active = np.vstack([np.zeros((1, KEYS), bool), roll > 0, np.zeros((1, KEYS), bool)])
     change = np.diff(active.astype(np.int8), axis=0)  # +1 note on at frame t, -1 note off
+    onsets = change[:-1] > 0
+    if not ((loudness[onsets] >= 1) & (loudness[onsets] <= 127)).all():
+        raise ValueError("a note's velocity must be in 1..127 (0 would be a note-off)")
     events = sorted(
         (t * ticks, 0 if change[t, k] < 0 else 1, k) for t, k in zip(*np.nonzero(change), strict=True)
     )
@@ -161,18 +186,19 @@ def roll_to_midi(
     now = 0
     for tick, on, key in events:
         kind = "note_on" if on else "note_off"
-        track.append(
-            mido.Message(kind, note=LOWEST + int(key), velocity=velocity if on else 0, time=tick - now)
-        )
+        speed = int(loudness[tick // ticks, key]) if on else 0
+        track.append(mido.Message(kind, note=LOWEST + int(key), velocity=speed, time=tick - now))
         now = tick
+    track.append(mido.MetaMessage("end_of_track", time=len(roll) * ticks - now))  # silent frames last too
     midi = mido.MidiFile(ticks_per_beat=_TICKS_PER_BEAT)
     midi.tracks.append(track)
     return write_atomic(path, lambda file: midi.save(file=file))
 
 
-def load_midi_folder(folder: str | os.PathLike, frames_per_beat: int = 4) -> Splits:
-    """A user's MIDI files as splits: ``train/``, ``valid/``, ``test/`` subfolders if present;
-    otherwise the files in name order, every 10th going to valid and the one after to test."""
+def load_midi_folder(folder: str | os.PathLike, frames_per_beat: int = 4) -> tuple[Splits, Names]:
+    """A user's MIDI files as splits, and each piece's file (relative to ``folder``):
+    ``train/``, ``valid/``, ``test/`` subfolders if present; otherwise the files in name order,
+    every 10th going to valid and the one after to test."""
     folder = Path(folder)
     suffixes = {".mid", ".midi"}
 
@@ -192,4 +218,5 @@ def load_midi_folder(folder: str | os.PathLike, frames_per_beat: int = 4) -> Spl
         if not paths:
             raise DataError(f"{folder}: no MIDI files (*.mid, *.midi) for the {split} split")
     splits = {s: [midi_to_roll(p, frames_per_beat) for p in paths] for s, paths in found.items()}
-    return _check_splits(splits, folder)
+    names = {s: [str(p.relative_to(folder)) for p in paths] for s, paths in found.items()}
+    return _check_splits(splits, folder), names

@@ -37,6 +37,24 @@ class TextCorpus:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    def encode(self, text: str) -> list[int]:
+        """Text as ids, the inverse of :meth:`decode` (a primer to sample from). A symbol
+        outside the vocabulary becomes ``<unk>`` where the vocabulary has it, else an error."""
+        if self.level == "word":
+            symbols = []
+            for line in text.splitlines(keepends=True):
+                symbols += line.split() + ([EOS] if line.endswith("\n") else [])
+        else:
+            space = "_" if self.name == "ptb-pennchar" else " "
+            newline = EOS if EOS in self.vocab else "\n"
+            symbols = [newline if c == "\n" else space if c == " " else c for c in text]
+        index = {s: i for i, s in enumerate(self.vocab)}
+        unknown = sorted({s for s in symbols if s not in index})
+        if unknown and UNK not in index:
+            shown = ", ".join(repr(s) for s in unknown[:5])
+            raise DataError(f"{shown}: not in the vocabulary of {self.name} (and it has no {UNK})")
+        return [index.get(s, index.get(UNK, -1)) for s in symbols]
+
     def decode(self, ids) -> str:
         symbols = [self.vocab[int(i)] for i in ids]
         if self.level == "char":

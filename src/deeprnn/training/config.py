@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from deeprnn.errors import ConfigError
-from deeprnn.names import canonical_model, data_set, file_name
+from deeprnn.names import Grid, canonical_model, data_set, file_name, grid_of
 from deeprnn.training.ranges import ARCHITECTURE, check
 
 
@@ -43,7 +43,8 @@ class TrainConfig:
     bptt_steps: int = 50  # subsequence length (music: 200 Nottingham/MuseData, 50 JSB)
     eval_batch_size: int = 16
     text_level: str = "word"  # for a user's text folder
-    frames_per_beat: int = 4  # for a user's MIDI folder
+    frames_per_beat: int = 4  # for a user's MIDI folder (a data set has its own: names.grid_of)
+    tempo_bpm: float = 120.0  # for a user's MIDI folder: the tempo its samples are played at
     # Optimisation: the paper's recipe is SGD + clipping + ε0/(1+t/β) (music) or halving (text).
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -92,6 +93,11 @@ class TrainConfig:
                 f"unknown architecture setting(s) {', '.join(unknown)}; valid: {', '.join(ARCHITECTURE)}"
             )
         self.architecture = {k: check(k, v, ARCHITECTURE[k]) for k, v in self.architecture.items()}
+
+    @property
+    def grid(self) -> Grid:
+        """The time grid of the run's music: its data set's, or a MIDI folder's as it was read."""
+        return grid_of(self.data, self.frames_per_beat, self.tempo_bpm)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

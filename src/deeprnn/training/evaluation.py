@@ -114,7 +114,7 @@ def evaluate_run(
     result = {"split": split, **split_score(metric, total, count), "update": update, "run": str(out)}
     result["scored_from"] = "second frame" if from_second else "first frame"
     if per_piece:
-        result["pieces"] = piece_scores(model, corpus.splits[split], dev)
+        result["pieces"] = piece_scores(model, corpus.splits[split], dev, corpus.names.get(split))
     return result
 
 
@@ -123,12 +123,18 @@ def split_score(metric: str, total: float, count: int) -> dict:
     return {"metric": metric, "value": from_nll(metric, total, count), "nll": total, "count": count}
 
 
-def piece_scores(model: DeepRNN, pieces: list, device: torch.device) -> list[dict]:
-    """Each piece's NLL, scored alone from a zero state, in the split's order."""
+def piece_scores(
+    model: DeepRNN, pieces: list, device: torch.device, names: list[str] | None = None
+) -> list[dict]:
+    """Each piece's NLL, scored alone from a zero state, in the split's order, with its name
+    (its file, for a MIDI folder) where the data has one."""
     scores = []
     for index, piece in enumerate(pieces):
         total, count = evaluate(model, MusicBatches([piece], 1), device)
-        scores.append({"piece": index, "frames": count, "nll": total, "nll_per_frame": total / count})
+        name = names[index] if names else None
+        scores.append(
+            {"piece": index, "name": name, "frames": count, "nll": total, "nll_per_frame": total / count}
+        )
     return scores
 
 

@@ -79,6 +79,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "bptt_steps": _AT_LEAST_1,
     "eval_batch_size": _AT_LEAST_1,
     "frames_per_beat": _AT_LEAST_1,
+    "tempo_bpm": _POSITIVE,
     "lr": _POSITIVE,
     "momentum": _PROBABILITY,
     "weight_decay": _NOT_NEGATIVE,

@@ -1,0 +1,7 @@
+"""``python -m deeprnn.cli``: the ``deeprnn`` command."""
+
+import sys
+
+from deeprnn.cli import main
+
+sys.exit(main())
