@@ -19,6 +19,7 @@ from deeprnn.data.music import count_notes, midi_to_roll, roll_to_midi
 from deeprnn.errors import ConfigError
 from deeprnn.gallery import write_gallery
 from deeprnn.names import DATA_SETS, Grid, grid_of
+from deeprnn.published import Published
 from deeprnn.sampling import sample
 from deeprnn.training import trainer
 from deeprnn.training.config import apply
@@ -237,7 +238,8 @@ def test_the_gallery_page_loads_in_a_browser_with_every_picture_and_sound(jsb_ru
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    page_file, _ = write_gallery([jsb_run, midi_run], tmp_path / "gallery", count=2, steps=12)
+    sources = [jsb_run, midi_run, Published("jsb/rnn")]  # two runs and published weights
+    page_file, _ = write_gallery(sources, tmp_path / "gallery", count=2, steps=12)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})
@@ -253,8 +255,8 @@ def test_the_gallery_page_loads_in_a_browser_with_every_picture_and_sound(jsb_ru
         page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
         browser.close()
     print(f"screenshot: {tmp_path / 'gallery.png'}")
-    assert len(sounds) == len(pictures) == 4
-    assert headings[0] == "jsb/rnn" and headings[1].endswith("/rnn-nade")
+    assert len(sounds) == len(pictures) == 6
+    assert headings[0] == "jsb/rnn" and headings[1].endswith("/rnn-nade") and headings[2] == "jsb/rnn'"
     for src, duration, failed in sounds:
         assert (page_file.parent / src).is_file() and not failed and duration > 1, src
     assert all(width > 0 for _, width in pictures), pictures

@@ -5,8 +5,8 @@
     y_t = ▷ h_t              (:class:`DeepOutput`)
 
 :class:`DeepRNN` puts them together from a :class:`ModelConfig`; :func:`preset` gives the paper's;
-:func:`train` trains one and :func:`load_run` loads a trained one from its run folder (both from
-``deeprnn.training``, imported when first used).
+:func:`train` trains one, :func:`load_run` loads a trained one from its run folder and
+:func:`pretrained` the published model of a row of ``results/`` (each imported when first used).
 """
 
 __version__ = "0.1.0"
@@ -28,6 +28,7 @@ __all__ = [
     "count_parameters",
     "preset",
     "load_run",
+    "pretrained",
     "train",
     "unroll",
     "__version__",
@@ -39,6 +40,10 @@ def __getattr__(name: str):
         from deeprnn.training.trainer import train
 
         return train
+    if name == "pretrained":
+        from deeprnn.published import pretrained
+
+        return pretrained
     if name == "load_run":
         from deeprnn.training.evaluation import load_run
 

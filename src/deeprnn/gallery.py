@@ -10,9 +10,12 @@ import html
 import json
 from pathlib import Path
 
+from deeprnn import published
 from deeprnn.io import write_text
 from deeprnn.names import file_name
+from deeprnn.published import Published
 from deeprnn.sampling import write_samples
+from deeprnn.training.config import TrainConfig, apply
 from deeprnn.training.run_folder import read_config
 
 AUDIO = ".ogg"  # Vorbis: a tenth of the WAV's size, and every current browser plays it
@@ -24,7 +27,7 @@ pre { background: #f5f5f5; padding: 0.5rem; overflow-x: auto; font-size: 0.8rem;
 
 
 def write_gallery(
-    runs: list[str | Path],
+    sources: list[str | Path | Published],
     out: str | Path,
     *,
     count: int = 2,
@@ -34,22 +37,21 @@ def write_gallery(
     soundfont: str | None = None,
     device: str | None = None,
 ) -> tuple[Path, list[str]]:
-    """Sample ``count`` pieces of ``steps`` frames (tokens, for text) from each run's best
-    parameters into ``out``, and write ``out/index.html`` showing them. Returns the page and
-    the lines :func:`write_samples` printed."""
+    """Sample ``count`` pieces of ``steps`` frames (tokens, for text) from each source (a run
+    folder's best parameters, or published weights) into ``out``, and write ``out/index.html``
+    showing them. Returns the page and the lines :func:`write_samples` printed."""
     out, sections, printed, taken = Path(out), [], [], set()
-    for run in map(Path, runs):
-        config = read_config(run)
+    for source in sources:
+        config, scores, text = _about(source)
         label = f"{config.data}/{file_name(config.model)}"
         while label in taken:  # two runs of one model: keep both
             label += "'"
         taken.add(label)
         folder = label.replace("/", "-").replace("'", "-b")
-        text = (run / "vocab.json").exists()  # a text run keeps its vocabulary
         options = {"steps": steps, "count": count, "seed": seed, "temperature": temperature, "device": device}
         audio = {} if text else {"audio": AUDIO, "soundfont": soundfont}
-        printed += write_samples(run, out / folder, **options, **audio)
-        sections.append(_section(label, run, folder, count, text, out))
+        printed += write_samples(source, out / folder, **options, **audio)
+        sections.append(_section(label, _score(source, scores), config, out / folder, count, text))
     page = (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>deeprnn: samples</title><style>{STYLE}</style></head><body>\n"
@@ -62,36 +64,46 @@ def write_gallery(
     return write_text(out / "index.html", page), printed
 
 
-def _section(label: str, run: Path, folder: str, count: int, text: bool, out: Path) -> str:
-    """One run: its name, score, samples and configuration."""
-    parts = [f"<section><h2>{html.escape(label)}</h2>", f"<p>{html.escape(_score(run))}</p>"]
+def _about(source: str | Path | Published) -> tuple[TrainConfig, dict | None, bool]:
+    """A source's training configuration, its scores (None for an unfinished run) and whether
+    it models text."""
+    if isinstance(source, Published):
+        meta = published.read_metadata(published.path_of(source.name))
+        return apply(json.loads(meta["train_config"])), json.loads(meta["scores"]), "vocab" in meta
+    run = Path(source)
+    results = run / "results.json"
+    scores = json.loads(results.read_text())["scores"] if results.exists() else None
+    return read_config(run), scores, (run / "vocab.json").exists()  # a text run keeps its vocabulary
+
+
+def _section(label: str, score: str, config: TrainConfig, folder: Path, count: int, text: bool) -> str:
+    """One model: its name, score, samples (in ``folder``) and configuration."""
+    parts = [f"<section><h2>{html.escape(label)}</h2>", f"<p>{html.escape(score)}</p>"]
     parts.append("<div class='samples'>")
     for k in range(count):
         if text:
-            sample = (out / folder / f"sample-{k}.txt").read_text(encoding="utf-8")
+            sample = (folder / f"sample-{k}.txt").read_text(encoding="utf-8")
             parts.append(f"<pre>{html.escape(sample)}</pre>")
             continue
-        stem = f"{folder}/sample-{k}"
+        stem = f"{folder.name}/sample-{k}"
         parts.append(
             f"<figure><img src='{stem}.png' alt='piano roll of {html.escape(label)}, sample {k}'>"
             f"<audio controls preload='metadata' src='{stem}{AUDIO}'></audio>"
             f"<figcaption>sample {k}: <a href='{stem}.mid'>MIDI</a></figcaption></figure>"
         )
-    config = json.dumps(read_config(run).to_dict(), indent=2)
     parts.append("</div>")
-    parts.append(f"<details><summary>configuration</summary><pre>{html.escape(config)}</pre></details>")
+    settings = html.escape(json.dumps(config.to_dict(), indent=2))
+    parts.append(f"<details><summary>configuration</summary><pre>{settings}</pre></details>")
     return "\n".join(parts) + "</section>"
 
 
-def _score(run: Path) -> str:
-    """The run's test score as its results.json holds it, or why there is none."""
-    results_file = run / "results.json"
-    if not results_file.exists():
-        return "no test score yet (the run has not finished)"
-    results = json.loads(results_file.read_text())
-    scores = results.get("scores", {})
-    line = f"test {results['metric']} {scores.get('test', {}).get('value', float('nan')):.3f}"
-    second = scores.get("test_from_second_frame")
-    if second:
-        line += f" (frames 2..T: {second['value']:.3f})"
-    return f"{line}; valid {scores.get('valid', {}).get('value', float('nan')):.3f}; run {run.name}"
+def _score(source, scores: dict | None) -> str:
+    """The test score (both conventions, for music) and the validation score, and the source."""
+    where = str(source) if isinstance(source, Published) else f"run {Path(source).name}"
+    if scores is None:
+        return f"no test score yet (the run has not finished); {where}"
+    test, valid = scores["test"], scores["valid"]
+    line = f"test {test['metric']} {test['value']:.3f}"
+    if "test_from_second_frame" in scores:
+        line += f" (frames 2..T: {scores['test_from_second_frame']['value']:.3f})"
+    return f"{line}; valid {valid['value']:.3f}; {where}"

@@ -16,6 +16,8 @@ plus ``input_sizes`` for a deep input-to-hidden map. :mod:`deeprnn.presets` hold
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,6 +28,7 @@ from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.heads import check_head, make_head
 from deeprnn.operators.highway import HighwayTransition
 from deeprnn.operators.outputs import DeepOutput
+from deeprnn.operators.protocol import Carry, Transition
 from deeprnn.operators.transitions import DeepTransition
 from deeprnn.recurrence import Recurrence
 
@@ -84,14 +87,25 @@ class DeepRNN(nn.Module):
     """y_t = ▷ h_t,  h_t = g(x_t) ⊕ h_{t-1}: ``forward`` returns (logits, h_n).
 
     The arguments and shapes are those of :class:`torch.nn.RNN` (see :class:`Recurrence`);
-    the logits are (T, B, output_size), or (B, T, …) with ``batch_first``.
+    the logits are (T, B, output_size), or (B, T, …) with ``batch_first``. ``transitions``, one
+    per level, replace the ⊕ that ``config`` describes with your own (any
+    :class:`~deeprnn.operators.protocol.Transition`, e.g. ``TorchCell(nn.LSTMCell(88, 64))``,
+    whose h_n is then (h_n, c_n) as ``nn.LSTM``'s); ``config`` still gives the sizes, ▷ and head.
     """
 
-    def __init__(self, config: ModelConfig, *, batch_first: bool = False) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        batch_first: bool = False,
+        transitions: Sequence[Transition] | None = None,
+    ) -> None:
         super().__init__()
         c = config
         if c.levels < 1:
             raise ConfigError(f"levels must be at least 1, got {c.levels}")
+        if transitions is not None and len(transitions) != c.levels:
+            raise ConfigError(f"{len(transitions)} transitions given for levels = {c.levels}: one per level")
         self.config = c
         self.head = make_head(c.head, c.output_size, c.nade_hidden, c.nade_order)
         input_map = None
@@ -99,12 +113,16 @@ class DeepRNN(nn.Module):
         if c.input_sizes:
             input_map = FeedForward(c.input_size, c.input_sizes, c.input_units, tokens=c.tokens, bias=c.bias)
             level_input = input_map.out_size
-        levels = [
-            make_transition(
-                c, level_input if index == 0 else c.hidden_size, c.tokens and index == 0 and not input_map
-            )
-            for index in range(c.levels)
-        ]
+        levels = (
+            list(transitions)
+            if transitions is not None
+            else [
+                make_transition(
+                    c, level_input if index == 0 else c.hidden_size, c.tokens and index == 0 and not input_map
+                )
+                for index in range(c.levels)
+            ]
+        )
         self.recurrence = Recurrence(
             levels,
             input_map,
@@ -123,21 +141,29 @@ class DeepRNN(nn.Module):
         )
         nn.init.normal_(self.output.logits.weight, std=c.output_init_std)
 
+    @classmethod
+    def from_run(cls, path: str | os.PathLike, device: str | None = None) -> DeepRNN:
+        """The model of a run folder with its best parameters, in evaluation mode (see also
+        ``deeprnn.pretrained`` for the published ones)."""
+        from deeprnn.training.evaluation import load_run  # training builds on this module
+
+        return load_run(path, device)
+
     def forward(
         self,
         input: torch.Tensor,
-        hx: torch.Tensor | None = None,
+        hx: Carry | None = None,
         lengths: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, Carry]:
         states, h_n, unbatched = self.recurrence.run(input, hx, lengths, mask)
-        logits = self.output(states)
-        return self.recurrence.restore_layout(logits, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+        logits = self.recurrence.restore_layout(self.output(states), unbatched)
+        return logits, self.recurrence.restore_state(h_n, unbatched)
 
     def loss(
         self,
         x: torch.Tensor,
-        hx: torch.Tensor | None = None,
+        hx: Carry | None = None,
         lengths: torch.Tensor | None = None,
         reduction: str = "mean",
     ) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Running ⊕ over time: the driver shared by every transition, and the stacked recurrence.
 
-One driver, :func:`unroll`, runs any :class:`~deeprnn.operators.transitions.DeepTransition`
-over a sequence whose input projections U x_t + b are already computed for all steps:
+One driver, :func:`unroll`, runs any transition (:class:`~deeprnn.operators.protocol.Transition`:
+the paper's, a gated one, a PyTorch cell, your own) over a sequence whose input projections
+U x_t + b are already computed for all steps:
 
 - the fast path, for a transition that says it can take it (``cell.fusable``: element-wise or
   L_p units): hand-written back-propagation through time (:mod:`deeprnn.fused`);
@@ -14,7 +15,7 @@ conventions of :class:`torch.nn.RNN`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -22,17 +23,19 @@ from torch import nn
 from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
-from deeprnn.operators.transitions import DeepTransition
+from deeprnn.operators.protocol import Carry, Transition
 
 
 def unroll(
-    cell: DeepTransition,
+    cell: Transition,
     u: torch.Tensor,
-    h0: torch.Tensor,
+    h0: Carry,
     dropout_mask: torch.Tensor | None = None,
     fused: bool | None = None,
-) -> torch.Tensor:
-    """Run ⊕ over all steps: u (T, B, P) projected inputs, h0 (B, H) -> states (T+1, B, H).
+) -> Carry:
+    """Run ⊕ over all steps: u (T, B, P) projected inputs, h0 (B, H) -> states (T+1, B, H);
+    for a cell whose carry is a tuple (``cell.carries`` > 1, as an LSTM's (h, c)), h0 and the
+    result are tuples of such tensors.
 
     ``dropout_mask`` (B, H), if given, multiplies h_{t-1} where the step reads it (variational
     dropout of the recurrent state, the same mask at every step). ``fused``: None (the default)
@@ -44,21 +47,31 @@ def unroll(
         rhos = [unit.rho for unit in cell.units if unit.kind == "lp"]
         params = (cell.recurrent_weight, *cell.layer_weights, *rhos)
         return FusedUnroll.apply(plan_of(cell), u, h0, dropout_mask, *params)
-    states = [h0]
+    carries = [h0]
     for u_t in u.unbind(0):
-        states.append(cell.step(u_t, states[-1], dropout_mask))
-    return torch.stack(states)
+        carries.append(cell.step(u_t, carries[-1], dropout_mask))
+    if cell.carries == 1:
+        return torch.stack(carries)
+    return tuple(torch.stack(part) for part in zip(*carries, strict=True))
 
 
-def fast_path_applies(cell: DeepTransition, u: torch.Tensor) -> bool:
+def map_carry(function: Callable[[torch.Tensor], torch.Tensor], carry: Carry | None) -> Carry | None:
+    """``function`` applied to a carry's tensor, or to each of a tuple's (None stays None)."""
+    if carry is None or isinstance(carry, torch.Tensor):
+        return None if carry is None else function(carry)
+    return tuple(function(part) for part in carry)
+
+
+def fast_path_applies(cell: Transition, u: torch.Tensor) -> bool:
     """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, and nothing
     needs to see the operations one by one (a tracer, the compiler, autocast's casts)."""
-    return (
-        cell.fusable
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-        and not torch.is_autocast_enabled(u.device.type)
-    )
+    return cell.fusable and not traced() and not torch.is_autocast_enabled(u.device.type)
+
+
+def traced() -> bool:
+    """Whether a tracer records the operations (jit.trace, torch.compile, torch.export): it needs
+    the plain ones, and no checks on the data's values."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 class Recurrence(nn.Module):
@@ -82,7 +95,7 @@ class Recurrence(nn.Module):
 
     def __init__(
         self,
-        levels: Sequence[DeepTransition],
+        levels: Sequence[Transition],
         input_map: FeedForward | None = None,
         *,
         batch_first: bool = False,
@@ -108,6 +121,11 @@ class Recurrence(nn.Module):
                 )
             if index > 0 and level.tokens:
                 raise ValueError(f"level {index} reads the states below, not token ids")
+            if level.carries != levels[0].carries:
+                raise ValueError(
+                    f"stacked levels must carry the same number of states: level 0 carries "
+                    f"{levels[0].carries}, level {index} {level.carries}"
+                )
             expected_in = hidden
         if input_map is not None and levels[0].tokens:
             raise ValueError("the first level reads the input map's output, not token ids")
@@ -121,6 +139,7 @@ class Recurrence(nn.Module):
         self.recurrent_dropout = recurrent_dropout
         self.hidden_size = hidden
         self.tokens = input_map.layers[0].tokens if input_map is not None else levels[0].tokens
+        self.carries = levels[0].carries
         self.input_size = input_map.in_size if input_map is not None else levels[0].input_size
 
     @property
@@ -133,17 +152,17 @@ class Recurrence(nn.Module):
         hx: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, Carry]:
         output, h_n, unbatched = self.run(input, hx, lengths, mask)
-        return self.restore_layout(output, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+        return self.restore_layout(output, unbatched), self.restore_state(h_n, unbatched)
 
     def run(
         self,
         input: torch.Tensor,
-        hx: torch.Tensor | None = None,
+        hx: Carry | None = None,
         lengths: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    ) -> tuple[torch.Tensor, Carry, bool]:
         """Like ``forward``, but the output stays time-major (T, B, H) and the batch dimension
         stays in place; the last value says whether the input was unbatched."""
         x, unbatched = self._check_input(input)
@@ -154,7 +173,7 @@ class Recurrence(nn.Module):
         if lengths is not None:  # whatever the padding holds (even NaN) must not reach ⊕
             valid = torch.arange(steps, device=x.device).unsqueeze(1) < lengths
             x = torch.where(valid.view(valid.shape + (1,) * (x.dim() - 2)), x, 0)
-        if self.tokens:
+        if self.tokens and not traced():
             self._check_token_range(x)
         if self.input_map is not None:
             x = self.input_map(x)
@@ -166,16 +185,25 @@ class Recurrence(nn.Module):
             drop = None
             if self.training and self.recurrent_dropout > 0:
                 keep = 1.0 - self.recurrent_dropout
-                drop = hx.new_empty(batch, self.hidden_size).bernoulli_(keep).div_(keep)
-            states = unroll(level, u, hx[index], drop)
+                drop = u.new_empty(batch, self.hidden_size).bernoulli_(keep).div_(keep)
+            states = unroll(level, u, map_carry(lambda part, i=index: part[i], hx), drop)
+            seen = states if self.carries == 1 else states[0]  # h, what the level above reads
             if lengths is None:
-                output, final = states[1:], states[-1]
+                output, final = seen[1:], map_carry(lambda part: part[-1], states)
             else:
-                output = torch.where(valid.unsqueeze(-1), states[1:], 0.0)
-                final = states[lengths, torch.arange(batch, device=x.device)]
+                output = torch.where(valid.unsqueeze(-1), seen[1:], 0.0)
+                rows = torch.arange(batch, device=x.device)
+                final = map_carry(lambda part, r=rows: part[lengths, r], states)
             finals.append(final)
             x = locked_dropout(output, self.state_dropout, self.training)
-        return x, torch.stack(finals), unbatched
+        if self.carries == 1:
+            return x, torch.stack(finals), unbatched
+        return x, tuple(torch.stack(parts) for parts in zip(*finals, strict=True)), unbatched
+
+    @staticmethod
+    def restore_state(h_n: Carry, unbatched: bool) -> Carry:
+        """h_n (levels, B, H), or a tuple of them, without the batch axis of an unbatched input."""
+        return map_carry(lambda part: part.squeeze(1), h_n) if unbatched else h_n
 
     def restore_layout(self, output: torch.Tensor, unbatched: bool) -> torch.Tensor:
         """Time-major (T, B, …) back to the caller's layout (batch_first, or unbatched)."""
@@ -216,16 +244,24 @@ class Recurrence(nn.Module):
                 f"[{int(x.min())}, {int(x.max())}]"
             )
 
-    def _check_state(self, hx, batch, unbatched, device, dtype) -> torch.Tensor:
+    def _check_state(self, hx, batch, unbatched, device, dtype) -> Carry:
         shape = (self.num_levels, batch, self.hidden_size)
         if hx is None:
-            return torch.zeros(shape, device=device, dtype=dtype)
-        if unbatched and hx.dim() == 2:
-            hx = hx.unsqueeze(1)
-        if tuple(hx.shape) != shape:
-            raise ValueError(f"hx must have shape (levels, batch, hidden) = {shape}, got {tuple(hx.shape)}")
-        if hx.dtype != dtype:
-            raise TypeError(f"hx must have the parameters' dtype {dtype}, got {hx.dtype}")
+            zeros = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(self.carries)]
+            return zeros[0] if self.carries == 1 else tuple(zeros)
+        if self.carries > 1 and not (isinstance(hx, tuple) and len(hx) == self.carries):
+            raise ValueError(f"hx must be a tuple of {self.carries} tensors (h first), as the levels carry")
+        if self.carries == 1 and not isinstance(hx, torch.Tensor):
+            raise TypeError(f"hx must be a tensor of shape (levels, batch, hidden), got {type(hx).__name__}")
+        if unbatched:
+            hx = map_carry(lambda part: part.unsqueeze(1) if part.dim() == 2 else part, hx)
+        for part in (hx,) if self.carries == 1 else hx:
+            if tuple(part.shape) != shape:
+                raise ValueError(
+                    f"hx must have shape (levels, batch, hidden) = {shape}, got {tuple(part.shape)}"
+                )
+            if part.dtype != dtype:
+                raise TypeError(f"hx must have the parameters' dtype {dtype}, got {part.dtype}")
         return hx
 
     @staticmethod

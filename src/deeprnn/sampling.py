@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deeprnn import published
 from deeprnn.errors import ConfigError
 from deeprnn.io import write_atomic, write_text
 from deeprnn.models import DeepRNN
+from deeprnn.published import Published
 
 MAX_ROLL_INCHES = 160  # the widest piano-roll picture: 16,000 pixels at 100 dpi
 
@@ -79,7 +81,7 @@ def save_piano_roll(roll: np.ndarray, path: str | Path, title: str = "", primed:
 
 
 def write_samples(
-    run: str | Path,
+    run: str | Path | Published,
     out: str | Path,
     *,
     steps: int,
@@ -131,11 +133,14 @@ def write_samples(
     return lines
 
 
-def _vocabulary(run: str | Path):
+def _vocabulary(run: str | Path | Published):
     """The run's vocabulary, to encode a primer and decode samples as its corpus does."""
     from deeprnn.data import TextCorpus
 
-    v = json.loads((Path(run) / "vocab.json").read_text())
+    if isinstance(run, Published):
+        v = json.loads(published.read_metadata(published.path_of(run.name))["vocab"])
+    else:
+        v = json.loads((Path(run) / "vocab.json").read_text())
     return TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])
 
 

@@ -1,7 +1,7 @@
 """The ``deeprnn`` command line: a thin layer that parses arguments and calls the library.
 
 Its commands live by concern: :mod:`.describe` (info, bench, data), :mod:`.train` (train,
-eval, reproduce) and :mod:`.listen` (sample, gallery)."""
+eval, reproduce), :mod:`.listen` (sample, gallery) and :mod:`.export`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from deeprnn import __version__
-from deeprnn.cli import describe, listen, train
+from deeprnn.cli import describe, export, listen, train
 from deeprnn.errors import TrainingDiverged, UserError
 from deeprnn.runtime import keep_freed_memory
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"deeprnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (describe, train, listen):
+    for module in (describe, train, listen, export):
         module.add_commands(commands)
     return parser
 

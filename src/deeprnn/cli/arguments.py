@@ -29,3 +29,21 @@ def data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="the data folder (default: $DEEPRNN_DATA, else ~/.cache/deeprnn/data)"
     )
+
+
+def trained(parser: argparse.ArgumentParser) -> None:
+    """What a command scores or samples: a run folder, or published weights by name."""
+    parser.add_argument("run_dir", metavar="RUN", nargs="?", help="the run folder")
+    parser.add_argument(
+        "--pretrained", metavar="NAME", help="published weights instead of a run (data/model: jsb/dts-rnn)"
+    )
+
+
+def trained_source(args: argparse.Namespace):
+    """The run folder or the published weights (:class:`deeprnn.published.Published`) asked for."""
+    from deeprnn.errors import UserError
+    from deeprnn.published import Published
+
+    if (args.run_dir is None) == (args.pretrained is None):
+        raise UserError("give a run folder or --pretrained NAME, one of the two")
+    return Published(args.pretrained) if args.pretrained else args.run_dir

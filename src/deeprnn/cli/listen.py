@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deeprnn.cli.arguments import above_0, at_least_1, checked
+from deeprnn.cli.arguments import above_0, at_least_1, checked, trained, trained_source
 from deeprnn.errors import UserError
 from deeprnn.training.ranges import CHOICES
 
@@ -22,7 +22,7 @@ def _sample(args: argparse.Namespace) -> int:
             "sample; pass --long to draw that many anyway"
         )
     lines = write_samples(
-        args.run_dir,
+        trained_source(args),
         args.out,
         **_drawing(args),
         prime=args.prime,
@@ -37,8 +37,12 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _gallery(args: argparse.Namespace) -> int:
     from deeprnn.gallery import write_gallery
+    from deeprnn.published import Published
 
-    page, lines = write_gallery(args.runs, args.out, **_drawing(args))
+    if not args.runs and not args.pretrained:
+        raise UserError("give run folders, or --pretrained NAME…, or both")
+    sources = [*args.runs, *(Published(name) for name in args.pretrained or ())]
+    page, lines = write_gallery(sources, args.out, **_drawing(args))
     for line in lines:
         print(line)
     print(f"open {page}")
@@ -70,7 +74,7 @@ def _drawing_options(parser: argparse.ArgumentParser, steps: int, count: int) ->
 
 def _sample_parser(commands) -> None:
     sampler = commands.add_parser("sample", help="sample music (MIDI, piano roll, audio) or text from a run")
-    sampler.add_argument("run_dir", metavar="RUN", help="the run folder")
+    trained(sampler)
     _drawing_options(sampler, steps=200, count=1)
     sampler.add_argument(
         "--long", action="store_true", help=f"allow more than {MAX_SAMPLE_STEPS:,} steps per sample"
@@ -90,7 +94,8 @@ def _gallery_parser(commands) -> None:
     gallery = commands.add_parser(
         "gallery", help="a listening page: samples, piano rolls, audio and scores of runs side by side"
     )
-    gallery.add_argument("runs", metavar="RUN", nargs="+", help="run folders")
+    gallery.add_argument("runs", metavar="RUN", nargs="*", help="run folders")
+    gallery.add_argument("--pretrained", nargs="+", metavar="NAME", help="published weights (jsb/dts-rnn …)")
     _drawing_options(gallery, steps=64, count=2)
     gallery.add_argument("--out", required=True, help="folder for the page (index.html) and its files")
     gallery.set_defaults(run=_gallery)

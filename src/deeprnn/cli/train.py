@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from deeprnn.cli.arguments import data_dir
+from deeprnn.cli.arguments import data_dir, trained, trained_source
 from deeprnn.errors import UserError
 from deeprnn.names import MODELS, SPLITS, TABLES, canonical_data, canonical_model
 from deeprnn.training.ranges import CHOICES
@@ -66,8 +66,9 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from deeprnn.training.evaluation import evaluate_run
 
+    source = trained_source(args)
     result = evaluate_run(
-        args.run_dir,
+        source,
         args.split,
         data_dir=args.data_dir,
         device=args.device,
@@ -78,7 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     print(
-        f"{args.run_dir}: {result['split']} {result['metric']} {result['value']:.4f} "
+        f"{source}: {result['split']} {result['metric']} {result['value']:.4f} "
         f"({result['count']:,} targets, parameters of update {result['update']})"
     )
     if args.per_piece:
@@ -135,7 +136,7 @@ def _train_parser(commands) -> None:
 
 def _eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="score a run's best parameters")
-    evaluate.add_argument("run_dir", metavar="RUN", help="the run folder")
+    trained(evaluate)
     evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--device", choices=CHOICES["device"])
     data_dir(evaluate)

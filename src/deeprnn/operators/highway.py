@@ -30,6 +30,7 @@ class HighwayTransition(nn.Module):
     """⊕ with ``depth`` highway layers; state h is (batch, hidden_size)."""
 
     fusable = False  # the gates need the plain loop (deeprnn.recurrence.unroll)
+    carries = 1  # the carry is h (deeprnn.operators.protocol)
 
     def __init__(
         self,

@@ -38,6 +38,8 @@ from deeprnn.operators.units import Unit
 class DeepTransition(nn.Module):
     """⊕ with ``len(inner_sizes)`` intermediate layers; state h is (batch, hidden_size)."""
 
+    carries = 1  # the carry is h (deeprnn.operators.protocol)
+
     def __init__(
         self,
         input_size: int,

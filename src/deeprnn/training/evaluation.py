@@ -12,10 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deeprnn import published
 from deeprnn.data import MusicCorpus, TextCorpus, load
 from deeprnn.data.batching import Batch, MusicBatches, TextBatches
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
+from deeprnn.published import Published
 from deeprnn.training import checkpoint
 from deeprnn.training.builder import batches, pick_device
 from deeprnn.training.config import TrainConfig
@@ -84,7 +86,7 @@ def _columns_with_frames(batch: Batch) -> int:
 
 
 def evaluate_run(
-    out: str | Path,
+    out: str | Path | Published,
     split: str = "test",
     *,
     data_dir: str | None = None,
@@ -138,18 +140,31 @@ def piece_scores(
     return scores
 
 
-def load_run(out: str | Path, device: str | None = None) -> DeepRNN:
+def load_run(out: str | Path, device: str | None = None, model: DeepRNN | None = None) -> DeepRNN:
     """The model of a run folder with its best parameters, in evaluation mode (on ``device``,
-    default the run's): ``deeprnn.load_run("runs/jsb-dts")``."""
-    return load_best(out, device)[0].eval()
+    default the run's): ``deeprnn.load_run("runs/jsb-dts")``. A model with transitions of your
+    own cannot be rebuilt from its configuration: pass one like it as ``model``."""
+    return load_best(out, device, model)[0].eval()
 
 
-def load_best(out: str | Path, device: str | None = None) -> tuple[DeepRNN, TrainConfig, int]:
-    """A run's best parameters in a model (on ``device``, default the run's), its config, and
-    the update at which they were best."""
+def load_best(
+    out: str | Path | Published, device: str | None = None, model: DeepRNN | None = None
+) -> tuple[DeepRNN, TrainConfig, int]:
+    """A run's best parameters in a model (``model``, else one built from the run's
+    configuration; on ``device``, default the run's), its config, and the update at which they
+    were best; or those of published weights (on the CPU by default)."""
+    if isinstance(out, Published):
+        model, config, update, _ = published.load(out.name, pick_device(device or "cpu"))
+        return model, config, update
     out = Path(out)
     config = read_config(out)
     best = checkpoint.load(out / "checkpoints" / "best.pt")
-    model = DeepRNN(ModelConfig(**best["model_config"]))
-    model.load_state_dict(best["model"])
+    model = model or DeepRNN(ModelConfig(**best["model_config"]))
+    try:
+        model.load_state_dict(best["model"])
+    except RuntimeError as error:
+        raise ConfigError(
+            f"{out}: its parameters do not fit the model ({str(error).splitlines()[0]}); a run of a model "
+            "with transitions of your own loads into one like it: load_run(folder, model=...)"
+        ) from None
     return model.to(pick_device(device or config.device)), config, best["update"]

@@ -28,6 +28,7 @@ from deeprnn.data.batching import Batch
 from deeprnn.errors import RunFolderError
 from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
+from deeprnn.recurrence import Carry, map_carry
 from deeprnn.training import checkpoint, distributed
 from deeprnn.training.averaging import Averaging
 from deeprnn.training.builder import (
@@ -96,16 +97,13 @@ class Run:
         self.schedule = Schedule(config, total_updates=total)
         self.progress = Progress()
         self.history: list[dict] = []
-        self.state: torch.Tensor | None = None  # carried between segments
+        self.state: Carry | None = None  # carried between segments
         self.guard = NonfiniteGuard()
         self.good_state = self.snapshot()  # model and optimiser where a restore returns to
         self.best_model: dict | None = None  # the best parameters (CPU), kept by every process
 
     def checkpoint_state(self) -> dict:
-        own = {
-            "carry": None if self.state is None else self.state.detach().cpu(),
-            "rng": checkpoint.rng_state(),
-        }
+        own = {"carry": map_carry(lambda t: t.detach().cpu(), self.state), "rng": checkpoint.rng_state()}
         state = {
             **self.identity(),
             "model": self.model.state_dict(),
@@ -175,7 +173,7 @@ class Run:
         if "guard" in state:
             self.guard.load_state_dict(state["guard"])
         self.history = list(state["history"])
-        self.state = None if own["carry"] is None else own["carry"].to(self.device)
+        self.state = map_carry(lambda part: part.to(self.device), own["carry"])
         checkpoint.set_rng_state(own["rng"])
         self.good_state = self.snapshot()
         best = self.out / "checkpoints" / "best.pt"
@@ -206,7 +204,7 @@ class Run:
         norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), config.clip_norm if config.clip_norm > 0 else math.inf
         )
-        self.state = state.detach()
+        self.state = map_carry(torch.Tensor.detach, state)
         mean = distributed.sum_across([float(loss.detach())], self.world, self.device)[0] / self.world.size
         if not (math.isfinite(mean) and torch.isfinite(norm)):
             self.progress.skipped += 1

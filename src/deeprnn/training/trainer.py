@@ -46,7 +46,8 @@ def train(
     with its saved configuration and model. Returns the run's results (``results.json``).
 
     ``model``: a :class:`~deeprnn.DeepRNN` of your own to train, as it is, instead of the
-    preset's (``config.model``); a resumed run rebuilds it from ``model.json``. ``callback`` is
+    preset's (``config.model``); a resumed run rebuilds it from ``model.json``, unless it is
+    given again (as it must be for a model with transitions of your own). ``callback`` is
     called with each validation record (update, epoch, value, lr, …); returning True stops the
     run (stop reason "callback"), as early stopping would.
 
@@ -59,8 +60,6 @@ def train(
     """
     if isinstance(config, dict):
         config = apply(config)
-    if resume and model is not None:
-        raise ConfigError("a resumed run rebuilds its model from its model.json; do not pass one")
     if model is not None and config is not None and config.architecture:
         raise ConfigError(
             f"with a model of your own, architecture settings ({', '.join(config.architecture)}) would be "
@@ -74,7 +73,7 @@ def train(
 def _train(config, out, data_dir, resume, limits, force, device, log, parts) -> dict:
     world = distributed.from_environment()
     if resume:
-        return _resume(out, limits, data_dir, device, log, world, parts["callback"])
+        return _resume(out, limits, data_dir, device, log, world, parts)
     if config is None:
         raise ConfigError("a new run needs a configuration (or resume=True)")
     if not world.main:  # the first process prepares the folder; the others train into it
@@ -144,9 +143,7 @@ def _model_config(out: Path) -> ModelConfig:
         raise RunFolderError(f"{out / 'model.json'} is damaged: {error}") from None
 
 
-def _resume(
-    out: Path, limits: dict, data_dir: str | None, device: str | None, log, world: World, callback
-) -> dict:
+def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, log, world: World, parts):
     """Continue the run in ``out`` from its newest readable checkpoint."""
     if not out.is_dir():
         raise RunFolderError(f"{out}: no run folder to resume")
@@ -168,11 +165,10 @@ def _resume(
         if device:
             config = replace(config, device=device)
         device_used = distributed.setup(world, pick_device(config.device))
-        model = _model_config(out)
+        model = parts["model"] or _model_config(out)
         corpus = load_corpus(config, data_dir)
-        run = Run(
-            config, out, corpus, log=logger, world=world, device=device_used, model=model, callback=callback
-        )
+        parts = {**parts, "model": model}
+        run = Run(config, out, corpus, log=logger, world=world, device=device_used, **parts)
         if state is None:  # stopped before its first checkpoint: nothing was trained that could be lost
             logger("no checkpoint yet: the run starts from the beginning")
             return run.train()

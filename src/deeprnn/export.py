@@ -1,0 +1,69 @@
+"""One step of a trained model as an ONNX graph, as an RNN is served and sampled:
+
+    logits_t, state_t = step(x_t, state_{t-1})
+
+x_t is (B, input_size) floats, or (B,) token ids; the state is (levels, B, H), or h and c for a
+model whose ⊕ carries two (an LSTM's); the logits are ▷'s output, what the head turns into a
+distribution. The batch size is free, and so is the length: a caller runs the step as long as it
+likes, carrying the state, which sidesteps a graph fixed at one T.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deeprnn.errors import ConfigError
+from deeprnn.io import write_bytes
+from deeprnn.models import DeepRNN
+
+
+class OneStep(nn.Module):
+    """``model`` advanced by one step: (x_t, *state) -> (logits_t, *new state)."""
+
+    def __init__(self, model: DeepRNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, new = self.model(x.unsqueeze(0), state[0] if len(state) == 1 else state)
+        return (logits[0], *((new,) if isinstance(new, torch.Tensor) else new))
+
+
+def state_names(model: DeepRNN) -> list[str]:
+    """The graph's state inputs: ``state``, or ``h`` and ``c`` for an LSTM-like carry."""
+    carries = model.recurrence.carries
+    if carries <= 2:
+        return ["state"] if carries == 1 else ["h", "c"]
+    return [f"state{k}" for k in range(carries)]
+
+
+def export_step(model: DeepRNN, path: str | os.PathLike, opset: int | None = None) -> Path:
+    """Write ``model``'s step (:class:`OneStep`, in evaluation mode) to the ONNX file ``path``."""
+    try:
+        import onnxscript  # noqa: F401  (what torch.onnx's exporter writes the graph with)
+    except ImportError:
+        needs = "exporting to ONNX needs onnx and onnxscript: pip install 'deeprnn[export]'"
+        raise ConfigError(needs) from None
+    model = model.eval()
+    config, batch = model.config, torch.export.Dim("batch", min=1)
+    device = next(model.parameters()).device
+    size = (2,) if config.tokens else (2, config.input_size)
+    x = torch.zeros(size, dtype=torch.int64 if config.tokens else torch.float32, device=device)
+    names = state_names(model)
+    state = [torch.zeros(config.levels, 2, config.hidden_size, device=device) for _ in names]
+    with torch.no_grad():
+        program = torch.onnx.export(
+            OneStep(model),
+            (x, *state),
+            input_names=["x", *names],
+            output_names=["logits", *(f"new_{name}" for name in names)],
+            dynamic_shapes={"x": {0: batch}, "state": tuple({1: batch} for _ in names)},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    return write_bytes(path, program.model_proto.SerializeToString())
