@@ -199,3 +199,14 @@ def test_the_nade_table_compares_each_row_with_rnn_nade_under_both_conventions(t
     assert later == results["scores"]["test_from_second_frame"]["value"] != rows["dts-rnn-nade"]["test_nll"]
     assert f"| {later:.3f} |" in (tmp_path / "music-nade.md").read_text()
     assert (tmp_path / "music-nade-jsb.png").stat().st_size > 1000
+
+
+def test_a_transition_named_alone_means_its_row_of_the_nade_table():
+    from deeprnn.reproduce import cells
+
+    assert cells("music-nade", ["dots-rnn", "dts-rnn"], ["jsb"]) == [
+        ("jsb", "dts-rnn-nade"),
+        ("jsb", "dots-rnn-nade"),
+    ]
+    assert cells("music", ["rnn-nade", "rnn"], ["jsb"]) == [("jsb", "rnn")]
+    assert main(["reproduce", "ptb-word", "--models", "dots-rnn*", "--out", "unused"]) == 2  # not in it

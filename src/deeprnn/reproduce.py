@@ -71,10 +71,17 @@ def finetune_dir(first: Path) -> Path:
     return first.with_name(f"{first.name}-finetune")
 
 
+def models_of(table: str, models: list[str]) -> list[str]:
+    """The models of ``table`` among ``models``; in ``music-nade``, a ⊕ named alone (``dts-rnn``)
+    means its row there (``dts-rnn-nade``)."""
+    known = TABLES[table].models
+    return [m if m in known else f"{m}-nade" for m in models if m in known or f"{m}-nade" in known]
+
+
 def cells(table: str, models: list[str] | None, datas: list[str] | None) -> list[tuple[str, str]]:
     """(data, model) pairs in training order: pretraining runs before the runs that use them."""
     known = TABLES[table].models
-    wanted = models or list(known)
+    wanted = models_of(table, models) if models else list(known)
     order = sorted(wanted, key=lambda m: (m in PRETRAINED_FROM, known.index(m) if m in known else 99))
     return [(d, m) for d in (datas or TABLES[table].data) for m in order]
 

@@ -92,13 +92,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from deeprnn.reproduce import reproduce
+    from deeprnn.reproduce import models_of, reproduce
 
     tables = list(TABLES) if args.table == "all" else [args.table]
     models = [canonical_model(m) for m in args.models] if args.models else None
     for table in tables:
         datas = [d for d in map(canonical_data, args.data) if d in TABLES[table].data] if args.data else None
-        if args.data and not datas:
+        if (args.data and not datas) or (models and not models_of(table, models)):
+            if args.table != "all":
+                raise UserError(f"none of the data sets or models asked for is in the {table} table")
             continue
         result = reproduce(
             table,
