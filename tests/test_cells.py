@@ -90,6 +90,12 @@ def test_the_library_s_transitions_and_the_adapter_follow_the_contract():
         TorchCell(nn.Linear(4, 6))
     with pytest.raises(ValueError, match="stacked levels must carry the same number of states"):
         Recurrence([TorchCell(nn.LSTMCell(4, 6)), TorchCell(nn.GRUCell(6, 6))])
+    with pytest.raises(ConfigError, match=r"transition 0 maps 4 -> 5; the config needs 4 -> 6"):
+        config = ModelConfig(input_size=4, output_size=4, hidden_size=6)
+        DeepRNN(config, transitions=[TorchCell(nn.GRUCell(4, 5))])
+    with pytest.raises(ConfigError, match="transition 0 must read .* reads token ids .* set input_sizes"):
+        tokens = ModelConfig(input_size=4, output_size=4, hidden_size=6, head="categorical")
+        DeepRNN(tokens, transitions=[TorchCell(nn.GRUCell(4, 6))])
     with pytest.raises(ConfigError, match="2 transitions given for levels = 1"):
         DeepRNN(
             ModelConfig(input_size=4, output_size=4, hidden_size=6),

@@ -137,6 +137,15 @@ def test_a_primer_opens_each_sample_unchanged_and_the_model_continues_it(midi_ru
         assert (heard[10:][fresh] == 64).all()
 
 
+def test_a_velocity_outside_midi_s_range_is_refused(midi_run, tmp_path):
+    from deeprnn.sampling import write_samples
+
+    with pytest.raises(ConfigError, match="velocity must be a MIDI velocity in 1..127, got 300"):
+        write_samples(midi_run, tmp_path, steps=4, velocity=300)
+    with pytest.raises(ConfigError, match="prime_frames takes the first frames of a primer"):
+        write_samples(midi_run, tmp_path, steps=4, prime_frames=3)
+
+
 def test_a_primer_without_notes_is_refused(midi_run, tmp_path):
     roll_to_midi(np.zeros((4, 88), np.uint8), tmp_path / "silent.mid")
     code = main(["sample", str(midi_run), "--prime", str(tmp_path / "silent.mid"), "--out", str(tmp_path)])

@@ -29,8 +29,9 @@ class OneStep(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, new = self.model(x.unsqueeze(0), state[0] if len(state) == 1 else state)
-        return (logits[0], *((new,) if isinstance(new, torch.Tensor) else new))
+        time = 1 if self.model.recurrence.batch_first else 0
+        logits, new = self.model(x.unsqueeze(time), state[0] if len(state) == 1 else state)
+        return (logits.select(time, 0), *((new,) if isinstance(new, torch.Tensor) else new))
 
 
 def state_names(model: DeepRNN) -> list[str]:
@@ -42,19 +43,23 @@ def state_names(model: DeepRNN) -> list[str]:
 
 
 def export_step(model: DeepRNN, path: str | os.PathLike, opset: int | None = None) -> Path:
-    """Write ``model``'s step (:class:`OneStep`, in evaluation mode) to the ONNX file ``path``."""
+    """Write ``model``'s step (:class:`OneStep`, in evaluation mode) to the ONNX file ``path``
+    (PyTorch 2.6 or later: its dynamo exporter)."""
     try:
         import onnxscript  # noqa: F401  (what torch.onnx's exporter writes the graph with)
     except ImportError:
         needs = "exporting to ONNX needs onnx and onnxscript: pip install 'deeprnn[export]'"
         raise ConfigError(needs) from None
-    model = model.eval()
+    if not hasattr(torch.compiler, "is_exporting"):
+        raise ConfigError(f"exporting to ONNX needs PyTorch 2.6 or later; this is {torch.__version__}")
     config, batch = model.config, torch.export.Dim("batch", min=1)
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
     size = (2,) if config.tokens else (2, config.input_size)
-    x = torch.zeros(size, dtype=torch.int64 if config.tokens else torch.float32, device=device)
+    x = torch.zeros(size, dtype=torch.int64 if config.tokens else weight.dtype, device=weight.device)
     names = state_names(model)
-    state = [torch.zeros(config.levels, 2, config.hidden_size, device=device) for _ in names]
+    state = [weight.new_zeros(config.levels, 2, config.hidden_size) for _ in names]
+    was_training = model.training
+    model.eval()
     with torch.no_grad():
         program = torch.onnx.export(
             OneStep(model),
@@ -66,4 +71,5 @@ def export_step(model: DeepRNN, path: str | os.PathLike, opset: int | None = Non
             dynamo=True,
             verbose=False,
         )
+    model.train(was_training)
     return write_bytes(path, program.model_proto.SerializeToString())

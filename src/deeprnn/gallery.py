@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 from deeprnn import published
 from deeprnn.io import write_text
@@ -43,7 +44,7 @@ def write_gallery(
     out, sections, printed, taken = Path(out), [], [], set()
     for source in sources:
         config, scores, text = _about(source)
-        label = f"{config.data}/{file_name(config.model)}"
+        label = f"{published.data_name(config.data)}/{file_name(config.model)}"
         while label in taken:  # two runs of one model: keep both
             label += "'"
         taken.add(label)
@@ -85,7 +86,7 @@ def _section(label: str, score: str, config: TrainConfig, folder: Path, count: i
             sample = (folder / f"sample-{k}.txt").read_text(encoding="utf-8")
             parts.append(f"<pre>{html.escape(sample)}</pre>")
             continue
-        stem = f"{folder.name}/sample-{k}"
+        stem = html.escape(quote(f"{folder.name}/sample-{k}"))
         parts.append(
             f"<figure><img src='{stem}.png' alt='piano roll of {html.escape(label)}, sample {k}'>"
             f"<audio controls preload='metadata' src='{stem}{AUDIO}'></audio>"
@@ -97,7 +98,7 @@ def _section(label: str, score: str, config: TrainConfig, folder: Path, count: i
     return "\n".join(parts) + "</section>"
 
 
-def _score(source, scores: dict | None) -> str:
+def _score(source: str | Path | Published, scores: dict | None) -> str:
     """The test score (both conventions, for music) and the validation score, and the source."""
     where = str(source) if isinstance(source, Published) else f"run {Path(source).name}"
     if scores is None:

@@ -104,8 +104,8 @@ class DeepRNN(nn.Module):
         c = config
         if c.levels < 1:
             raise ConfigError(f"levels must be at least 1, got {c.levels}")
-        if transitions is not None and len(transitions) != c.levels:
-            raise ConfigError(f"{len(transitions)} transitions given for levels = {c.levels}: one per level")
+        if transitions is not None:
+            _check_transitions(transitions, c)
         self.config = c
         self.head = make_head(c.head, c.output_size, c.nade_hidden, c.nade_order)
         input_map = None
@@ -196,6 +196,27 @@ class DeepRNN(nn.Module):
             return total
         count = targets.shape[time] * (targets.shape[1 - time] if batched else 1)
         return total / max(count if lengths is None else int(lengths.sum()), 1)
+
+
+def _check_transitions(transitions: Sequence[Transition], c: ModelConfig) -> None:
+    """Your own ⊕ levels must fit the sizes ``c`` gives the rest of the model."""
+    if len(transitions) != c.levels:
+        raise ConfigError(f"{len(transitions)} transitions given for levels = {c.levels}: one per level")
+    first = c.input_sizes[-1] if c.input_sizes else c.input_size
+    reads_tokens = c.tokens and not c.input_sizes
+    for index, level in enumerate(transitions):
+        expected = first if index == 0 else c.hidden_size
+        if level.hidden_size != c.hidden_size or level.input_size != expected:
+            raise ConfigError(
+                f"transition {index} maps {level.input_size} -> {level.hidden_size}; the config needs "
+                f"{expected} -> {c.hidden_size} (hidden_size, and input_size or the input map's last width)"
+            )
+        if index == 0 and bool(level.tokens) != reads_tokens:
+            need = "reads token ids" if reads_tokens else "reads vectors"
+            raise ConfigError(
+                f"transition 0 must read what the model's input gives it: here it {need} "
+                "(a ⊕ that reads vectors takes token input through an embedding: set input_sizes)"
+            )
 
 
 TRANSITION_KINDS = ("mlp", "highway")

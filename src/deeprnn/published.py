@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,6 +26,9 @@ from deeprnn.errors import ConfigError
 from deeprnn.io import write_bytes
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.names import canonical_model, data_set, file_name
+
+if TYPE_CHECKING:  # the training package imports this module
+    from deeprnn.training.config import TrainConfig
 
 SUFFIX = ".safetensors"
 
@@ -59,7 +63,7 @@ def path_of(name: str) -> Path:
     try:
         if not slash:
             raise ConfigError("a name is data/model")
-        path = weights_folder() / _data_name(data) / f"{file_name(canonical_model(model))}{SUFFIX}"
+        path = weights_folder() / data_name(data) / f"{file_name(canonical_model(model))}{SUFFIX}"
     except ConfigError as error:
         raise ConfigError(f"{name!r}: {error}; published: {', '.join(names) or 'none'}") from None
     if not path.is_file():
@@ -68,13 +72,13 @@ def path_of(name: str) -> Path:
     return path
 
 
-def _data_name(data: str) -> str:
+def data_name(data: str) -> str:
     """A known data set's name ("JSB_Chorales" is "jsb"); a user's data goes by its file's stem."""
     known = data_set(data)
     return known.name if known else Path(data).stem
 
 
-def load(name: str, device: str | torch.device | None = None):
+def load(name: str, device: str | torch.device | None = None) -> tuple[DeepRNN, TrainConfig, int, dict]:
     """The model of ``name`` with its weights, its training configuration, the update its
     weights come from, and its metadata (scores, vocabulary)."""
     from safetensors.torch import load_file
@@ -125,5 +129,5 @@ def publish(run: str | Path, folder: str | Path) -> Path:
     }
     if (run / "vocab.json").exists():
         meta["vocab"] = (run / "vocab.json").read_text(encoding="utf-8")
-    target = Path(folder) / _data_name(config.data) / f"{file_name(config.model)}{SUFFIX}"
+    target = Path(folder) / data_name(config.data) / f"{file_name(config.model)}{SUFFIX}"
     return write_bytes(target, save(tensors, metadata=meta))

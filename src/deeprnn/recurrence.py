@@ -71,7 +71,8 @@ def fast_path_applies(cell: Transition, u: torch.Tensor) -> bool:
 def traced() -> bool:
     """Whether a tracer records the operations (jit.trace, torch.compile, torch.export): it needs
     the plain ones, and no checks on the data's values."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # PyTorch >= 2.6
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting
 
 
 class Recurrence(nn.Module):
@@ -81,11 +82,12 @@ class Recurrence(nn.Module):
 
     - input: (T, B, input_size) floats, or (T, B) token ids when the first level (or the
       input map) reads tokens; (B, T, …) with ``batch_first``; unbatched (T, …) also accepted;
-    - hx: (levels, B, H) initial states, zeros if omitted;
+    - hx: (levels, B, H) initial states, zeros if omitted; for levels whose carry is a tuple
+      (``carries`` > 1, an LSTM's (h, c)), a tuple of such tensors, h first, as ``nn.LSTM``'s;
     - lengths: (B,) valid steps per sequence (0 … T), or ``mask``: (T, B) bools, true on a
       prefix of each column. Padded steps change nothing: their outputs are 0, h_n is the state
       after each sequence's last valid step, and no gradient flows through them;
-    - output: (T, B, H) states of the top level; h_n: (levels, B, H).
+    - output: (T, B, H) states of the top level; h_n: (levels, B, H), or a tuple as hx.
 
     Level l > 1 reads the new state of level l-1 (h^0_t = g(x_t)); all levels have the same
     hidden size H. Dropout (training only, one mask per sequence): ``input_dropout`` on the
@@ -149,7 +151,7 @@ class Recurrence(nn.Module):
     def forward(
         self,
         input: torch.Tensor,
-        hx: torch.Tensor | None = None,
+        hx: Carry | None = None,
         lengths: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Carry]:

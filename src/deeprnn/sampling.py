@@ -1,6 +1,7 @@
 """Sampling from a trained model: music as MIDI and piano-roll pictures, text as text.
 
-``deeprnn sample RUN`` writes them from a run's best parameters. Generation is ancestral:
+``deeprnn sample RUN`` writes them from a run's best parameters (or ``--pretrained NAME``, from
+published weights). Generation is ancestral:
 start from the boundary input (a silent frame, or the line-end token), draw y_t from the
 head's distribution, feed it back as x_{t+1}, carry the state.
 """
@@ -108,6 +109,10 @@ def write_samples(
     model, config, _ = load_best(run, device)
     if model.config.tokens and (audio or prime_frames):
         raise ConfigError(f"{run} is a text run: audio and --prime-frames are for music runs")
+    if prime_frames and not prime:
+        raise ConfigError("prime_frames takes the first frames of a primer: give prime too")
+    if not 1 <= velocity <= 127:
+        raise ConfigError(f"velocity must be a MIDI velocity in 1..127, got {velocity}")
     out = Path(out)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     corpus = _vocabulary(run) if model.config.tokens else None

@@ -18,6 +18,7 @@ from deeprnn.data.batching import Batch, MusicBatches, TextBatches
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.published import Published
+from deeprnn.recurrence import Carry
 from deeprnn.training import checkpoint
 from deeprnn.training.builder import batches, pick_device
 from deeprnn.training.config import TrainConfig
@@ -35,7 +36,7 @@ def valid_mask(batch: Batch) -> torch.Tensor | None:
 def batch_nll(
     model: DeepRNN,
     batch: Batch,
-    state: torch.Tensor | None,
+    state: Carry | None,
     net: nn.Module | None = None,
     from_second: bool = False,
 ):
@@ -154,6 +155,8 @@ def load_best(
     configuration; on ``device``, default the run's), its config, and the update at which they
     were best; or those of published weights (on the CPU by default)."""
     if isinstance(out, Published):
+        if model is not None:
+            raise ConfigError(f"{out} builds its own model; pass no model with published weights")
         model, config, update, _ = published.load(out.name, pick_device(device or "cpu"))
         return model, config, update
     out = Path(out)

@@ -143,7 +143,9 @@ def _model_config(out: Path) -> ModelConfig:
         raise RunFolderError(f"{out / 'model.json'} is damaged: {error}") from None
 
 
-def _resume(out: Path, limits: dict, data_dir: str | None, device: str | None, log, world: World, parts):
+def _resume(
+    out: Path, limits: dict, data_dir: str | None, device: str | None, log, world: World, parts
+) -> dict:
     """Continue the run in ``out`` from its newest readable checkpoint."""
     if not out.is_dir():
         raise RunFolderError(f"{out}: no run folder to resume")
