@@ -69,7 +69,7 @@ def _about(source: str | Path | Published) -> tuple[TrainConfig, dict | None, bo
     """A source's training configuration, its scores (None for an unfinished run) and whether
     it models text."""
     if isinstance(source, Published):
-        meta = published.read_metadata(published.path_of(source.name))
+        meta = published.metadata(source.name)
         return apply(json.loads(meta["train_config"])), json.loads(meta["scores"]), "vocab" in meta
     run = Path(source)
     results = run / "results.json"

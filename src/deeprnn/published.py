@@ -86,7 +86,7 @@ def load(name: str, device: str | torch.device | None = None) -> tuple[DeepRNN, 
     from deeprnn.training.config import apply
 
     path = path_of(name)
-    meta = read_metadata(path)
+    meta = read_metadata(path)  # one lookup for the file and its metadata
     model = DeepRNN(ModelConfig(**json.loads(meta["model_config"])))
     model.load_state_dict(load_file(path))
     config = apply(json.loads(meta["train_config"]))
@@ -104,6 +104,11 @@ def read_metadata(path: Path) -> dict[str, str]:
 
     with safe_open(path, "pt") as file:
         return file.metadata() or {}
+
+
+def metadata(name: str) -> dict[str, str]:
+    """The metadata of the published weights ``name``: configurations, update, scores (JSON text)."""
+    return read_metadata(path_of(name))
 
 
 def publish(run: str | Path, folder: str | Path) -> Path:

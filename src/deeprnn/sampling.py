@@ -143,7 +143,7 @@ def _vocabulary(run: str | Path | Published):
     from deeprnn.data import TextCorpus
 
     if isinstance(run, Published):
-        v = json.loads(published.read_metadata(published.path_of(run.name))["vocab"])
+        v = json.loads(published.metadata(run.name)["vocab"])
     else:
         v = json.loads((Path(run) / "vocab.json").read_text())
     return TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])

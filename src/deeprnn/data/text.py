@@ -37,6 +37,11 @@ class TextCorpus:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    @property
+    def space(self) -> str:
+        """The symbol of a space between words: '_' in the ptb.char files, else ' '."""
+        return "_" if self.name == "ptb-pennchar" else " "
+
     def encode(self, text: str) -> list[int]:
         """Text as ids, the inverse of :meth:`decode` (a primer to sample from). A symbol
         outside the vocabulary becomes ``<unk>`` where the vocabulary has it, else an error."""
@@ -45,7 +50,7 @@ class TextCorpus:
             for line in text.splitlines(keepends=True):
                 symbols += line.split() + ([EOS] if line.endswith("\n") else [])
         else:
-            space = "_" if self.name == "ptb-pennchar" else " "
+            space = self.space
             newline = EOS if EOS in self.vocab else "\n"
             symbols = [newline if c == "\n" else space if c == " " else c for c in text]
         index = {s: i for i, s in enumerate(self.vocab)}
@@ -58,7 +63,7 @@ class TextCorpus:
     def decode(self, ids) -> str:
         symbols = [self.vocab[int(i)] for i in ids]
         if self.level == "char":
-            space = "_" if self.name == "ptb-pennchar" else " "
+            space = self.space
             return "".join("\n" if s == EOS else " " if s == space else s for s in symbols)
         lines, words = [], []
         for symbol in symbols:
