@@ -24,7 +24,6 @@ class Bernoulli:
     """Multi-label frames: targets are (…, K) 0/1 floats."""
 
     name = "bernoulli"
-    tokens = False
 
     def __init__(self, size: int) -> None:
         self.logit_size = size
@@ -50,7 +49,6 @@ class Categorical:
     """One token per step: targets are (…) integer ids."""
 
     name = "categorical"
-    tokens = True
 
     def __init__(self, size: int) -> None:
         self.logit_size = size

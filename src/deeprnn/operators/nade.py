@@ -38,7 +38,6 @@ class NADE(nn.Module):
     """Multi-label frames scored and sampled key by key: targets are (…, K) 0/1 floats."""
 
     name = "nade"
-    tokens = False
 
     def __init__(self, keys: int, hidden: int, order: str = "ascending") -> None:
         super().__init__()
