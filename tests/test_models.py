@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from reference import reference_forward
 from deeprnn import DeepRNN, ModelConfig, count_parameters
 from deeprnn.data.batching import MusicBatches
 from deeprnn.fused import FusedUnroll, plan_of
+from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.recurrence import fast_path_applies, unroll
 from deeprnn.training import evaluation
 
@@ -291,6 +294,28 @@ def test_weights_count_only_matrices():
     counts = count_parameters(model)
     biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
     assert counts["params"] - counts["weights"] == biases
+
+
+def test_frame_nll_sums_the_keys_and_token_nll_is_cross_entropy():
+    # p(key 1) = 0.5 (target on), p(key 2) = 3/4 (target off): -ln 0.5 - ln 0.25 = 3 ln 2.
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    assert Bernoulli(2).nll(logits, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(3 * math.log(2))
+    # Uniform over 4 tokens: ln 4 for any target.
+    assert Categorical(4).nll(torch.zeros(2, 4), torch.tensor([1, 3])).tolist() == pytest.approx(
+        [math.log(4)] * 2
+    )
+
+
+@pytest.mark.parametrize("keys", [4, 6])
+def test_bernoulli_nll_refuses_targets_of_another_shape(keys):
+    with pytest.raises(ValueError, match=rf"the logits' shape \(2, 3, 5\), got \(2, 3, {keys}\)"):
+        Bernoulli(5).nll(torch.zeros(2, 3, 5), torch.zeros(2, 3, keys))
+
+
+@pytest.mark.parametrize("steps", [2, 4])
+def test_categorical_nll_refuses_targets_of_another_shape(steps):
+    with pytest.raises(ValueError, match=rf"must have shape \(2, 3\) .*, got \(2, {steps}\)"):
+        Categorical(5).nll(torch.zeros(2, 3, 5), torch.zeros(2, steps, dtype=torch.long))
 
 
 @torch.no_grad()

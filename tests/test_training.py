@@ -20,7 +20,6 @@ from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.errors import ConfigError
 from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
-from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.training import builder, evaluation, loop, trainer
 from deeprnn.training.config import apply, finetune_table, resolve
 from deeprnn.training.metrics import from_nll
@@ -50,16 +49,6 @@ def test_metrics_by_hand():
     assert from_nll("ppl", 5 * math.log(100), 5) == pytest.approx(100.0)
     with pytest.raises(ValueError):
         from_nll("nll", 1.0, 0)
-
-
-def test_frame_nll_sums_the_keys_and_token_nll_is_cross_entropy():
-    # p(key 1) = 0.5 (target on), p(key 2) = 3/4 (target off): -ln 0.5 - ln 0.25 = 3 ln 2.
-    logits = torch.tensor([[0.0, math.log(3.0)]])
-    assert Bernoulli(2).nll(logits, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(3 * math.log(2))
-    # Uniform over 4 tokens: ln 4 for any target.
-    assert Categorical(4).nll(torch.zeros(2, 4), torch.tensor([1, 3])).tolist() == pytest.approx(
-        [math.log(4)] * 2
-    )
 
 
 class _Constant(DeepRNN):
