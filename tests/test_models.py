@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,7 +13,8 @@ from reference import reference_forward
 from deeprnn import DeepRNN, ModelConfig, count_parameters
 from deeprnn.data.batching import MusicBatches
 from deeprnn.fused import FusedUnroll, plan_of
-from deeprnn.operators.heads import Bernoulli, Categorical
+from deeprnn.operators.heads import Bernoulli, Categorical, make_head
+from deeprnn.operators.nade import NADE
 from deeprnn.recurrence import fast_path_applies, unroll
 from deeprnn.training import evaluation
 
@@ -304,6 +306,19 @@ def test_frame_nll_sums_the_keys_and_token_nll_is_cross_entropy():
     assert Categorical(4).nll(torch.zeros(2, 4), torch.tensor([1, 3])).tolist() == pytest.approx(
         [math.log(4)] * 2
     )
+
+
+@pytest.mark.parametrize(
+    "name, kind", [("nade", NADE), ("bernoulli", Bernoulli), ("categorical", Categorical)]
+)
+def test_a_head_named_in_a_file_is_that_head(name, kind):
+    """A name read from a config file equals the literal in the code but is another object."""
+    read = json.loads(json.dumps(name))
+    assert read == name and read is not name
+    head = make_head(read, 6, 4, "descending")
+    assert type(head) is kind and head.logit_size == (6 + 4 if kind is NADE else 6)
+    if kind is NADE:
+        assert (head.hidden, head.order) == (4, "descending")
 
 
 @pytest.mark.parametrize("keys", [4, 6])

@@ -79,14 +79,14 @@ HEADS = {"bernoulli": Bernoulli, "categorical": Categorical, "nade": NADE}
 Head = Bernoulli | Categorical | NADE
 
 
-def make_head(name: str, size: int, nade_hidden: int = 150, nade_order: str = "ascending") -> Head:
+def make_head(name: str, size: int, nade_hidden: int, nade_order: str) -> Head:
     """The head called ``name`` over ``size`` keys or tokens (a NADE with ``nade_hidden`` units,
     reading the keys in ``nade_order``)."""
     check_head(name, size, nade_hidden, nade_order)
     return NADE(size, nade_hidden, nade_order) if name == "nade" else HEADS[name](size)
 
 
-def check_head(name: str, size: int, nade_hidden: int = 150, nade_order: str = "ascending") -> None:
+def check_head(name: str, size: int, nade_hidden: int, nade_order: str) -> None:
     """A ConfigError unless :func:`make_head` can make this head (it draws no random numbers)."""
     if name not in HEADS:
         raise ConfigError(f"unknown head {name!r}; expected one of: {', '.join(HEADS)}")
