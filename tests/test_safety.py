@@ -25,7 +25,7 @@ from deeprnn import DeepRNN, preset
 from deeprnn.cli import main
 from deeprnn.errors import ConfigError, RunFolderError
 from deeprnn.names import DATA_SETS, MODELS, NADE_MODELS
-from deeprnn.training import loop, run_folder, trainer
+from deeprnn.training import checkpoint, loop, run_folder, trainer
 from deeprnn.training.config import TrainConfig, apply, paper_config_file, resolve
 from deeprnn.training.ranges import ARCHITECTURE
 
@@ -224,6 +224,24 @@ def test_damaged_checkpoints_are_clear_errors(tmp_path, rolls, capsys):
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err
     assert "best.pt is damaged" in err and "weights_only" not in err and "Traceback" not in err
+
+
+class _Touch:
+    """Unpickled, it would create ``marker``: what a malicious checkpoint could do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker, path = tmp_path / "code-ran", tmp_path / "last.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _Touch(marker)}, path)
+    with pytest.raises(RunFolderError, match="holds objects other than tensors and plain values"):
+        checkpoint.load(path)
+    assert not marker.exists()
 
 
 # -- 5. every setting is checked where it is parsed ----------------------------------------------
