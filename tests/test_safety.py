@@ -223,7 +223,7 @@ def test_damaged_checkpoints_are_clear_errors(tmp_path, rolls, capsys):
     assert "holds no checkpoint to resume from" in err and "last.pt is damaged" in err
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err
-    assert "best.pt is damaged" in err and "weights_only" not in err and "Traceback" not in err
+    assert "best.pt is damaged: truncated" in err and "weights_only" not in err and "Traceback" not in err
 
 
 class _Touch:
@@ -242,6 +242,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
     with pytest.raises(RunFolderError, match="holds objects other than tensors and plain values"):
         checkpoint.load(path)
     assert not marker.exists()
+    torch.save([torch.zeros(2)], path)  # tensors and plain values, but not a checkpoint's dict
+    with pytest.raises(RunFolderError, match="is damaged: not a checkpoint deeprnn wrote"):
+        checkpoint.load(path)
 
 
 # -- 5. every setting is checked where it is parsed ----------------------------------------------
