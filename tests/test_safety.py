@@ -248,6 +248,15 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
         checkpoint.load(path)
 
 
+def test_generator_states_round_trip_and_a_gpu_checkpoint_resumes_on_a_cpu():
+    state = checkpoint.rng_state()
+    assert set(state) == ({"torch", "cuda"} if torch.cuda.is_available() else {"torch"})
+    expected = torch.rand(3)
+    written_on_a_gpu = {"cuda": [torch.zeros(16, dtype=torch.uint8)], **state}  # here: this machine's
+    checkpoint.set_rng_state(written_on_a_gpu)
+    assert torch.equal(torch.rand(3), expected)
+
+
 # -- 5. every setting is checked where it is parsed ----------------------------------------------
 
 # A bad value for every setting: the fields of TrainConfig and of its architecture table (None:
