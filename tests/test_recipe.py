@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from deeprnn import DeepTransition
 from deeprnn.data import load
 from deeprnn.data.music import midi_to_roll
-from deeprnn.errors import ConfigError
+from deeprnn.errors import ConfigError, TrainingDiverged
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.training import builder, checkpoint, evaluation, loop, trainer
@@ -259,6 +259,17 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path,
     corpus_batches = builder.batches(apply(settings), load(str(rolls)), "test", training=False)
     total, count = evaluation.evaluate(model, corpus_batches, torch.device("cpu"))
     assert result["test_nll"] == pytest.approx(total / count, abs=1e-12)
+
+
+def test_a_run_whose_validation_is_never_finite_stops_after_patience_evals(tmp_path, rolls, monkeypatch):
+    """A NaN score improves on nothing, the first one included: patience = 3 stops at the 3rd
+    evaluation, with no best parameters to score, which the error says."""
+    scripted_validation(monkeypatch, [math.nan] * 6)
+    settings = {**SETTINGS, "data": str(rolls), "patience": 3, "eval_every": 5, "max_updates": 1000}
+    with pytest.raises(TrainingDiverged, match="no finite score in 3 evaluations") as stopped:
+        trainer.train(apply(settings), tmp_path / "r", **QUIET)
+    assert stopped.value.update == 15
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["stop_reason"] == "diverged"
 
 
 def test_the_time_budget_stops_the_run(tmp_path, rolls, monkeypatch):

@@ -8,6 +8,7 @@ with no better validation score between them, halving has not helped: the run ha
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from deeprnn.errors import TrainingDiverged
@@ -44,6 +45,15 @@ class NonfiniteGuard:
             "Lower lr, clip the gradient (clip_norm) or change the units"
         )
         return TrainingDiverged(message, update, loss, last_good)
+
+    def never_finite(self, evaluations: int, update: int, last: str) -> TrainingDiverged:
+        """The error that stops a run none of whose validation scores was finite: it has no best."""
+        message = (
+            f"validation gave no finite score in {evaluations} evaluations, so the run has no best "
+            f"parameters to score (last checkpoint: {last}). Lower lr, clip the gradient (clip_norm) or "
+            "change the units"
+        )
+        return TrainingDiverged(message, update, math.nan, last)
 
     def improved(self) -> None:
         """Validation reached a new best: the restores before it did their job."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from deeprnn import __version__
 from deeprnn.data.batching import Batch
-from deeprnn.errors import RunFolderError
+from deeprnn.errors import RunFolderError, TrainingDiverged
 from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.recurrence import Carry, map_carry
@@ -210,7 +210,8 @@ class Run:
             self.progress.skipped += 1
             action = self.guard.nonfinite()
             if action == "diverged":
-                self.diverged(mean)
+                last = str(newest_checkpoint(self.out) or "none")
+                self.diverged(self.guard.diverged(self.progress.updates + 1, mean, last))
             if action == "restore":
                 self.model.load_state_dict(self.good_state["model"])
                 self.optimizer.load_state_dict(self.good_state["optimizer"])
@@ -228,11 +229,8 @@ class Run:
         self.averaging.update(self.model, self.progress.epoch, self.progress.averaging)
         return mean
 
-    def diverged(self, loss: float) -> None:
-        """Stop the run: halving the rate from the last good state has not helped."""
-        error = self.guard.diverged(
-            self.progress.updates + 1, loss, str(newest_checkpoint(self.out) or "none")
-        )
+    def diverged(self, error: TrainingDiverged) -> None:
+        """Stop the run, saying why in results.json (resuming it raises the error again)."""
         self.log(str(error))
         if self.world.main:
             record = {"model": self.name, "data": self.corpus.name, "version": __version__}
@@ -368,7 +366,11 @@ class Run:
     def finish(self) -> dict:
         """Scores of the best parameters on valid and test (text: the whole stream, one column)."""
         if self.best_model is None:
-            self.best_model = checkpoint.load(self.out / "checkpoints" / "best.pt")["model"]
+            best = self.out / "checkpoints" / "best.pt"
+            if not best.exists():  # no validation score was finite
+                last = str(newest_checkpoint(self.out) or "none")
+                self.diverged(self.guard.never_finite(len(self.history), self.progress.updates, last))
+            self.best_model = checkpoint.load(best)["model"]
         self.model.load_state_dict(self.best_model)
         final = replace(self.config, eval_batch_size=1) if self.kind == "text" else self.config
         scores = {split: split_score(self.metric, *self.score(split, final)) for split in ("valid", "test")}
