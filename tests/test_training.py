@@ -22,7 +22,7 @@ from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.training import builder, evaluation, loop, trainer
 from deeprnn.training.config import apply, finetune_table, resolve
-from deeprnn.training.metrics import from_nll
+from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.ranges import ARCHITECTURE
 
 TINY = dict(
@@ -47,8 +47,16 @@ def test_metrics_by_hand():
     assert from_nll("nll", 12.0, 4) == 3.0
     assert from_nll("bpc", 10 * math.log(2), 10) == pytest.approx(1.0)
     assert from_nll("ppl", 5 * math.log(100), 5) == pytest.approx(100.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one scored frame or token"):
         from_nll("nll", 1.0, 0)
+    with pytest.raises(ValueError, match="unknown metric 'bits'; expected one of nll, bpc, ppl"):
+        from_nll("bits", 1.0, 1)
+    # the paper's metric per corpus: music NLL per frame, characters BPC, words perplexity
+    assert [metric_name("music", "frame"), metric_name("text", "char"), metric_name("text", "word")] == [
+        "nll",
+        "bpc",
+        "ppl",
+    ]
 
 
 class _Constant(DeepRNN):
