@@ -25,6 +25,7 @@ from deeprnn.errors import ConfigError, TrainingDiverged
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.heads import Bernoulli, Categorical
 from deeprnn.training import builder, checkpoint, evaluation, loop, trainer
+from deeprnn.training.averaging import Averaging
 from deeprnn.training.config import apply
 from deeprnn.training.console import NoWriter
 from deeprnn.training.guard import NonfiniteGuard
@@ -233,6 +234,37 @@ def test_halve_restores_the_best_parameters_exactly_and_plateau_does_not(tmp_pat
     assert best["update"] == 4 and last["schedule"]["factor"] == 0.5
     same = [torch.equal(last["model"][k], best["model"][k]) for k in best["model"]]
     assert all(same) if kind == "halve" else not any(same)
+
+
+# -- parameter averaging ----------------------------------------------------------------------------
+
+
+def test_averaging_begins_at_its_epoch_or_its_trigger_and_scores_the_mean():
+    model = torch.nn.Linear(2, 1)
+    after = Averaging(apply({**SETTINGS, "average_after_epochs": 2}), model)
+    assert [after.active(e, stalled=False) for e in (0, 1, 2, 3)] == [False, False, True, True]
+    assert after.active(0, stalled=True)
+    assert after.scored(model) is model  # wanted, but nothing averaged yet: the parameters themselves
+    weights = []
+    for epoch in (1, 2, 3):  # epoch 1 is not averaged
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        weights.append(model.weight.detach().clone())
+        after.update(model, epoch, stalled=False)
+    torch.testing.assert_close(after.scored(model).weight, (weights[1] + weights[2]) / 2)
+    never = Averaging(apply(SETTINGS), model)
+    assert not never.active(10, stalled=False) and never.scored(model) is model
+    assert never.state_dict() is None
+
+
+def test_the_stall_trigger_compares_with_the_best_before_the_last_n():
+    """n = 2: the new score against the best of all but the last two scores before it."""
+    stalled = Averaging(apply({**SETTINGS, "average_when_stalled": 2}), torch.nn.Linear(2, 1))
+    assert stalled.stalls([5.0, 4.0, 3.0, 2.0], 4.5) == 4.0  # worse than 4.0, the best of [5, 4]
+    assert stalled.stalls([5.0, 4.0, 3.0, 2.0], 4.0) is None  # as good: not worse
+    assert stalled.stalls([5.0, 4.0], 9.0) is None  # nothing before the last two
+    assert stalled.stalls([5.0, 4.0, 3.0], 6.0) == 5.0
+    assert Averaging(apply(SETTINGS), torch.nn.Linear(2, 1)).stalls([5.0, 4.0, 3.0], 9.0) is None
 
 
 # -- stopping -------------------------------------------------------------------------------------
