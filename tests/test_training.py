@@ -23,6 +23,7 @@ from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.training import builder, evaluation, loop, trainer
 from deeprnn.training.config import apply, finetune_table, resolve
 from deeprnn.training.metrics import from_nll, metric_name
+from deeprnn.training.progress import Progress
 from deeprnn.training.ranges import ARCHITECTURE
 
 TINY = dict(
@@ -41,6 +42,19 @@ TINY = dict(
     eval_batch_size=32,
     device="cpu",
 )
+
+
+def test_the_summary_of_a_run_s_course():
+    course = Progress(epoch=3, updates=40, best_update=30, skipped=2, train_seconds=12.345)
+    course.stop_reason = "early stopping"
+    assert course.summary() == {
+        "best_update": 30,
+        "updates": 40,
+        "epochs": 3,
+        "train_seconds": 12.3,  # to a tenth of a second
+        "skipped_updates": 2,
+        "stop_reason": "early stopping",
+    }
 
 
 def test_metrics_by_hand():
