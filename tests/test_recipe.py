@@ -196,6 +196,15 @@ def test_inverse_and_cosine_rates_at_chosen_updates():
     assert [schedule("constant").lr(t) for t in (0, 1000)] == [0.8, 0.8]
 
 
+@pytest.mark.parametrize("kind", ["inverse", "cosine", "constant"])
+def test_only_the_halving_schedules_react_to_validation_or_stop_at_min_lr(kind):
+    s = schedule(kind, lr_decay_beta=1.0, min_lr=0.5, halve_patience=1)
+    s.apply(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0), 150)  # inverse, cosine: < 0.5
+    rate = s.lr()
+    assert not any(s.after_evaluation(False) for _ in range(5))
+    assert s.lr() == rate and not s.finished()
+
+
 @pytest.mark.parametrize("kind", ["halve", "plateau"])
 def test_halving_after_patience_and_the_min_lr_stop(kind):
     s = schedule(kind, halve_patience=2, min_lr=0.15)
