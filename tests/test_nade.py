@@ -142,6 +142,8 @@ def test_presets_and_settings():
     sizes = {"input_size": 88, "output_size": 88, "hidden_size": 4}
     with pytest.raises(ConfigError, match="at least one key and one hidden unit, got 88 and 0"):
         ModelConfig(**sizes, head="nade", nade_hidden=0)  # refused by the config, before any model
+    with pytest.raises(ConfigError, match="at least one key and one hidden unit"):
+        ModelConfig(**sizes, head=json.loads('"nade"'), nade_hidden=0)  # a name read from a file
     assert ModelConfig(**sizes, nade_hidden=0).nade_hidden == 0  # read by a NADE head only
     assert math.isfinite(float(model.loss(torch.zeros(5, 2, 88)).detach()))
 
