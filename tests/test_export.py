@@ -1,4 +1,5 @@
-"""deeprnn export: the ONNX step model agrees with PyTorch, step by step, at any batch size."""
+"""deeprnn export: the ONNX step model agrees with PyTorch, step by step, at any batch size; the
+torch.export program of the whole model agrees with it at any length and batch size."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch import nn
 
 from deeprnn import DeepRNN, ModelConfig
 from deeprnn.cli import main
-from deeprnn.export import export_step
+from deeprnn.export import export_sequence, export_step
+from deeprnn.presets import preset, resized
 from deeprnn.operators.torch_cells import TorchCell
 from deeprnn.training import trainer
 from deeprnn.training.config import apply
@@ -59,3 +61,55 @@ def test_an_lstm_token_model_exports_its_h_and_c(tmp_path):
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(h, want_h.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(c, want_c.numpy(), atol=1e-5, rtol=0)
+
+
+def _lstm_token_model(batch_first: bool = False) -> DeepRNN:
+    config = ModelConfig(input_size=20, output_size=20, hidden_size=10, head="categorical", input_sizes=(8,))
+    return DeepRNN(config, transitions=[TorchCell(nn.LSTMCell(8, 10))], batch_first=batch_first)
+
+
+def _carry(h) -> tuple[torch.Tensor, ...]:
+    return h if isinstance(h, tuple) else (h,)
+
+
+@pytest.mark.parametrize("name", ["rnn", "dots-rnn*", "srnn", "lstm", "batch-first"])
+def test_the_exported_program_takes_any_length_and_batch_size(name):
+    """Exported once at T=3, B=2; run at other lengths and batch sizes (an unrolled loop would be
+    fixed at T=3): the same logits and h_n as the model, from L_p/maxout units to an LSTM's (h, c)."""
+    torch.manual_seed(0)
+    if name in ("lstm", "batch-first"):
+        model = _lstm_token_model(batch_first=name == "batch-first")
+    else:
+        model = DeepRNN(resized(preset(name, "jsb"), 16))
+    program = export_sequence(model)
+    assert model.training, "the model's mode is given back"
+    assert any("scan" in str(node.target) for node in program.graph.nodes), "one step, scanned over T"
+    model.eval()
+    for steps, batch in [(1, 1), (7, 2), (40, 3)]:
+        size = (batch, steps) if name == "batch-first" else (steps, batch)
+        x = torch.randint(0, 20, size) if model.config.tokens else torch.rand(*size, 88).round()
+        with torch.no_grad():
+            want, want_h = model(x)
+        got, got_h = program.module()(x)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        for g, w in zip(_carry(got_h), _carry(want_h), strict=True):
+            torch.testing.assert_close(g, w, atol=1e-6, rtol=0)
+
+
+def test_deeprnn_export_writes_a_program_by_its_ending_and_refuses_others(rolls, tmp_path, capsys):
+    settings = {"model": "dts-rnn", "data": str(rolls), "hidden_size": 12, "max_updates": 2, "device": "cpu"}
+    trainer.train(apply(settings), tmp_path / "run", log=lambda _: None)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "model.pt2")]) == 0
+    assert "any length, any batch size" in capsys.readouterr().out
+    program = torch.export.load(tmp_path / "model.pt2")
+    model = load_run(tmp_path / "run")
+    x = torch.rand(25, 4, 88).round()
+    with torch.no_grad():
+        want, want_h = model(x)
+    got, got_h = program.module()(x)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got_h, want_h, atol=1e-6, rtol=0)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "model.pt")]) != 0
+    error = capsys.readouterr().err
+    assert "model.pt: the file's ending says what to write (.onnx: one step as ONNX; .pt2:" in error
+    assert not (tmp_path / "model.pt").exists()

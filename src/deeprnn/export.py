@@ -1,4 +1,6 @@
-"""One step of a trained model as an ONNX graph, as an RNN is served and sampled:
+"""A trained model for serving elsewhere, in two forms.
+
+One step as an ONNX graph (:func:`export_step`), as an RNN is served and sampled:
 
     logits_t, state_t = step(x_t, state_{t-1})
 
@@ -6,6 +8,10 @@ x_t is (B, input_size) floats, or (B,) token ids; the state is (levels, B, H), o
 model whose ⊕ carries two (an LSTM's); the logits are ▷'s output, what the head turns into a
 distribution. The batch size is free, and so is the length: a caller runs the step as long as it
 likes, carrying the state, which sidesteps a graph fixed at one T.
+
+The whole model as a ``torch.export`` program (:func:`export_sequence`), ``model(input)`` with
+the length T and the batch size both free: its loop over time is one ``scan`` in the graph
+(:func:`deeprnn.recurrence.scanned`), not T copies of the step.
 """
 
 from __future__ import annotations
@@ -73,3 +79,23 @@ def export_step(model: DeepRNN, path: str | os.PathLike, opset: int | None = Non
         )
     model.train(was_training)
     return write_bytes(path, program.model_proto.SerializeToString())
+
+
+def export_sequence(model: DeepRNN) -> torch.export.ExportedProgram:
+    """``model`` in evaluation mode as a ``torch.export`` program: input (T, B, …), or (B, T, …)
+    with ``batch_first``, from zero states -> (logits, h_n), as ``model(input)``, for any T >= 1
+    and B >= 1 (PyTorch 2.6 or later). Save it with ``torch.export.save``."""
+    if not hasattr(torch.compiler, "is_exporting"):
+        needs = f"a program with a free length needs PyTorch 2.6 or later; this is {torch.__version__}"
+        raise ConfigError(needs)
+    config, weight = model.config, next(model.parameters())
+    steps, batch = torch.export.Dim("steps", min=1), torch.export.Dim("batch", min=1)
+    size = (3, 2) if config.tokens else (3, 2, config.input_size)  # neither 0 nor 1: both stay free
+    x = torch.zeros(size, dtype=torch.int64 if config.tokens else weight.dtype, device=weight.device)
+    axes = {1: steps, 0: batch} if model.recurrence.batch_first else {0: steps, 1: batch}
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.export.export(model, (x,), dynamic_shapes={"input": axes})
+    finally:
+        model.train(was_training)

@@ -7,7 +7,8 @@ U x_t + b are already computed for all steps:
 - the fast path, for a transition that says it can take it (``cell.fusable``: element-wise or
   L_p units): hand-written back-propagation through time (:mod:`deeprnn.fused`);
 - otherwise (maxout units in ⊕), and wherever PyTorch must see the plain operations (tracing,
-  ``torch.compile`` and ``torch.export``, autocast), a plain loop over ``cell.step``.
+  ``torch.compile`` and ``torch.export``, autocast), a plain loop over ``cell.step``; under
+  ``torch.export`` that loop is one ``scan``, so that the exported program keeps T free.
 
 :class:`Recurrence` stacks levels (sRNN) behind an optional deep input map, with the
 conventions of :class:`torch.nn.RNN`.
@@ -47,12 +48,29 @@ def unroll(
         rhos = [unit.rho for unit in cell.units if unit.kind == "lp"]
         params = (cell.recurrent_weight, *cell.layer_weights, *rhos)
         return FusedUnroll.apply(plan_of(cell), u, h0, dropout_mask, *params)
+    if exporting():
+        return scanned(cell, u, h0, dropout_mask)
     carries = [h0]
     for u_t in u.unbind(0):
         carries.append(cell.step(u_t, carries[-1], dropout_mask))
     if cell.carries == 1:
         return torch.stack(carries)
     return tuple(torch.stack(part) for part in zip(*carries, strict=True))
+
+
+def scanned(cell: Transition, u: torch.Tensor, h0: Carry, dropout_mask: torch.Tensor | None) -> Carry:
+    """The plain loop as PyTorch's ``scan`` (a prototype higher-order op of PyTorch >= 2.6): one
+    step in the graph, run T times, rather than T copies of it, so torch.export keeps T symbolic."""
+    from torch._higher_order_ops import scan
+
+    def step(carry: Carry, u_t: torch.Tensor) -> tuple[Carry, Carry]:
+        new = cell.step(u_t, carry, dropout_mask)
+        return new, map_carry(torch.clone, new)  # scan's outputs may not alias its carry
+
+    _, states = scan(step, h0, u)
+    if cell.carries == 1:
+        return torch.cat([h0.unsqueeze(0), states])
+    return tuple(torch.cat([first.unsqueeze(0), rest]) for first, rest in zip(h0, states, strict=True))
 
 
 def map_carry(function: Callable[[torch.Tensor], torch.Tensor], carry: Carry | None) -> Carry | None:
@@ -71,8 +89,12 @@ def fast_path_applies(cell: Transition, u: torch.Tensor) -> bool:
 def traced() -> bool:
     """Whether a tracer records the operations (jit.trace, torch.compile, torch.export): it needs
     the plain ones, and no checks on the data's values."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # PyTorch >= 2.6
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
+
+
+def exporting() -> bool:
+    """Whether torch.export records the operations (PyTorch >= 2.6 can tell; before, never)."""
+    return getattr(torch.compiler, "is_exporting", lambda: False)()
 
 
 class Recurrence(nn.Module):
@@ -278,7 +300,7 @@ class Recurrence(nn.Module):
                 )
             lengths = mask.sum(0)
             prefix = torch.arange(steps, device=mask.device).unsqueeze(1) < lengths
-            if not torch.equal(prefix, mask):
+            if not traced() and not torch.equal(prefix, mask):
                 raise ValueError("mask must be true on a prefix of each sequence (padding at the end)")
         if lengths is None:
             return None
@@ -288,7 +310,7 @@ class Recurrence(nn.Module):
                 f"lengths must be an integer tensor of shape (batch,) = ({batch},), "
                 f"got {lengths.dtype} {tuple(lengths.shape)}"
             )
-        if lengths.numel() and (lengths.min() < 0 or lengths.max() > steps):
+        if lengths.numel() and not traced() and (lengths.min() < 0 or lengths.max() > steps):
             raise ValueError(
                 f"lengths must lie in [0, T={steps}]; got values in "
                 f"[{int(lengths.min())}, {int(lengths.max())}]"
