@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from deeprnn.operators.transitions import DeepTransition
-from deeprnn.operators.units import ELEMENTWISE, lp_derivatives, lp_order, lp_pool
+from deeprnn.operators.units import ELEMENTWISE, LP_FLOOR, lp_derivatives, lp_order
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,12 @@ class FusedUnroll(torch.autograd.Function):
     def forward(ctx, plan, u, h0, mask, *params):
         steps, batch, _ = u.shape
         depth = len(plan.kinds)
-        recurrent_weight, layer_weights, rhos = params[0], params[1:depth], params[depth:]
+        u, recurrent_weight, *layer_weights = _in_loop_order(plan, u, *params[:depth])
+        rhos = params[depth:]
         orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
+        inverses = {layer: 1.0 / p for layer, p in orders.items()}
+        grouped = {layer: (batch, plan.pieces(layer), plan.widths[layer]) for layer in plan.lp_layers}
+        scratch = u.new_empty(batch * max(plan.pre_sizes))  # an L_p layer's |a|^p
         states = u.new_empty(steps + 1, batch, h0.shape[-1])
         states[0] = h0
         inner = [u.new_empty(steps, batch, w) for w in plan.widths[:-1]]
@@ -74,8 +78,11 @@ class FusedUnroll(torch.autograd.Function):
 
         def finish(layer: int, a: torch.Tensor, t: int) -> None:
             out = outputs[layer][t]
-            if units[layer] is None:  # L_p
-                lp_pool(a.view(batch, plan.widths[layer], plan.pieces(layer)), orders[layer], out=out)
+            if units[layer] is None:  # L_p (lp_pool), its pieces in rows (piece-major), in place
+                shape = grouped[layer]
+                x = torch.abs(a.view(shape), out=scratch[: a.numel()].view(shape)).clamp_min_(LP_FLOOR)
+                torch.mean(x.log_().mul_(orders[layer]).exp_(), -2, out=out)
+                out.log_().mul_(inverses[layer]).exp_()
             else:
                 units[layer](a, out)
 
@@ -95,7 +102,7 @@ class FusedUnroll(torch.autograd.Function):
                 torch.addmm(source, outputs[layer - 1][t], between[layer - 1], out=a)
                 finish(layer, a, t)
         ctx.plan = plan
-        ctx.save_for_backward(states, mask, *params, *inner, *pre.values())
+        ctx.save_for_backward(states, mask, recurrent_weight, *layer_weights, *rhos, *inner, *pre.values())
         return states
 
     @staticmethod
@@ -124,11 +131,8 @@ class FusedUnroll(torch.autograd.Function):
                 slot = d_pre_steps[layer][t]
                 if layer in incoming:
                     incoming_steps[layer][t].copy_(g_layer)
-                    torch.mul(
-                        g_layer.unsqueeze(-1),
-                        local[layer][t],
-                        out=slot.view(batch, plan.widths[layer], plan.pieces(layer)),
-                    )
+                    groups = slot.view(batch, plan.pieces(layer), plan.widths[layer])
+                    torch.mul(g_layer.unsqueeze(-2), local[layer][t], out=groups)
                 elif local[layer] is None:
                     slot.copy_(g_layer)
                 else:
@@ -158,7 +162,48 @@ class FusedUnroll(torch.autograd.Function):
             back = sum(d @ r for d, r in zip(d_pre[: plan.reading], reads_h, strict=True))
             d_mask = (states[:-1] * back).sum(0)
         d_u = torch.cat(d_pre, -1) if needs[1] else None
+        d_u, d_recurrent, *d_between = _in_model_order(plan, d_u, d_recurrent, *d_between)
         return (None, d_u, g if needs[2] else None, d_mask, d_recurrent, *d_between, *d_rhos)
+
+
+def _reordered(plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: bool) -> torch.Tensor:
+    """x, whose axis ``dim`` holds the pre-activations of ``layers``, with each L_p layer's in
+    the loop's piece-major order (``to_loop``: piece i of unit j from column j·pieces + i to
+    i·width + j, so that each piece is a contiguous row and pooling adds whole rows, many
+    times faster than over pieces side by side), or back in the model's order."""
+    sizes = [plan.pre_sizes[layer] for layer in layers]
+    ordered = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for layer, part, into in zip(layers, x.split(sizes, dim), ordered.split(sizes, dim), strict=True):
+        if plan.kinds[layer] == "lp":
+            grid = (plan.widths[layer], plan.pieces(layer))
+            into = into.unflatten(dim, grid[::-1] if to_loop else grid)  # one copy, no cat
+            part = part.unflatten(dim, grid if to_loop else grid[::-1]).transpose(dim, dim + 1)
+        into.copy_(part)
+    return ordered
+
+
+def _in_loop_order(plan: _Plan, u, recurrent_weight, *layer_weights) -> list[torch.Tensor]:
+    """u's columns and the weights' rows (pre-activations) as the loop reads them."""
+    if not plan.lp_layers:
+        return [u, recurrent_weight, *layer_weights]
+    depth = len(plan.kinds)
+    return [
+        _reordered(plan, u, 2, range(depth), True),
+        _reordered(plan, recurrent_weight, 0, range(plan.reading), True),
+        *(_reordered(plan, w, 0, range(layer, layer + 1), True) for layer, w in enumerate(layer_weights, 1)),
+    ]
+
+
+def _in_model_order(plan: _Plan, d_u, d_recurrent, *d_between) -> list[torch.Tensor | None]:
+    """The gradients of :func:`_in_loop_order`'s results, back in the model's order."""
+    if not plan.lp_layers:
+        return [d_u, d_recurrent, *d_between]
+    depth = len(plan.kinds)
+    return [
+        None if d_u is None else _reordered(plan, d_u, 2, range(depth), False),
+        _reordered(plan, d_recurrent, 0, range(plan.reading), False),
+        *(_reordered(plan, d, 0, range(layer, layer + 1), False) for layer, d in enumerate(d_between, 1)),
+    ]
 
 
 def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[list, dict]:
@@ -169,7 +214,7 @@ def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[lis
     for layer, (kind, z) in enumerate(zip(plan.kinds, outputs, strict=True)):
         if kind == "lp":
             steps, batch, _ = z.shape
-            groups = pre[layer].view(steps, batch, plan.widths[layer], plan.pieces(layer))
+            groups = pre[layer].view(steps, batch, plan.pieces(layer), plan.widths[layer])
             rho = rhos[plan.lp_layers.index(layer)]
             d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
             local.append(d_a.unbind(0))

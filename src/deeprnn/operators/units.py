@@ -106,10 +106,10 @@ class Unit(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if self.kind in ELEMENTWISE:
             return ELEMENTWISE[self.kind].forward(a)
-        groups = a.unflatten(-1, (self.width, self.pieces))
+        groups = a.unflatten(-1, (self.width, self.pieces))  # unit j: columns j·pieces … (j+1)·pieces-1
         if self.kind == "maxout":
             return groups.amax(-1)
-        return lp_pool(groups, lp_order(self.rho))
+        return lp_pool(groups.transpose(-1, -2), lp_order(self.rho))
 
     def extra_repr(self) -> str:
         return f"{self.spec}, width={self.width}"
@@ -123,23 +123,27 @@ def lp_order(rho: torch.Tensor) -> torch.Tensor:
     return 1.0 + F.softplus(rho)
 
 
-def lp_pool(groups: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """h = (mean_i |a_i|^p)^(1/p) over the last dimension of ``groups`` (…, width, pieces)."""
-    pooled = groups.abs().clamp_min(LP_FLOOR).pow(p.unsqueeze(-1)).mean(-1)
-    return torch.pow(pooled, 1.0 / p, out=out) if out is not None else pooled.pow(1.0 / p)
+def lp_pool(groups: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """h = (mean_i |a_i|^p)^(1/p) over the pieces of ``groups`` (…, pieces, width): the pieces
+    outer, so that p (width,) broadcasts and the mean adds whole rows. x^p is computed as
+    exp(p ln x), several times faster than ``pow`` with a tensor of exponents."""
+    x = groups.abs().clamp_min(LP_FLOOR)
+    return torch.exp(torch.log(torch.exp(x.log() * p).mean(-2)) / p)
 
 
 def lp_derivatives(
     groups: torch.Tensor, h: torch.Tensor, p: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """∂h/∂a (…, width, pieces) and ∂h/∂p (…, width) of :func:`lp_pool`, from a and h.
+    """∂h/∂a (…, pieces, width) and ∂h/∂p (…, width) of :func:`lp_pool`, from a and h.
 
     With x = max(|a|, floor) and m = mean x^p = h^p:  ∂h/∂a_i = sign(a_i) x_i^(p-1) h / (k m)
     (0 where |a_i| is below the floor), ∂h/∂p = h (-ln m / p² + mean(x^p ln x) / (m p))."""
-    pieces = groups.shape[-1]
+    pieces = groups.shape[-2]
     x = groups.abs().clamp_min(LP_FLOOR)
-    xp = x.pow(p.unsqueeze(-1))
-    m = xp.mean(-1)
-    d_a = torch.sign(groups) * (groups.abs() > LP_FLOOR) * (xp / x) * (h / (pieces * m)).unsqueeze(-1)
-    d_p = h * (-torch.log(m) / p**2 + (xp * torch.log(x)).mean(-1) / (m * p))
+    log_x = x.log()
+    xp = torch.exp(log_x * p)
+    m = xp.mean(-2)
+    slope = torch.where(groups.abs() > LP_FLOOR, (xp / x).copysign(groups), 0.0)
+    d_a = slope * (h / (pieces * m)).unsqueeze(-2)
+    d_p = h * (-torch.log(m) / p**2 + (xp * log_x).mean(-2) / (m * p))
     return d_a, d_p
