@@ -11,6 +11,7 @@ chooses it, and its results equal the plain loop's (``tests/test_models.py``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -54,9 +55,14 @@ class FusedUnroll(torch.autograd.Function):
         u, recurrent_weight, *layer_weights = _in_loop_order(plan, u, *params[:depth])
         rhos = params[depth:]
         orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
+        # h = (Σ_i x_i^p / k)^(1/p) = exp(ln(Σ_i x_i^p) / p - ln(k) / p): 1/p and -ln(k)/p once
         inverses = {layer: 1.0 / p for layer, p in orders.items()}
-        grouped = {layer: (batch, plan.pieces(layer), plan.widths[layer]) for layer in plan.lp_layers}
+        shifts = {layer: -math.log(plan.pieces(layer)) * inverses[layer] for layer in plan.lp_layers}
         scratch = u.new_empty(batch * max(plan.pre_sizes))  # an L_p layer's |a|^p
+        x_of = {
+            layer: scratch[: batch * plan.pre_sizes[layer]].view(_grid(plan, layer, batch))
+            for layer in orders
+        }
         states = u.new_empty(steps + 1, batch, h0.shape[-1])
         states[0] = h0
         inner = [u.new_empty(steps, batch, w) for w in plan.widths[:-1]]
@@ -65,6 +71,7 @@ class FusedUnroll(torch.autograd.Function):
         # compute theirs in the output slot and apply the unit in place.
         pre = {layer: u.new_empty(steps, batch, plan.pre_sizes[layer]) for layer in plan.lp_layers}
         pre_slots = [pre[layer].unbind(0) if layer in pre else outputs[layer] for layer in range(depth)]
+        pre_groups = {layer: p.view(steps, *_grid(plan, layer, batch)).unbind(0) for layer, p in pre.items()}
         previous = states[:-1].unbind(0)
         reads_h = recurrent_weight.t().contiguous()  # (H, P): the fast layout for h @ W
         between = [w.t().contiguous() for w in layer_weights]
@@ -79,10 +86,9 @@ class FusedUnroll(torch.autograd.Function):
         def finish(layer: int, a: torch.Tensor, t: int) -> None:
             out = outputs[layer][t]
             if units[layer] is None:  # L_p (lp_pool), its pieces in rows (piece-major), in place
-                shape = grouped[layer]
-                x = torch.abs(a.view(shape), out=scratch[: a.numel()].view(shape)).clamp_min_(LP_FLOOR)
-                torch.mean(x.log_().mul_(orders[layer]).exp_(), -2, out=out)
-                out.log_().mul_(inverses[layer]).exp_()
+                x = torch.abs(pre_groups[layer][t], out=x_of[layer]).clamp_min_(LP_FLOOR)
+                torch.sum(x.log_().mul_(orders[layer]).exp_(), -2, out=out).log_()
+                torch.addcmul(shifts[layer], out, inverses[layer], out=out).exp_()
             else:
                 units[layer](a, out)
 
@@ -131,7 +137,7 @@ class FusedUnroll(torch.autograd.Function):
                 slot = d_pre_steps[layer][t]
                 if layer in incoming:
                     incoming_steps[layer][t].copy_(g_layer)
-                    groups = slot.view(batch, plan.pieces(layer), plan.widths[layer])
+                    groups = slot.view(_grid(plan, layer, batch))
                     torch.mul(g_layer.unsqueeze(-2), local[layer][t], out=groups)
                 elif local[layer] is None:
                     slot.copy_(g_layer)
@@ -164,6 +170,11 @@ class FusedUnroll(torch.autograd.Function):
         d_u = torch.cat(d_pre, -1) if needs[1] else None
         d_u, d_recurrent, *d_between = _in_model_order(plan, d_u, d_recurrent, *d_between)
         return (None, d_u, g if needs[2] else None, d_mask, d_recurrent, *d_between, *d_rhos)
+
+
+def _grid(plan: _Plan, layer: int, batch: int) -> tuple[int, int, int]:
+    """An L_p layer's pre-activations at one step in the loop's order: (batch, pieces, width)."""
+    return (batch, plan.pieces(layer), plan.widths[layer])
 
 
 def _reordered(plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: bool) -> torch.Tensor:
@@ -214,7 +225,7 @@ def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[lis
     for layer, (kind, z) in enumerate(zip(plan.kinds, outputs, strict=True)):
         if kind == "lp":
             steps, batch, _ = z.shape
-            groups = pre[layer].view(steps, batch, plan.pieces(layer), plan.widths[layer])
+            groups = pre[layer].view(steps, *_grid(plan, layer, batch))
             rho = rhos[plan.lp_layers.index(layer)]
             d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
             local.append(d_a.unbind(0))
