@@ -122,10 +122,13 @@ class FusedUnroll(torch.autograd.Function):
         inner, pre = rest[: depth - 1], dict(zip(lp_layers, rest[depth - 1 :], strict=True))
         outputs = [*inner, states[1:]]
         steps, batch, hidden = outputs[-1].shape
-        reads_h = recurrent_weight.split(plan.pre_sizes[: plan.reading])
-        # One contiguous buffer per layer keeps every in-loop write contiguous (no hidden copies).
-        d_pre = [states.new_empty(steps, batch, p) for p in plan.pre_sizes]
+        # One buffer for all layers, those that read h_{t-1} first: one product per step gives
+        # h_{t-1} its gradient from all of them, and d_pre is the gradient of u as it stands.
+        d_pre_all = states.new_empty(steps, batch, sum(plan.pre_sizes))
+        d_pre = d_pre_all.split(plan.pre_sizes, -1)
         d_pre_steps = [d.unbind(0) for d in d_pre]
+        d_reading = d_pre_all[..., : recurrent_weight.shape[0]]
+        d_reading_steps = d_reading.unbind(0)
         local, d_order = _local_derivatives(plan, outputs, pre, rhos)
         incoming = {layer: torch.empty_like(outputs[layer]) for layer in lp_layers}
         incoming_steps = {layer: g.unbind(0) for layer, g in incoming.items()}
@@ -146,17 +149,11 @@ class FusedUnroll(torch.autograd.Function):
                 if layer > 0:
                     g_layer = torch.mm(slot, layer_weights[layer - 1])
             if mask is None:
-                g = d_state_steps[t]
-                for layer in range(plan.reading):
-                    g = torch.addmm(g, d_pre_steps[layer][t], reads_h[layer])
+                g = torch.addmm(d_state_steps[t], d_reading_steps[t], recurrent_weight)
             else:
-                back = d_pre_steps[0][t] @ reads_h[0]
-                for layer in range(1, plan.reading):
-                    back = torch.addmm(back, d_pre_steps[layer][t], reads_h[layer])
-                g = torch.addcmul(d_state_steps[t], back, mask)
+                g = torch.addcmul(d_state_steps[t], d_reading_steps[t] @ recurrent_weight, mask)
         previous = states[:-1] if mask is None else states[:-1] * mask
-        previous = previous.reshape(-1, hidden)
-        d_recurrent = torch.cat([_flat(d).t() @ previous for d in d_pre[: plan.reading]])
+        d_recurrent = _flat(d_reading).t() @ previous.reshape(-1, hidden)
         d_between = [_flat(d).t() @ _flat(z) for d, z in zip(d_pre[1:], outputs[:-1], strict=True)]
         d_rhos = [
             (incoming[layer] * d_order[layer]).sum((0, 1)) * torch.sigmoid(rho)
@@ -165,9 +162,8 @@ class FusedUnroll(torch.autograd.Function):
         needs = ctx.needs_input_grad
         d_mask = None
         if needs[3]:
-            back = sum(d @ r for d, r in zip(d_pre[: plan.reading], reads_h, strict=True))
-            d_mask = (states[:-1] * back).sum(0)
-        d_u = torch.cat(d_pre, -1) if needs[1] else None
+            d_mask = (states[:-1] * (d_reading @ recurrent_weight)).sum(0)
+        d_u = d_pre_all if needs[1] else None
         d_u, d_recurrent, *d_between = _in_model_order(plan, d_u, d_recurrent, *d_between)
         return (None, d_u, g if needs[2] else None, d_mask, d_recurrent, *d_between, *d_rhos)
 
