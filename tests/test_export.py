@@ -10,15 +10,18 @@ from torch import nn
 
 from deeprnn import DeepRNN, ModelConfig
 from deeprnn.cli import main
+from deeprnn.errors import ConfigError
 from deeprnn.export import export_sequence, export_step
-from deeprnn.presets import preset, resized
 from deeprnn.operators.torch_cells import TorchCell
+from deeprnn.presets import preset, resized
 from deeprnn.training import trainer
 from deeprnn.training.config import apply
 from deeprnn.training.evaluation import load_run
 
 ort = pytest.importorskip("onnxruntime")
 STEPS, BATCH = 50, 3  # exported at batch 2: a different batch tests the dynamic axis
+EXPORTS = hasattr(torch.compiler, "is_exporting")  # PyTorch >= 2.6, whose exporters deeprnn uses
+needs_exporter = pytest.mark.skipif(not EXPORTS, reason="export needs PyTorch 2.6 or later")
 
 
 def _run_onnx(path, x: np.ndarray, names: list[str], state: list[np.ndarray]):
@@ -33,6 +36,7 @@ def _run_onnx(path, x: np.ndarray, names: list[str], state: list[np.ndarray]):
     return np.stack(logits), state
 
 
+@needs_exporter
 def test_the_exported_step_of_a_trained_run_matches_the_sequence_model(rolls, tmp_path, capsys):
     settings = {"model": "dots-rnn", "data": str(rolls), "hidden_size": 12, "max_updates": 2, "device": "cpu"}
     trainer.train(apply(settings), tmp_path / "run", log=lambda _: None)
@@ -48,6 +52,7 @@ def test_the_exported_step_of_a_trained_run_matches_the_sequence_model(rolls, tm
     np.testing.assert_allclose(h, want_h.numpy(), atol=1e-5, rtol=0)
 
 
+@needs_exporter
 def test_an_lstm_token_model_exports_its_h_and_c(tmp_path):
     torch.manual_seed(0)
     config = ModelConfig(input_size=20, output_size=20, hidden_size=10, head="categorical", input_sizes=(8,))
@@ -72,6 +77,7 @@ def _carry(h) -> tuple[torch.Tensor, ...]:
     return h if isinstance(h, tuple) else (h,)
 
 
+@needs_exporter
 @pytest.mark.parametrize("name", ["rnn", "dots-rnn*", "srnn", "lstm", "batch-first"])
 def test_the_exported_program_takes_any_length_and_batch_size(name):
     """Exported once at T=3, B=2; run at other lengths and batch sizes (an unrolled loop would be
@@ -96,6 +102,7 @@ def test_the_exported_program_takes_any_length_and_batch_size(name):
             torch.testing.assert_close(g, w, atol=1e-6, rtol=0)
 
 
+@needs_exporter
 def test_deeprnn_export_writes_a_program_by_its_ending_and_refuses_others(rolls, tmp_path, capsys):
     settings = {"model": "dts-rnn", "data": str(rolls), "hidden_size": 12, "max_updates": 2, "device": "cpu"}
     trainer.train(apply(settings), tmp_path / "run", log=lambda _: None)
@@ -113,3 +120,13 @@ def test_deeprnn_export_writes_a_program_by_its_ending_and_refuses_others(rolls,
     error = capsys.readouterr().err
     assert "model.pt: the file's ending says what to write (.onnx: one step as ONNX; .pt2:" in error
     assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.skipif(EXPORTS, reason="PyTorch 2.6 or later exports")
+def test_before_pytorch_2_6_export_says_what_it_needs(tmp_path):
+    model = _lstm_token_model()
+    with pytest.raises(ConfigError, match=r"needs PyTorch 2\.6 or later; this is 2\."):
+        export_step(model, tmp_path / "step.onnx")
+    with pytest.raises(ConfigError, match=r"a program with a free length needs PyTorch 2\.6 or later"):
+        export_sequence(model)
+    assert not (tmp_path / "step.onnx").exists()
