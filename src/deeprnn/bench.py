@@ -1,12 +1,19 @@
 """``deeprnn bench``: throughput of every preset against ``torch.nn.RNN``, in the same process.
 
-A case is (model, batch B, steps T, hidden H, mode). Each model is its preset's structure with
-every width set to H, 88 inputs and its head over 88 keys (a music model: Bernoulli, or a NADE
-of 150 units for the ``-nade`` presets), scored by the head's NLL; the baseline is
-``nn.RNN(88, H, num_layers=levels)`` with a linear output and the Bernoulli loss. ``train`` times
-forward + backward + an SGD update, ``eval`` a forward pass without gradients. The ratio is our
-throughput over the baseline's; every weight matrix is used once per step, so the FLOP parity
-ratio is (baseline weights) / (our weights), and ``ratio / parity`` is throughput per FLOP.
+A case is (task, model, batch B, steps T, hidden H, mode). Each model is its preset's structure
+for the task with every width set to H, scored by its head's NLL:
+
+- ``music``: 88 keys in, its head over 88 keys (Bernoulli, or a NADE of 150 units for the
+  ``-nade`` presets); the baseline is ``nn.RNN(88, H, num_layers=levels)`` with a linear output
+  and the Bernoulli loss;
+- ``ptb-char`` and ``ptb-word``: token ids in (50 characters, 10,000 words), a softmax over them
+  out; the baseline is an embedding of width H, ``nn.RNN(H, H, num_layers=levels)`` and a linear
+  output with the cross-entropy. These shapes decide how long the Penn Treebank tables take.
+
+``train`` times forward + backward + an SGD update, ``eval`` a forward pass without gradients.
+The ratio is our throughput over the baseline's. Every weight matrix is used once per step (an
+embedding is a lookup, not a product, and is not counted), so the FLOP parity ratio is
+(baseline's multiplied weights) / (ours), and ``ratio / parity`` is throughput per FLOP.
 """
 
 from __future__ import annotations
@@ -21,30 +28,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeprnn.models import DeepRNN, count_parameters
-from deeprnn.names import MODELS
+from deeprnn.names import MODELS, NADE_MODELS
+from deeprnn.operators.projection import Projection
 from deeprnn.presets import preset
 from deeprnn.runtime import own_random_state
 
 SHAPES = ((32, 100), (1, 200))  # (batch, steps)
-HIDDEN = (256, 512)
-FEATURES = 88
+# task -> (its preset's data set, the input and output size, the hidden sizes measured)
+TASKS = {
+    "music": ("nottingham", 88, (256, 512)),
+    "ptb-char": ("ptb-char", 50, (400, 600)),
+    "ptb-word": ("ptb-word", 10_000, (200, 400)),
+}
 NOTES = 4  # keys on per frame, on average: 3.0-4.0 in the four music data sets' training splits
 ROUNDS = 5
 
 
 class _Baseline(nn.Module):
-    def __init__(self, hidden: int, levels: int) -> None:
+    """nn.RNN with a linear output; for text, behind an embedding of its width."""
+
+    def __init__(self, size: int, hidden: int, levels: int, tokens: bool) -> None:
         super().__init__()
-        self.rnn = nn.RNN(FEATURES, hidden, num_layers=levels)
-        self.output = nn.Linear(hidden, FEATURES)
+        self.embedding = nn.Embedding(size, hidden) if tokens else None
+        self.rnn = nn.RNN(hidden if tokens else size, hidden, num_layers=levels)
+        self.output = nn.Linear(hidden, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.rnn(x)[0])
+        return self.output(self.rnn(x if self.embedding is None else self.embedding(x))[0])
 
 
-def bench_model(name: str, hidden: int) -> DeepRNN:
-    """The preset's structure at width ``hidden`` everywhere, reading 88-key frames."""
-    c = preset(name, "nottingham")
+def bench_model(name: str, hidden: int, task: str = "music") -> DeepRNN:
+    """The preset's structure for ``task`` at width ``hidden`` everywhere."""
+    c = preset(name, TASKS[task][0])
     return DeepRNN(
         replace(
             c,
@@ -53,6 +68,13 @@ def bench_model(name: str, hidden: int) -> DeepRNN:
             output_sizes=tuple(hidden for _ in c.output_sizes),
         )
     )
+
+
+def multiplied_weights(model: nn.Module) -> int:
+    """The weights a step multiplies: every matrix but the embeddings (a lookup per token)."""
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    tables += [m.weight for m in model.modules() if isinstance(m, Projection) and m.tokens]
+    return count_parameters(model)["weights"] - sum(t.numel() for t in tables)
 
 
 def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str):
@@ -65,6 +87,8 @@ def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str)
     def loss(logits: torch.Tensor) -> torch.Tensor:
         if isinstance(model, DeepRNN):
             return model.head.nll(logits, target).mean()
+        if not target.is_floating_point():  # token ids
+            return F.cross_entropy(logits.flatten(0, 1), target.flatten())
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1).mean()
 
     def train() -> None:
@@ -96,15 +120,29 @@ def _time(fn, device: torch.device, seconds: float) -> float:
     return statistics.median(once() for _ in range(repeats))
 
 
+def _data(task: str, batch: int, steps: int, device: torch.device) -> torch.Tensor:
+    """Frames with about NOTES keys on (music), or token ids (text)."""
+    size = TASKS[task][1]
+    if task == "music":
+        return torch.rand(steps, batch, size, device=device).bernoulli_(NOTES / size)
+    return torch.randint(0, size, (steps, batch), device=device)
+
+
 def run_case(
-    name: str, batch: int, steps: int, hidden: int, mode: str, device: torch.device, seconds: float = 1.0
+    name: str,
+    batch: int,
+    steps: int,
+    hidden: int,
+    mode: str,
+    device: torch.device,
+    seconds: float = 1.0,
+    task: str = "music",
 ) -> dict:
     with own_random_state():
         torch.manual_seed(0)
-        ours = bench_model(name, hidden).to(device)
-        base = _Baseline(hidden, ours.config.levels).to(device)
-        x = torch.rand(steps, batch, FEATURES, device=device).bernoulli_(NOTES / FEATURES)
-        target = torch.rand(steps, batch, FEATURES, device=device).bernoulli_(NOTES / FEATURES)
+        ours = bench_model(name, hidden, task).to(device)
+        base = _Baseline(TASKS[task][1], hidden, ours.config.levels, task != "music").to(device)
+        x, target = _data(task, batch, steps, device), _data(task, batch, steps, device)
     levels = ours.config.levels
     if mode == "eval":
         ours.eval()
@@ -117,9 +155,10 @@ def run_case(
         t_base.append(_time(base_fn, device, seconds / ROUNDS))
         t_ours.append(_time(ours_fn, device, seconds / ROUNDS))
     ours_s, base_s = min(t_ours), min(t_base)
-    parity = count_parameters(base)["weights"] / count_parameters(ours)["weights"]
+    parity = multiplied_weights(base) / multiplied_weights(ours)
     ratio = base_s / ours_s
     return {
+        "task": task,
         "model": name,
         "batch": batch,
         "steps": steps,
@@ -137,23 +176,29 @@ def run_case(
 
 def run(
     models=MODELS,
-    hidden=HIDDEN,
+    hidden=None,
     shapes=SHAPES,
     modes=("train", "eval"),
     device: str = "cpu",
     seconds: float = 1.0,
     progress=None,
+    tasks=tuple(TASKS),
 ) -> dict:
+    """Every case of ``tasks`` × ``hidden`` (default: each task's own sizes) × ``shapes`` ×
+    ``modes`` × ``models`` (the NADE presets on music only)."""
     dev = torch.device(device)
     cases = []
-    for h in hidden:
-        for batch, steps in shapes:
-            for mode in modes:
-                for name in models:
-                    case = run_case(name, batch, steps, h, mode, dev, seconds)
-                    cases.append(case)
-                    if progress is not None:
-                        progress(case)
+    for task in tasks:
+        for h in hidden or TASKS[task][2]:
+            for batch, steps in shapes:
+                for mode in modes:
+                    for name in models:
+                        if name in NADE_MODELS and task != "music":
+                            continue
+                        case = run_case(name, batch, steps, h, mode, dev, seconds, task)
+                        cases.append(case)
+                        if progress is not None:
+                            progress(case)
     return {"cases": cases, "machine": machine(dev)}
 
 
@@ -174,7 +219,7 @@ def machine(device: torch.device) -> dict:
 
 def format_row(case: dict) -> str:
     return (
-        f"{case['model']:>10} {case['mode']:>5} B={case['batch']:<3} T={case['steps']:<4} "
+        f"{case['task']:>8} {case['model']:>13} {case['mode']:>5} B={case['batch']:<3} T={case['steps']:<4} "
         f"H={case['hidden']:<4} ratio {case['ratio']:6.3f}  parity {case['flop_parity']:5.3f}  "
         f"per-FLOP {case['ratio_per_flop']:5.2f}  ({case['ours_ms']:.1f} ms vs {case['baseline_ms']:.1f} ms)"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from deeprnn.bench import TASKS
 from deeprnn.cli.arguments import data_dir
 from deeprnn.errors import UserError
 from deeprnn.names import DATA_SETS, MODELS, canonical_model
@@ -33,10 +34,12 @@ def _bench(args: argparse.Namespace) -> int:
 
     models = [canonical_model(m) for m in args.models] if args.models else bench.MODELS
     shapes = bench.SHAPES if not args.quick else ((8, 20),)
-    hidden = tuple(args.hidden) if args.hidden else (bench.HIDDEN if not args.quick else (64,))
+    hidden = tuple(args.hidden) if args.hidden else (None if not args.quick else (64,))
     modes = tuple(args.modes)
     show = None if args.json else (lambda case: print(bench.format_row(case), flush=True))
-    result = bench.run(models, hidden, shapes, modes, device=args.device, seconds=args.seconds, progress=show)
+    result = bench.run(
+        models, hidden, shapes, modes, args.device, args.seconds, progress=show, tasks=tuple(args.tasks)
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     if args.out:
@@ -94,7 +97,15 @@ def _info_parser(commands) -> None:
 def _bench_parser(commands) -> None:
     bench = commands.add_parser("bench", help="throughput of every preset against torch.nn.RNN")
     bench.add_argument("--models", nargs="+", help="presets to measure (default: all)")
-    bench.add_argument("--hidden", nargs="+", type=int, help="hidden sizes (default: 256 512)")
+    bench.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASKS),
+        choices=list(TASKS),
+        help="shapes to measure (default: all)",
+    )
+    sizes = "; ".join(f"{task} {' '.join(map(str, sizes))}" for task, (_, _, sizes) in TASKS.items())
+    bench.add_argument("--hidden", nargs="+", type=int, help=f"hidden sizes (default: {sizes})")
     bench.add_argument("--modes", nargs="+", default=["train", "eval"], choices=["train", "eval"])
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--seconds", type=float, default=1.0, help="measuring time per case and model")
