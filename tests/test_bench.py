@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
+from deeprnn import memory
 from deeprnn.bench import bench_model, multiplied_weights
 from deeprnn.cli import main
 from deeprnn.models import count_parameters
@@ -67,3 +71,51 @@ def test_the_penn_treebank_shapes_count_no_embedding_as_a_product(capsys):
         assert (
             count_parameters(model)["weights"] - multiplied_weights(model) == size * 2 * h
         )  # U, read per token
+
+
+@pytest.mark.parametrize("name", ["rnn", "dts-rnn", "srnn", "dots-rnn", "dots-rnn*"])
+def test_a_training_step_saves_each_activation_once_and_nothing_more(name):
+    """Bytes autograd keeps for the backward pass, against the arithmetic (float32, B sequences
+    of T frames, every width H): the hand-written BPTT keeps its states and what its derivatives
+    need, each once, and nothing grows with T but the O(T·B·H) activations."""
+    batch, hidden, keys = 4, 32, 88
+    for steps in (10, 20):
+        torch.manual_seed(0)
+        model = bench_model(name, hidden)
+        x = torch.rand(steps, batch, keys).bernoulli_(0.05)
+        saved = memory.saved_for_backward(
+            lambda m=model, x=x: m.head.nll(m(x)[0], x).mean().backward(), model
+        )
+        step = steps * batch * hidden  # one (T, B, H) tensor
+        states = (steps + 1) * batch * hidden  # h_0 … h_T of a level
+        frames = 2 * steps * batch * keys  # the input frames (read by U) and the logits (by the loss)
+        expected = {
+            "rnn": states + frames,
+            "dts-rnn": states + step + frames,  # + the layer inside ⊕
+            "srnn": 2 * states + frames,  # level 2 reads level 1's states: the same storage
+            "dots-rnn": states + step + step + frames,  # + ▷'s hidden layer (sigmoid: its output)
+            # L_p in ⊕: both layers' pre-activations (2 pieces each); ▷'s maxout: its
+            # pre-activations and output, then dropout's output (read by the logits) and its
+            # (B, H) mask; the loop's piece-major copies of the two matrices of ⊕ (2·2H × H, 2H × H)
+            "dots-rnn*": states
+            + step
+            + 2 * 2 * step
+            + 2 * step
+            + step
+            + step
+            + batch * hidden
+            + frames
+            + (2 * 2 * hidden * hidden + 2 * hidden * hidden),
+        }[name]
+        assert saved == 4 * expected, (steps, saved // 4, expected)
+
+
+def test_the_peak_counts_what_is_alive_at_once():
+    def step():
+        first = torch.ones(1_000_000)  # 4 MB
+        second = torch.ones(2_000_000)  # 8 MB: 12 alive
+        del first  # 8 alive
+        third = torch.ones(1_500_000)  # 6 MB: 14 alive, the peak
+        return second.sum() + third.sum()  # three 4-byte scalars on top
+
+    assert memory.peak(step, torch.device("cpu")) == 14_000_000 + 3 * 4

@@ -11,6 +11,8 @@ for the task with every width set to H, scored by its head's NLL:
   output with the cross-entropy. These shapes decide how long the Penn Treebank tables take.
 
 ``train`` times forward + backward + an SGD update, ``eval`` a forward pass without gradients.
+Each case also gives the peak memory of one call, ours and the baseline's, and for training the
+bytes autograd saves for the backward pass (:mod:`deeprnn.memory`).
 The ratio is our throughput over the baseline's. Every weight matrix is used once per step (an
 embedding is a lookup, not a product, and is not counted), so the FLOP parity ratio is
 (baseline's multiplied weights) / (ours), and ``ratio / parity`` is throughput per FLOP.
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeprnn import memory
 from deeprnn.models import DeepRNN, count_parameters
 from deeprnn.names import MODELS, NADE_MODELS
 from deeprnn.operators.projection import Projection
@@ -171,6 +174,9 @@ def run_case(
         "baseline_ms": round(base_s * 1e3, 3),
         "baseline": f"nn.RNN(num_layers={levels})" + (" cuDNN" if device.type == "cuda" else ""),
         "steps_per_s": round(batch * steps / ours_s, 1),
+        "peak_mb": round(memory.peak(ours_fn, device) / 1e6, 2),
+        "baseline_peak_mb": round(memory.peak(base_fn, device) / 1e6, 2),
+        "saved_mb": round(memory.saved_for_backward(ours_fn, ours) / 1e6, 2) if mode == "train" else None,
     }
 
 
@@ -221,5 +227,6 @@ def format_row(case: dict) -> str:
     return (
         f"{case['task']:>8} {case['model']:>13} {case['mode']:>5} B={case['batch']:<3} T={case['steps']:<4} "
         f"H={case['hidden']:<4} ratio {case['ratio']:6.3f}  parity {case['flop_parity']:5.3f}  "
-        f"per-FLOP {case['ratio_per_flop']:5.2f}  ({case['ours_ms']:.1f} ms vs {case['baseline_ms']:.1f} ms)"
+        f"per-FLOP {case['ratio_per_flop']:5.2f}  ({case['ours_ms']:.1f} ms vs {case['baseline_ms']:.1f} ms; "
+        f"peak {case['peak_mb']:.1f} MB vs {case['baseline_peak_mb']:.1f} MB)"
     )
