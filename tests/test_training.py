@@ -65,12 +65,22 @@ def test_metrics_by_hand():
         from_nll("nll", 1.0, 0)
     with pytest.raises(ValueError, match="unknown metric 'bits'; expected one of nll, bpc, ppl"):
         from_nll("bits", 1.0, 1)
+    with pytest.raises(ValueError, match="at least one scored frame or token"):
+        from_nll("nll", 1.0, -3)
+    with pytest.raises(ValueError, match="unknown metric 'xent'"):  # sorts after every known name
+        from_nll("xent", 1.0, 1)
     # the paper's metric per corpus: music NLL per frame, characters BPC, words perplexity
     assert [metric_name("music", "frame"), metric_name("text", "char"), metric_name("text", "word")] == [
         "nll",
         "bpc",
         "ppl",
     ]
+    # names as read from a file or a command line (equal strings, other objects than the literals)
+    name = "".join
+    assert metric_name(name(["te", "xt"]), name(["ch", "ar"])) == "bpc"
+    assert from_nll(name(["n", "ll"]), 12.0, 4) == 3.0
+    assert from_nll(name(["b", "pc"]), 10 * math.log(2), 10) == pytest.approx(1.0)
+    assert from_nll(name(["p", "pl"]), 5 * math.log(100), 5) == pytest.approx(100.0)
 
 
 class _Constant(DeepRNN):
