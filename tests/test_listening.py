@@ -3,8 +3,10 @@ the gallery page (checked in a real headless browser)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import mido
 import numpy as np
@@ -239,7 +241,9 @@ def _chromium() -> str | None:
     return None
 
 
-def test_the_gallery_page_loads_in_a_browser_with_every_picture_and_sound(jsb_run, midi_run, tmp_path):
+def _open_in_browser(page_file: Path, screenshot: Path) -> tuple[list, list, list]:
+    """The page in headless Chromium, once its sounds have loaded: [src, duration, failed] of
+    each audio element, [src, width] of each picture, and the section headings."""
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     browser_path = _chromium()
     if browser_path is None:
@@ -247,26 +251,48 @@ def test_the_gallery_page_loads_in_a_browser_with_every_picture_and_sound(jsb_ru
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    sources = [jsb_run, midi_run, Published("jsb/rnn")]  # two runs and published weights
-    page_file, _ = write_gallery(sources, tmp_path / "gallery", count=2, steps=12)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(page_file.as_uri())
         page.wait_for_function(
-            "[...document.querySelectorAll('audio')].every(a => a.readyState >= 1 || a.error)", timeout=20_000
+            "[...document.querySelectorAll('audio')].every(a => a.readyState >= 1 || a.error)", timeout=60_000
         )
         sounds = page.evaluate(
             "[...document.querySelectorAll('audio')].map(a => [a.getAttribute('src'), a.duration, !!a.error])"
         )
         pictures = page.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.naturalWidth])")
         headings = page.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
-        page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
+        page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
-    print(f"screenshot: {tmp_path / 'gallery.png'}")
-    assert len(sounds) == len(pictures) == 6
-    assert headings[0] == "jsb/rnn" and headings[1].endswith("/rnn-nade") and headings[2] == "jsb/rnn'"
+    print(f"screenshot: {screenshot}")
+    assert screenshot.read_bytes()[:4] == b"\x89PNG"
     for src, duration, failed in sounds:
         assert (page_file.parent / src).is_file() and not failed and duration > 1, src
     assert all(width > 0 for _, width in pictures), pictures
-    assert (tmp_path / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+    return sounds, pictures, headings
+
+
+def test_the_gallery_page_loads_in_a_browser_with_every_picture_and_sound(jsb_run, midi_run, tmp_path):
+    sources = [jsb_run, midi_run, Published("jsb/rnn")]  # two runs and published weights
+    page_file, _ = write_gallery(sources, tmp_path / "gallery", count=2, steps=12)
+    sounds, pictures, headings = _open_in_browser(page_file, tmp_path / "gallery.png")
+    assert len(sounds) == len(pictures) == 6
+    assert headings[0] == "jsb/rnn" and headings[1].endswith("/rnn-nade") and headings[2] == "jsb/rnn'"
+
+
+def test_the_committed_gallery_has_two_samples_of_every_jsb_and_nottingham_row(tmp_path):
+    """results/gallery/: each row of results/music.md and music-nade.md on JSB Chorales and
+    Nottingham, two samples each, every sound and picture loading in the browser."""
+    results = Path(__file__).resolve().parents[1] / "results"
+    rows = [
+        f"{row['data']}/{row['model']}"
+        for table in ("music", "music-nade")
+        for row in json.loads((results / f"{table}.json").read_text())["rows"]
+        if row["data"] in ("jsb", "nottingham")
+    ]
+    sounds, pictures, headings = _open_in_browser(
+        results / "gallery" / "index.html", tmp_path / "gallery.png"
+    )
+    assert sorted(headings) == sorted(rows)
+    assert len(sounds) == len(pictures) == 2 * len(rows)

@@ -44,11 +44,11 @@ def write_gallery(
     out, sections, printed, taken = Path(out), [], [], set()
     for source in sources:
         config, scores, text = _about(source)
-        label = f"{published.data_name(config.data)}/{file_name(config.model)}"
+        label = f"{published.data_name(config.data)}/{config.model}"
         while label in taken:  # two runs of one model: keep both
             label += "'"
         taken.add(label)
-        folder = label.replace("/", "-").replace("'", "-b")
+        folder = file_name(label.replace("/", "-").replace("'", "-b"))
         options = {"steps": steps, "count": count, "seed": seed, "temperature": temperature, "device": device}
         audio = {} if text else {"audio": AUDIO, "soundfont": soundfont}
         printed += write_samples(source, out / folder, **options, **audio)
