@@ -218,6 +218,18 @@ def test_halving_after_patience_and_the_min_lr_stop(kind):
     assert s.lr() == pytest.approx(0.1) and s.finished()
 
 
+def test_halving_rates_do_not_decay_with_t_and_names_compare_by_value():
+    """A schedule named by a string read from a file (equal to the literal, another object): the
+    same rates; halve and plateau change the rate only by halving, whatever the update."""
+    name = "".join
+    assert schedule(name(["co", "sine"])).lr(100) == pytest.approx(0.4)
+    for kind in ("halve", "plateau"):
+        s = schedule(name([kind[:2], kind[2:]]), halve_patience=1)
+        assert [s.lr(t) for t in (0, 100, 200)] == [0.8, 0.8, 0.8]
+        assert s.after_evaluation(False) == (kind == "halve")  # halved, and only halve restores
+        assert [s.lr(t) for t in (0, 100, 200)] == [0.4, 0.4, 0.4]
+
+
 def scripted_validation(monkeypatch, values: list[float], seen: list | None = None) -> None:
     """Make validation score ``values`` in turn (nats per frame), keeping the scored parameters."""
     original = loop.Run.score
