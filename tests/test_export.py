@@ -36,11 +36,19 @@ def _run_onnx(path, x: np.ndarray, names: list[str], state: list[np.ndarray]):
     return np.stack(logits), state
 
 
+def _tiny_run(model: str, rolls, tmp_path):
+    """A run folder of ``model`` at width 12, trained for two updates on the tiny rolls."""
+    settings = {"model": model, "data": str(rolls), "hidden_size": 12, "max_updates": 2, "device": "cpu"}
+    trainer.train(apply(settings), tmp_path / "run", log=lambda _: None)
+    return tmp_path / "run"
+
+
 @needs_exporter
 def test_the_exported_step_of_a_trained_run_matches_the_sequence_model(rolls, tmp_path, capsys):
-    settings = {"model": "dots-rnn", "data": str(rolls), "hidden_size": 12, "max_updates": 2, "device": "cpu"}
-    trainer.train(apply(settings), tmp_path / "run", log=lambda _: None)
-    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "step.onnx")]) == 0
+    assert (
+        main(["export", str(_tiny_run("dots-rnn", rolls, tmp_path)), "--out", str(tmp_path / "step.onnx")])
+        == 0
+    )
     assert "inputs x, state; outputs logits, new state" in capsys.readouterr().out
     model = load_run(tmp_path / "run")
     x = torch.rand(STEPS, BATCH, 88).round()
@@ -104,9 +112,10 @@ def test_the_exported_program_takes_any_length_and_batch_size(name):
 
 @needs_exporter
 def test_deeprnn_export_writes_a_program_by_its_ending_and_refuses_others(rolls, tmp_path, capsys):
-    settings = {"model": "dts-rnn", "data": str(rolls), "hidden_size": 12, "max_updates": 2, "device": "cpu"}
-    trainer.train(apply(settings), tmp_path / "run", log=lambda _: None)
-    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "model.pt2")]) == 0
+    assert (
+        main(["export", str(_tiny_run("dts-rnn", rolls, tmp_path)), "--out", str(tmp_path / "model.pt2")])
+        == 0
+    )
     assert "any length, any batch size" in capsys.readouterr().out
     program = torch.export.load(tmp_path / "model.pt2")
     model = load_run(tmp_path / "run")
