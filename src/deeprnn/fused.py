@@ -4,7 +4,9 @@ back-propagation through time (an ``autograd.Function``).
 The loop does only what must be sequential: two BLAS calls and one in-place nonlinearity per
 layer and step, into preallocated storage; nothing is recorded by autograd inside it. The unit
 derivatives are computed for all steps at once, and the weight gradients are one large matrix
-product each, after the loop. It serves every transition whose units are element-wise or L_p
+product each, after the loop. L_p layers run with their pieces as contiguous rows (the model's
+column order is restored outside the loop) and x^p as exp(p ln x), in place. It serves every
+transition whose units are element-wise or L_p
 (:attr:`~deeprnn.operators.transitions.DeepTransition.fusable`); :func:`deeprnn.recurrence.unroll`
 chooses it, and its results equal the plain loop's (``tests/test_models.py``).
 """
