@@ -56,15 +56,7 @@ class FusedUnroll(torch.autograd.Function):
         depth = len(plan.kinds)
         u, recurrent_weight, *layer_weights = _in_loop_order(plan, u, *params[:depth])
         rhos = params[depth:]
-        orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
-        # h = (Σ_i x_i^p / k)^(1/p) = exp(ln(Σ_i x_i^p) / p - ln(k) / p): 1/p and -ln(k)/p once
-        inverses = {layer: 1.0 / p for layer, p in orders.items()}
-        shifts = {layer: -math.log(plan.pieces(layer)) * inverses[layer] for layer in plan.lp_layers}
-        scratch = u.new_empty(batch * max(plan.pre_sizes))  # an L_p layer's |a|^p
-        x_of = {
-            layer: scratch[: batch * plan.pre_sizes[layer]].view(_grid(plan, layer, batch))
-            for layer in orders
-        }
+        pool = _LpPool(plan, rhos, u.new_empty(batch * max(plan.pre_sizes)), batch)
         states = u.new_empty(steps + 1, batch, h0.shape[-1])
         states[0] = h0
         inner = [u.new_empty(steps, batch, w) for w in plan.widths[:-1]]
@@ -87,10 +79,8 @@ class FusedUnroll(torch.autograd.Function):
 
         def finish(layer: int, a: torch.Tensor, t: int) -> None:
             out = outputs[layer][t]
-            if units[layer] is None:  # L_p (lp_pool), its pieces in rows (piece-major), in place
-                x = torch.abs(pre_groups[layer][t], out=x_of[layer]).clamp_min_(LP_FLOOR)
-                torch.sum(x.log_().mul_(orders[layer]).exp_(), -2, out=out).log_()
-                torch.addcmul(shifts[layer], out, inverses[layer], out=out).exp_()
+            if units[layer] is None:
+                pool(layer, pre_groups[layer][t], out)
             else:
                 units[layer](a, out)
 
@@ -168,6 +158,26 @@ class FusedUnroll(torch.autograd.Function):
         d_u = d_pre_all if needs[1] else None
         d_u, d_recurrent, *d_between = _in_model_order(plan, d_u, d_recurrent, *d_between)
         return (None, d_u, g if needs[2] else None, d_mask, d_recurrent, *d_between, *d_rhos)
+
+
+class _LpPool:
+    """L_p pooling (:func:`~deeprnn.operators.units.lp_pool`) in place, for the loop: a step's
+    pieces in rows (piece-major), h = (Σ_i x_i^p / k)^(1/p) = exp(ln(Σ_i x_i^p) / p - ln(k) / p),
+    with p, 1/p and -ln(k)/p of each layer computed once, and |a|^p in ``scratch``."""
+
+    def __init__(self, plan: _Plan, rhos, scratch: torch.Tensor, batch: int) -> None:
+        self.orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
+        self.inverses = {layer: 1.0 / p for layer, p in self.orders.items()}
+        self.shifts = {layer: -math.log(plan.pieces(layer)) * self.inverses[layer] for layer in self.orders}
+        self.x = {
+            layer: scratch[: batch * plan.pre_sizes[layer]].view(_grid(plan, layer, batch))
+            for layer in self.orders
+        }
+
+    def __call__(self, layer: int, groups: torch.Tensor, out: torch.Tensor) -> None:
+        x = torch.abs(groups, out=self.x[layer]).clamp_min_(LP_FLOOR)
+        torch.sum(x.log_().mul_(self.orders[layer]).exp_(), -2, out=out).log_()
+        torch.addcmul(self.shifts[layer], out, self.inverses[layer], out=out).exp_()
 
 
 def _grid(plan: _Plan, layer: int, batch: int) -> tuple[int, int, int]:
