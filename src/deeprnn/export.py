@@ -16,7 +16,9 @@ the length T and the batch size both free: its loop over time is one ``scan`` in
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -59,14 +61,10 @@ def export_step(model: DeepRNN, path: str | os.PathLike, opset: int | None = Non
     if not hasattr(torch.compiler, "is_exporting"):
         raise ConfigError(f"exporting to ONNX needs PyTorch 2.6 or later; this is {torch.__version__}")
     config, batch = model.config, torch.export.Dim("batch", min=1)
-    weight = next(model.parameters())
-    size = (2,) if config.tokens else (2, config.input_size)
-    x = torch.zeros(size, dtype=torch.int64 if config.tokens else weight.dtype, device=weight.device)
+    x = _example(model, (2,))
     names = state_names(model)
-    state = [weight.new_zeros(config.levels, 2, config.hidden_size) for _ in names]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    state = [x.new_zeros(config.levels, 2, config.hidden_size, dtype=_dtype(model)) for _ in names]
+    with _evaluating(model), torch.no_grad():
         program = torch.onnx.export(
             OneStep(model),
             (x, *state),
@@ -77,7 +75,6 @@ def export_step(model: DeepRNN, path: str | os.PathLike, opset: int | None = Non
             dynamo=True,
             verbose=False,
         )
-    model.train(was_training)
     return write_bytes(path, program.model_proto.SerializeToString())
 
 
@@ -88,14 +85,31 @@ def export_sequence(model: DeepRNN) -> torch.export.ExportedProgram:
     if not hasattr(torch.compiler, "is_exporting"):
         needs = f"a program with a free length needs PyTorch 2.6 or later; this is {torch.__version__}"
         raise ConfigError(needs)
-    config, weight = model.config, next(model.parameters())
     steps, batch = torch.export.Dim("steps", min=1), torch.export.Dim("batch", min=1)
-    size = (3, 2) if config.tokens else (3, 2, config.input_size)  # neither 0 nor 1: both stay free
-    x = torch.zeros(size, dtype=torch.int64 if config.tokens else weight.dtype, device=weight.device)
+    x = _example(model, (3, 2))  # neither 0 nor 1: both stay free
     axes = {1: steps, 0: batch} if model.recurrence.batch_first else {0: steps, 1: batch}
+    with _evaluating(model):
+        return torch.export.export(model, (x,), dynamic_shapes={"input": axes})
+
+
+def _dtype(model: DeepRNN) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _example(model: DeepRNN, shape: tuple[int, ...]) -> torch.Tensor:
+    """Zeros of ``shape`` the model reads: token ids, or frames of its input size."""
+    config, device = model.config, next(model.parameters()).device
+    if config.tokens:
+        return torch.zeros(shape, dtype=torch.int64, device=device)
+    return torch.zeros((*shape, config.input_size), dtype=_dtype(model), device=device)
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in evaluation mode for the block, then back in the mode it was in."""
     was_training = model.training
     model.eval()
     try:
-        return torch.export.export(model, (x,), dynamic_shapes={"input": axes})
+        yield
     finally:
         model.train(was_training)
