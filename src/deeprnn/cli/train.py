@@ -83,7 +83,8 @@ def _eval(args: argparse.Namespace) -> int:
         f"({result['count']:,} targets, parameters of update {result['update']})"
     )
     if args.per_piece:
-        worst = sorted(result["pieces"], key=lambda p: -p["nll"])[:10]
+        scored = [p for p in result["pieces"] if p["frames"]]  # a piece without frames has no NLL per frame
+        worst = sorted(scored, key=lambda p: -p["nll"])[:10]
         print("the pieces with the largest share of the NLL (piece: frames, NLL per frame, share):")
         for p in worst:
             piece = p["name"] or f"piece {p['piece']} of {result['split']}"

@@ -130,14 +130,14 @@ def piece_scores(
     model: DeepRNN, pieces: list, device: torch.device, names: list[str] | None = None
 ) -> list[dict]:
     """Each piece's NLL, scored alone from a zero state, in the split's order, with its name
-    (its file, for a MIDI folder) where the data has one."""
+    (its file, for a MIDI folder) where the data has one; a piece without frames has no NLL per
+    frame (None)."""
     scores = []
     for index, piece in enumerate(pieces):
         total, count = evaluate(model, MusicBatches([piece], 1), device)
         name = names[index] if names else None
-        scores.append(
-            {"piece": index, "name": name, "frames": count, "nll": total, "nll_per_frame": total / count}
-        )
+        frame = total / count if count else None
+        scores.append({"piece": index, "name": name, "frames": count, "nll": total, "nll_per_frame": frame})
     return scores
 
 
