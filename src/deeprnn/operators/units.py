@@ -139,11 +139,12 @@ def lp_derivatives(
     With x = max(|a|, floor) and m = mean x^p = h^p:  ∂h/∂a_i = sign(a_i) x_i^(p-1) h / (k m)
     (0 where |a_i| is below the floor), ∂h/∂p = h (-ln m / p² + mean(x^p ln x) / (m p))."""
     pieces = groups.shape[-2]
-    x = groups.abs().clamp_min(LP_FLOOR)
-    log_x = x.log()
-    xp = torch.exp(log_x * p)
+    x = groups.abs()
+    live = x > LP_FLOOR
+    log_x = x.clamp_min_(LP_FLOOR).log()
+    xp = torch.mul(log_x, p).exp_()
     m = xp.mean(-2)
-    slope = torch.where(groups.abs() > LP_FLOOR, (xp / x).copysign(groups), 0.0)
-    d_a = slope * (h / (pieces * m)).unsqueeze(-2)
-    d_p = h * (-torch.log(m) / p**2 + (xp * log_x).mean(-2) / (m * p))
+    d_p = h * (-torch.log(m) / p**2 + log_x.mul_(xp).mean(-2) / (m * p))
+    # in place in xp, the one buffer of the pieces' size that is returned: sign(a) x^(p-1) h / (k m)
+    d_a = xp.div_(x).copysign_(groups).mul_(live).mul_((h / (pieces * m)).unsqueeze(-2))
     return d_a, d_p
