@@ -29,6 +29,7 @@ from deeprnn.training.averaging import Averaging
 from deeprnn.training.config import apply
 from deeprnn.training.console import NoWriter
 from deeprnn.training.guard import NonfiniteGuard
+from deeprnn.training.noise import noisy
 from deeprnn.training.schedule import Schedule
 
 SETTINGS = {
@@ -110,6 +111,25 @@ def test_weight_noise_perturbs_the_weights_for_the_gradient_only(tmp_path, rolls
     run.update(batch)
     for name, p in run.model.named_parameters():
         torch.testing.assert_close(p.detach(), before[name] - 0.5 * g[name], atol=2e-7, rtol=1e-5)
+
+
+def test_weight_noise_is_taken_away_even_when_the_pass_inside_fails():
+    """An error between the noise and the update (a failing forward or backward pass) leaves the
+    weights as they were, not at W + σε; σ = 0 draws nothing from the generator."""
+    weights = [torch.randn(3, 2), torch.randn(4, 4)]
+    before = [w.clone() for w in weights]
+    with pytest.raises(RuntimeError, match="the pass failed"), noisy(weights, 0.5):
+        assert all(not torch.equal(w, b) for w, b in zip(weights, before, strict=True))
+        raise RuntimeError("the pass failed")
+    for w, b in zip(weights, before, strict=True):
+        torch.testing.assert_close(w, b, atol=1e-6, rtol=0)
+    now = [w.clone() for w in weights]  # W + σε - σε: W up to rounding
+    torch.manual_seed(5)
+    with noisy(weights, 0.0):
+        assert all(torch.equal(w, b) for w, b in zip(weights, now, strict=True))
+    after = torch.randn(1)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.randn(1))  # nothing was drawn
 
 
 def optimizer_by_hand(

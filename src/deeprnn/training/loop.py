@@ -4,10 +4,10 @@
 
 :class:`Run` takes a configuration, a run folder and the corpus (it loads nothing), builds what
 the run is made of (``deeprnn.training.builder``), and trains: SGD-style updates with weight
-noise and global-norm clipping, a guard against non-finite updates (``deeprnn.training.guard``),
-validation with early stopping and parameter averaging, ``last.pt``/``best.pt`` checkpoints from
-which a resumed run continues exactly. :func:`deeprnn.training.trainer.train` loads the corpus
-and starts or resumes the run in its folder.
+noise (``deeprnn.training.noise``) and global-norm clipping, a guard against non-finite updates
+(``deeprnn.training.guard``), validation with early stopping and parameter averaging,
+``last.pt``/``best.pt`` checkpoints from which a resumed run continues exactly.
+:func:`deeprnn.training.trainer.train` loads the corpus and starts or resumes the run in its folder.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from deeprnn.training.distributed import World
 from deeprnn.training.evaluation import batch_nll, evaluate, split_score
 from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.metrics import from_nll, metric_name
+from deeprnn.training.noise import noisy, weight_matrices
 from deeprnn.training.progress import Progress
 from deeprnn.training.run_folder import newest_checkpoint
 from deeprnn.training.schedule import Schedule
@@ -80,7 +81,7 @@ class Run:
         self.name = self.model_config.name or "custom"  # the preset's, for the results
         self.callback = callback
         self.train_data = batches(config, self.corpus, "train", training=True, world=world)
-        self.noisy = [p for p in self.model.parameters() if p.dim() >= 2]
+        self.weights = weight_matrices(self.model)  # where weight noise goes
         self.pretrained: set[str] = set()
         if config.init_from:
             self.pretrained = load_pretrained(self.model, Path(config.init_from))
@@ -186,48 +187,44 @@ class Run:
         config, model = self.config, self.model
         if batch.reset or self.state is None:
             self.state = None
-        noise = []
-        if config.weight_noise > 0:  # fresh noise on the weights, for this forward pass only
-            with torch.no_grad():
-                for p in self.noisy:
-                    n = torch.randn_like(p) * config.weight_noise
-                    p.add_(n)
-                    noise.append(n)
         self.optimizer.zero_grad(set_to_none=True)
-        nll, state = batch_nll(model, batch, self.state, self.net)
-        # DDP averages the processes' gradients: scaled so, they are those of the global mean.
-        loss = nll * self.world.size / max(batch.total, 1)
-        loss.backward()
-        with torch.no_grad():
-            for p, n in zip(self.noisy, noise, strict=False):
-                p.sub_(n)
+        with noisy(self.weights, config.weight_noise):  # the gradient at W + σε
+            nll, state = batch_nll(model, batch, self.state, self.net)
+            # DDP averages the processes' gradients: scaled so, they are those of the global mean.
+            loss = nll * self.world.size / max(batch.total, 1)
+            loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), config.clip_norm if config.clip_norm > 0 else math.inf
         )
         self.state = map_carry(torch.Tensor.detach, state)
         mean = distributed.sum_across([float(loss.detach())], self.world, self.device)[0] / self.world.size
         if not (math.isfinite(mean) and torch.isfinite(norm)):
-            self.progress.skipped += 1
-            action = self.guard.nonfinite()
-            if action == "diverged":
-                last = str(newest_checkpoint(self.out) or "none")
-                self.diverged(self.guard.diverged(self.progress.updates + 1, mean, last))
-            if action == "restore":
-                self.model.load_state_dict(self.good_state["model"])
-                self.optimizer.load_state_dict(self.good_state["optimizer"])
-                self.schedule.halve()
-                self.progress.restores += 1
-                self.state = None
-                self.log(
-                    f"{self.guard.restore_after} non-finite updates in a row: restored the last good "
-                    f"state, learning rate now {self.schedule.lr():.3g}"
-                )
+            self.skip(mean)
             return None
         self.guard.finite()
         self.schedule.apply(self.optimizer, self.progress.updates)
         self.optimizer.step()
         self.averaging.update(self.model, self.progress.epoch, self.progress.averaging)
         return mean
+
+    def skip(self, loss: float) -> None:
+        """A non-finite update is not applied. Several in a row: back to the last good state at
+        half the rate; too many restores: the run stops (``deeprnn.training.guard``)."""
+        self.progress.skipped += 1
+        action = self.guard.nonfinite()
+        if action == "diverged":
+            last = str(newest_checkpoint(self.out) or "none")
+            self.diverged(self.guard.diverged(self.progress.updates + 1, loss, last))
+        if action == "restore":
+            self.model.load_state_dict(self.good_state["model"])
+            self.optimizer.load_state_dict(self.good_state["optimizer"])
+            self.schedule.halve()
+            self.progress.restores += 1
+            self.state = None
+            self.log(
+                f"{self.guard.restore_after} non-finite updates in a row: restored the last good "
+                f"state, learning rate now {self.schedule.lr():.3g}"
+            )
 
     def diverged(self, error: TrainingDiverged) -> None:
         """Stop the run, saying why in results.json (resuming it raises the error again)."""

@@ -1,0 +1,36 @@
+"""Weight noise (docs/paper.md §4): an update's gradient is taken at W + σε, with ε ~ N(0, I)
+drawn afresh for each update on the weight matrices only (biases stay clean), and the update is
+applied to the clean W."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def weight_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that get noise: the matrices, not the biases or other vectors."""
+    return [p for p in model.parameters() if p.dim() >= 2]
+
+
+@contextmanager
+def noisy(weights: Sequence[torch.Tensor], sigma: float) -> Iterator[None]:
+    """Inside: each of ``weights`` is W + σε (ε drawn in their order, from the global generator);
+    on leaving, even by an error, the noise is taken away again (W + σε - σε). σ = 0: no noise,
+    nothing drawn."""
+    if sigma <= 0:
+        yield
+        return
+    with torch.no_grad():
+        noise = [torch.randn_like(w) * sigma for w in weights]
+        for w, n in zip(weights, noise, strict=True):
+            w.add_(n)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for w, n in zip(weights, noise, strict=True):
+                w.sub_(n)
