@@ -23,6 +23,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -181,14 +182,14 @@ def run_case(
 
 
 def run(
-    models=MODELS,
-    hidden=None,
-    shapes=SHAPES,
-    modes=("train", "eval"),
+    models: Sequence[str] = MODELS,
+    hidden: Sequence[int] | None = None,
+    shapes: Sequence[tuple[int, int]] = SHAPES,
+    modes: Sequence[str] = ("train", "eval"),
     device: str = "cpu",
     seconds: float = 1.0,
-    progress=None,
-    tasks=tuple(TASKS),
+    progress: Callable[[dict], object] | None = None,
+    tasks: Sequence[str] = tuple(TASKS),
 ) -> dict:
     """Every case of ``tasks`` × ``hidden`` (default: each task's own sizes) × ``shapes`` ×
     ``modes`` × ``models`` (the NADE presets on music only)."""

@@ -21,7 +21,6 @@ from the table already in ``OUT``: one cell can be rerun in a fresh checkout.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from deeprnn.errors import UserError
@@ -37,6 +36,7 @@ from deeprnn.training.config import (
     resolve,
     with_limits,
 )
+from deeprnn.training.console import Log
 from deeprnn.training.distributed import from_environment
 
 # docs/paper.md §3, test set; None where the paper has no number.
@@ -87,7 +87,13 @@ def cells(table: str, models: list[str] | None, datas: list[str] | None) -> list
 
 
 def run_cell(
-    out: Path, data: str, model: str, data_dir: str | None, sets: list[str], log, pretraining: bool = True
+    out: Path,
+    data: str,
+    model: str,
+    data_dir: str | None,
+    sets: list[str],
+    log: Log,
+    pretraining: bool = True,
 ) -> dict:
     """Train ``model`` on ``data`` in its folder under ``out``, or resume it, or skip it if done."""
     folder = run_dir(out, data, model)
@@ -123,7 +129,7 @@ def hidden_size(model: str, data: str, sets: list[str]) -> int:
     return resolve(model, data, sets=sets).architecture.get("hidden_size") or preset(model, data).hidden_size
 
 
-def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log) -> dict:
+def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log: Log) -> dict:
     """Train ``config`` in ``folder``; a finished run is skipped unless ``sets`` raise its limits,
     an interrupted one resumed."""
     from deeprnn.training.run_folder import read_config
@@ -157,7 +163,7 @@ def reproduce(
     data_dir: str | None = None,
     sets: list[str] | None = None,
     pretraining: bool = True,
-    log: Callable[[str], None] = print,
+    log: Log = print,
 ) -> dict | None:
     """Run (or resume, or skip) every cell of ``table``; write OUT/<table>.json, .md and plots."""
     if table not in TABLES:
@@ -170,7 +176,7 @@ def reproduce(
     return write_table(table, out, log)
 
 
-def write_table(table: str, out: Path, log: Callable[[str], None] = print) -> dict:
+def write_table(table: str, out: Path, log: Log = print) -> dict:
     """Collect every finished run of ``table`` under ``out`` into JSON, Markdown and plots.
 
     A cell with no run under ``out`` keeps its row from an earlier ``out/<table>.json``, so one
@@ -292,7 +298,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(result: dict, out: Path, log: Callable[[str], None] = print) -> list[Path]:
+def plot_curves(result: dict, out: Path, log: Log = print) -> list[Path]:
     """One PNG per data set: the validation metric against updates, one line per row.
 
     A data set with a row from a table written before rows held their curve keeps its PNG."""

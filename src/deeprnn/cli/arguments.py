@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deeprnn.published import Published
+
+Commands = argparse._SubParsersAction  # what each command module adds its subcommands to
 
 
-def checked(kind: type, test, must: str):
+def checked(kind: type, test: Callable[[Any], bool], must: str) -> Callable[[str], Any]:
     """An argparse type: ``kind(text)``, refused with ``must`` unless ``test`` holds."""
 
-    def parse(text: str):
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -39,7 +46,7 @@ def trained(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def trained_source(args: argparse.Namespace):
+def trained_source(args: argparse.Namespace) -> str | Published:
     """The run folder or the published weights (:class:`deeprnn.published.Published`) asked for."""
     from deeprnn.errors import UserError
     from deeprnn.published import Published

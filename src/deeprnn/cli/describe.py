@@ -7,7 +7,7 @@ import argparse
 import json
 
 from deeprnn.bench import TASKS
-from deeprnn.cli.arguments import data_dir
+from deeprnn.cli.arguments import Commands, data_dir
 from deeprnn.errors import UserError
 from deeprnn.names import DATA_SETS, MODELS, canonical_model
 from deeprnn.presets import describe_preset
@@ -128,6 +128,6 @@ def _data_parser(commands) -> None:
     data.set_defaults(run=_data)
 
 
-def add_commands(commands) -> None:
+def add_commands(commands: Commands) -> None:
     for add in (_info_parser, _bench_parser, _data_parser):
         add(commands)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deeprnn.cli.arguments import trained, trained_source
+from deeprnn.cli.arguments import Commands, trained, trained_source
 from deeprnn.errors import UserError
 
 FORMATS = {".onnx": "one step as ONNX", ".pt2": "the whole model as a torch.export program"}
@@ -38,7 +38,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands) -> None:
+def add_commands(commands: Commands) -> None:
     export = commands.add_parser(
         "export", help="a trained model to serve: one step as ONNX, or the whole model as torch.export"
     )

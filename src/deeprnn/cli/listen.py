@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deeprnn.cli.arguments import above_0, at_least_1, checked, trained, trained_source
+from deeprnn.cli.arguments import Commands, above_0, at_least_1, checked, trained, trained_source
 from deeprnn.errors import UserError
 from deeprnn.training.ranges import CHOICES
 
@@ -101,6 +101,6 @@ def _gallery_parser(commands) -> None:
     gallery.set_defaults(run=_gallery)
 
 
-def add_commands(commands) -> None:
+def add_commands(commands: Commands) -> None:
     for add in (_sample_parser, _gallery_parser):
         add(commands)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from deeprnn.cli.arguments import data_dir, trained, trained_source
+from deeprnn.cli.arguments import Commands, data_dir, trained, trained_source
 from deeprnn.errors import UserError
 from deeprnn.names import MODELS, SPLITS, TABLES, canonical_data, canonical_model
 from deeprnn.training.ranges import CHOICES
@@ -174,6 +174,6 @@ def _reproduce_parser(commands) -> None:
     repro.set_defaults(run=_reproduce)
 
 
-def add_commands(commands) -> None:
+def add_commands(commands: Commands) -> None:
     for add in (_train_parser, _eval_parser, _reproduce_parser):
         add(commands)

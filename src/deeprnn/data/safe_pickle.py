@@ -44,6 +44,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError("refusing a pickle with persistent references")
 
 
-def safe_load(data: bytes):
+def safe_load(data: bytes) -> object:
     """Unpickle ``data`` (Python 2 or 3 pickles), allowing only the music layout's types."""
     return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class TextCorpus:
             raise DataError(f"{shown}: not in the vocabulary of {self.name} (and it has no {UNK})")
         return [index.get(s, index.get(UNK, -1)) for s in symbols]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
         symbols = [self.vocab[int(i)] for i in ids]
         if self.level == "char":
             space = self.space

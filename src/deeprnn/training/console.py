@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from deeprnn.data.batching import Batch
+
+Log = Callable[[str], object]  # where a run's messages go: print, a Logger, quiet
 
 
 class ProgressBar:
@@ -62,7 +65,7 @@ class NoWriter:
 
 
 class Logger:
-    def __init__(self, path: Path, echo) -> None:
+    def __init__(self, path: Path, echo: Log) -> None:
         self.path, self.echo = path, echo
 
     def __call__(self, message: str) -> None:

@@ -91,7 +91,7 @@ def sum_across(values: list[float], world: World, device: torch.device) -> list[
     return t.tolist()
 
 
-def gather(obj, world: World) -> list:
+def gather(obj: object, world: World) -> list:
     """Every process's ``obj`` (CPU tensors and plain values), in rank order."""
     if not world.distributed:
         return [obj]

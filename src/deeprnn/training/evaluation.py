@@ -39,7 +39,7 @@ def batch_nll(
     state: Carry | None,
     net: nn.Module | None = None,
     from_second: bool = False,
-):
+) -> tuple[torch.Tensor, Carry]:
     """Summed NLL (nats) of the valid targets of a batch (``from_second``: but the first step's),
     and the state after it; ``net`` is the model as called for training (its
     DistributedDataParallel wrapper, if any)."""

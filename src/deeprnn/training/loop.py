@@ -44,7 +44,7 @@ from deeprnn.training.builder import (
     shares_evaluation,
 )
 from deeprnn.training.config import TrainConfig
-from deeprnn.training.console import NoWriter, ProgressBar
+from deeprnn.training.console import Log, NoWriter, ProgressBar
 from deeprnn.training.distributed import World
 from deeprnn.training.evaluation import batch_nll, evaluate, split_score
 from deeprnn.training.guard import NonfiniteGuard
@@ -65,7 +65,7 @@ class Run:
         config: TrainConfig,
         out: Path,
         corpus: Corpus,
-        log=print,
+        log: Log = print,
         world: World = ONE_PROCESS,
         device: torch.device | None = None,
         model: DeepRNN | ModelConfig | None = None,

@@ -28,6 +28,7 @@ from pathlib import Path
 from deeprnn.errors import ConfigError, RunFolderError
 from deeprnn.training import checkpoint
 from deeprnn.training.config import TrainConfig, apply
+from deeprnn.training.console import Log
 
 FILES = ("config.json", "model.json", "vocab.json", "metrics.jsonl", "results.json", "train.log")
 FOLDERS = ("checkpoints", "tb")
@@ -120,7 +121,7 @@ def newest_checkpoint(out: Path) -> Path | None:
     return next((p for p in (out / "checkpoints" / n for n in ("last.pt", "best.pt")) if p.exists()), None)
 
 
-def resumable_state(out: Path, log=print) -> dict | None:
+def resumable_state(out: Path, log: Log = print) -> dict | None:
     """The newest readable training state of a run: ``last.pt``, else the run as it was at its
     best point (``best.pt``); says which it took and what it skipped. None when the run has no
     checkpoint at all (it was stopped before its first); an error when none can be read."""

@@ -22,7 +22,7 @@ from deeprnn.runtime import own_random_state
 from deeprnn.training import distributed, run_folder
 from deeprnn.training.builder import load_corpus, pick_device
 from deeprnn.training.config import TrainConfig, apply, limit_reached, limits_passed, with_limits
-from deeprnn.training.console import Logger, quiet
+from deeprnn.training.console import Log, Logger, quiet
 from deeprnn.training.distributed import World
 from deeprnn.training.loop import Callback, Run
 from deeprnn.training.run_folder import RunExists, read_config, read_json, resumable_state
@@ -39,7 +39,7 @@ def train(
     limits: dict | None = None,
     force: bool = False,
     device: str | None = None,
-    log=print,
+    log: Log = print,
 ) -> dict:
     """Train ``config`` (a TrainConfig, or a dict of settings over the defaults) in the run folder
     ``out`` (``force``: replacing the run there), or, with ``resume``, continue the run in ``out``
