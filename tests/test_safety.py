@@ -75,6 +75,29 @@ def test_force_refuses_a_folder_that_is_not_a_run(tmp_path, rolls, capsys):
     assert (folder / "thesis.tex").read_text() == "precious"
 
 
+def test_what_a_run_folder_may_hold(tmp_path):
+    """A run's own files and folders, its lock and an atomic write's leftover (.NAME.tmp) are
+    its own; anything else is foreign: a hidden file, a .tmp file without the dot. The refusal
+    names five of them and counts the rest."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in (*run_folder.FILES, run_folder.LOCK, ".results.json.x1y2.tmp"):
+        (folder / name).write_text("")
+    for name in run_folder.FOLDERS:
+        (folder / name).mkdir()
+    assert run_folder.foreign(folder) == []
+    run_folder.check_replaceable(folder)
+    for name in (".hidden", "notes.tmp", "a", "b"):
+        (folder / name).write_text("")
+    assert run_folder.foreign(folder) == [".hidden", "a", "b", "notes.tmp"]
+    with pytest.raises(RunFolderError, match=r"\(it holds \.hidden, a, b, notes\.tmp\); --force"):
+        run_folder.check_replaceable(folder)
+    for name in ("c", "d", "e"):
+        (folder / name).write_text("")
+    with pytest.raises(RunFolderError, match=r"\(it holds \.hidden, a, b, c, d and 2 more\); --force"):
+        run_folder.check_replaceable(folder)
+
+
 def test_force_with_bad_data_keeps_the_old_run(tmp_path, rolls, capsys):
     run = tmp_path / "run"
     trainer.train(config(rolls), run, **QUIET)
