@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import random
@@ -131,6 +132,36 @@ def test_a_locked_folder_is_refused_naming_the_holder(tmp_path, rolls, capsys):
             err = capsys.readouterr().err
             assert f"{run} is in use: process {os.getpid()} on " in err
     assert main(["train", "--resume", str(run)]) == 0  # released
+
+
+DAMAGED = [b"", b"not json", b'{"pid": 7}', b"[7]", b'{"pid": 7, "host": "h", "since": ']
+
+
+@pytest.mark.parametrize("record", DAMAGED)
+def test_a_lock_whose_record_is_damaged_still_refuses(tmp_path, record):
+    """The holder's record is only a courtesy: empty, not JSON, short of a field or of another
+    shape, the lock still refuses, saying "another process"."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / run_folder.LOCK).write_bytes(record)
+    with open(folder / run_folder.LOCK, "rb") as holder:  # another open file: another holder
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        refused = pytest.raises(RunFolderError, match="is in use: another process trains in it")
+        with refused, run_folder.locked(folder):
+            pass
+
+
+def test_a_long_command_line_is_named_in_full(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    command = "deeprnn train " + " ".join(f"--set note{i}=x" for i in range(800))  # ~10 kB
+    record = {"pid": 7, "host": "h", "since": "then", "command": command}
+    (folder / run_folder.LOCK).write_text(json.dumps(record))
+    with open(folder / run_folder.LOCK, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(RunFolderError) as caught, run_folder.locked(folder):
+            pass
+    assert str(caught.value).endswith(f"process 7 on h (since then: {command}) trains in it")
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):

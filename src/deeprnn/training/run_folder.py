@@ -110,7 +110,7 @@ def locked(folder: Path) -> Iterator[None]:
 def _holder(fd: int) -> str:
     """Who holds the lock, as the holder wrote it."""
     try:
-        who = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        who = json.loads(os.pread(fd, os.fstat(fd).st_size, 0) or b"{}")
         return f"process {who['pid']} on {who['host']} (since {who['since']}: {who['command']})"
     except (ValueError, KeyError, TypeError):
         return "another process"
