@@ -281,6 +281,25 @@ def test_damaged_checkpoints_are_clear_errors(tmp_path, rolls, capsys):
     assert "best.pt is damaged: truncated" in err and "weights_only" not in err and "Traceback" not in err
 
 
+def test_a_missing_last_pt_resumes_from_best_and_an_old_best_pt_is_named(tmp_path, rolls):
+    """No last.pt: the run at its best point, silently (nothing was skipped). A best.pt of
+    parameters only (as deeprnn wrote it before it kept the run there) cannot be resumed from,
+    and the refusal says so."""
+    run = tmp_path / "run"
+    trainer.train(config(rolls, max_updates=20), run, **QUIET)
+    folder = run / "checkpoints"
+    (folder / "last.pt").unlink()
+    said = []
+    best = checkpoint.load(folder / "best.pt")
+    assert run_folder.resumable_state(run, said.append)["progress"] == best["resume"]["progress"]
+    assert said == []
+    checkpoint.save(folder / "best.pt", {k: v for k, v in best.items() if k != "resume"})
+    with pytest.raises(RunFolderError) as caught:
+        run_folder.resumable_state(run, said.append)
+    old = f"{folder / 'best.pt'} holds parameters only (written before deeprnn kept the run in it)"
+    assert str(caught.value) == f"{run} holds no checkpoint to resume from ({old})"
+
+
 class _Touch:
     """Unpickled, it would create ``marker``: what a malicious checkpoint could do instead."""
 
