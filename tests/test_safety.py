@@ -93,10 +93,10 @@ def test_what_a_run_folder_may_hold(tmp_path):
     assert run_folder.foreign(folder) == [".hidden", "a", "b", "notes.tmp"]
     with pytest.raises(RunFolderError, match=r"\(it holds \.hidden, a, b, notes\.tmp\); --force"):
         run_folder.check_replaceable(folder)
-    for name in ("c", "d", "e"):
-        (folder / name).write_text("")
-    with pytest.raises(RunFolderError, match=r"\(it holds \.hidden, a, b, c, d and 2 more\); --force"):
-        run_folder.check_replaceable(folder)
+    for name, shown in (("c", r"c, notes\.tmp"), ("d", "c, d and 1 more"), ("e", "c, d and 2 more")):
+        (folder / name).write_text("")  # five, six, seven foreign entries
+        with pytest.raises(RunFolderError, match=rf"\(it holds \.hidden, a, b, {shown}\); --force"):
+            run_folder.check_replaceable(folder)
 
 
 def test_force_with_bad_data_keeps_the_old_run(tmp_path, rolls, capsys):

@@ -51,7 +51,7 @@ def entries(folder: Path) -> list[Path]:
 
 def foreign(folder: Path) -> list[str]:
     """The entries of ``folder`` that are not part of a run folder."""
-    own = set(FILES) | set(FOLDERS)
+    own = {*FILES, *FOLDERS}
     return [p.name for p in entries(folder) if p.name not in own and not is_temporary(p)]
 
 
