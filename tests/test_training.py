@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from deeprnn.errors import ConfigError
 from deeprnn.io import write_atomic
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.training import builder, evaluation, loop, trainer
-from deeprnn.training.config import apply, finetune_table, resolve
+from deeprnn.training.config import TrainConfig, apply, finetune_table, parse_sets, resolve
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.progress import Progress
 from deeprnn.training.ranges import ARCHITECTURE
@@ -160,6 +161,18 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
     assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
     ptb = resolve("rnn", "ptb-word")
     assert (ptb.optimizer, ptb.schedule, ptb.architecture["state_dropout"]) == ("adam", "plateau", 0.3)
+
+
+def test_your_own_data_starts_from_the_defaults_the_readme_lists(tmp_path):
+    """The README lists the recipe a run on data of one's own starts from (no committed
+    experiment): each value is what the run gets, and every setting of the recipe is listed."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("a run starts from these defaults")[1].split("\n\n")[1]
+    listed = parse_sets(block.split())
+    config = resolve("rnn", str(tmp_path / "my-music.pickle"))
+    assert apply({**listed, "model": "rnn", "data": str(tmp_path / "my-music.pickle")}) == config
+    what_to_train = {"model", "data", "architecture", "data_kind", "notes"}
+    assert set(listed) == {f.name for f in dataclasses.fields(TrainConfig)} - what_to_train
 
 
 def test_every_architecture_field_is_settable_by_its_own_name(tmp_path):
