@@ -97,6 +97,10 @@ def test_what_a_run_folder_may_hold(tmp_path):
         (folder / name).write_text("")  # five, six, seven foreign entries
         with pytest.raises(RunFolderError, match=rf"\(it holds \.hidden, a, b, {shown}\); --force"):
             run_folder.check_replaceable(folder)
+    for name in ("f", "g", "h"):
+        (folder / name).write_text("")  # ten: the count is not a remainder
+    with pytest.raises(RunFolderError, match=r"\(it holds \.hidden, a, b, c, d and 5 more\); --force"):
+        run_folder.check_replaceable(folder)
 
 
 def test_force_with_bad_data_keeps_the_old_run(tmp_path, rolls, capsys):
