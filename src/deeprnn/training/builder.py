@@ -49,7 +49,7 @@ def model_config(config: TrainConfig, corpus: Corpus) -> ModelConfig:
     elif isinstance(corpus, MusicCorpus):
         task = "nottingham"
     else:
-        task = "ptb-char" if corpus.level == "char" else "ptb-word"
+        task = {"char": "ptb-char", "word": "ptb-word"}[corpus.level]  # the paper's sizes for the level
     c = preset(config.model, task)
     if isinstance(corpus, TextCorpus):
         c = replace(c, input_size=corpus.vocab_size, output_size=corpus.vocab_size)
@@ -146,6 +146,7 @@ def shares_evaluation(config: TrainConfig, corpus: Corpus, split: str, world: Wo
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto``: a GPU if PyTorch sees one, else the CPU; a GPU asked for by name must exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
