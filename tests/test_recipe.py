@@ -29,7 +29,7 @@ from deeprnn.training.averaging import Averaging
 from deeprnn.training.config import apply
 from deeprnn.training.console import NoWriter
 from deeprnn.training.guard import NonfiniteGuard
-from deeprnn.training.noise import noisy
+from deeprnn.training.noise import noisy, weight_matrices
 from deeprnn.training.schedule import Schedule
 
 SETTINGS = {
@@ -130,6 +130,13 @@ def test_weight_noise_is_taken_away_even_when_the_pass_inside_fails():
     after = torch.randn(1)
     torch.manual_seed(5)
     assert torch.equal(after, torch.randn(1))  # nothing was drawn
+
+
+def test_weight_noise_goes_to_every_weight_of_two_or_more_dimensions_and_no_bias():
+    """A model of one's own may hold a convolution (a 3-d weight): it is a weight like a matrix."""
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 5), torch.nn.Linear(4, 6), torch.nn.LayerNorm(6))
+    shapes = [tuple(w.shape) for w in weight_matrices(model)]
+    assert shapes == [(3, 2, 5), (6, 4)]
 
 
 def optimizer_by_hand(

@@ -12,7 +12,8 @@ from torch import nn
 
 
 def weight_matrices(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters that get noise: the matrices, not the biases or other vectors."""
+    """The parameters that get noise: the matrices (and any weight of more dimensions, such as a
+    convolution's), not the biases or other vectors."""
     return [p for p in model.parameters() if p.dim() >= 2]
 
 
@@ -21,16 +22,16 @@ def noisy(weights: Sequence[torch.Tensor], sigma: float) -> Iterator[None]:
     """Inside: each of ``weights`` is W + σε (ε drawn in their order, from the global generator);
     on leaving, even by an error, the noise is taken away again (W + σε - σε). σ = 0: no noise,
     nothing drawn."""
-    if sigma <= 0:
+    if not sigma:
         yield
         return
     with torch.no_grad():
-        noise = [torch.randn_like(w) * sigma for w in weights]
-        for w, n in zip(weights, noise, strict=True):
+        noise = [(w, torch.randn_like(w) * sigma) for w in weights]
+        for w, n in noise:
             w.add_(n)
     try:
         yield
     finally:
         with torch.no_grad():
-            for w, n in zip(weights, noise, strict=True):
+            for w, n in noise:
                 w.sub_(n)
