@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -155,17 +156,41 @@ def test_a_lock_whose_record_is_damaged_still_refuses(tmp_path, record):
             pass
 
 
-def test_a_long_command_line_is_named_in_full(tmp_path):
+def test_a_long_command_line_is_named_in_full_and_at_once(tmp_path):
+    """The refusal names the holder's whole command, and comes at once: the lock never waits
+    for its holder (an alarm ends the test after 10 s if it does)."""
     folder = tmp_path / "run"
     folder.mkdir()
     command = "deeprnn train " + " ".join(f"--set note{i}=x" for i in range(800))  # ~10 kB
     record = {"pid": 7, "host": "h", "since": "then", "command": command}
     (folder / run_folder.LOCK).write_text(json.dumps(record))
-    with open(folder / run_folder.LOCK, "rb") as holder:
-        fcntl.flock(holder, fcntl.LOCK_EX)
-        with pytest.raises(RunFolderError) as caught, run_folder.locked(folder):
-            pass
+
+    def waited(*_):
+        raise TimeoutError("the lock waited for its holder instead of refusing")
+
+    previous = signal.signal(signal.SIGALRM, waited)
+    signal.alarm(10)
+    try:
+        with open(folder / run_folder.LOCK, "rb") as holder:
+            fcntl.flock(holder, fcntl.LOCK_EX)
+            with pytest.raises(RunFolderError) as caught, run_folder.locked(folder):
+                pass
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     assert str(caught.value).endswith(f"process 7 on h (since then: {command}) trains in it")
+
+
+def test_the_lock_file_is_its_owners_to_write_and_everyones_to_read(tmp_path):
+    """rw-r--r-- as created (umask 0 here, so that nothing masks the mode asked for): anyone may
+    read who holds the folder, only its owner write, and nobody execute it."""
+    previous = os.umask(0)
+    try:
+        with run_folder.locked(tmp_path):
+            pass
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / run_folder.LOCK).stat().st_mode) == 0o644
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
