@@ -1,0 +1,260 @@
+"""A run's configuration: the settings and their checks, the defaults, the committed recipe of each
+experiment, a TOML file, --set and a [finetune] stage, in their order of precedence."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from deeprnn.cli import main
+from deeprnn.data import MusicCorpus
+from deeprnn.errors import ConfigError
+from deeprnn.models import DeepRNN, ModelConfig
+from deeprnn.training import builder
+from deeprnn.training.config import (
+    TrainConfig,
+    apply,
+    finetune_table,
+    limit_reached,
+    limits_passed,
+    parse_sets,
+    read_toml,
+    resolve,
+    with_limits,
+)
+from deeprnn.training.ranges import ARCHITECTURE
+
+
+def test_config_errors_name_the_valid_settings():
+    with pytest.raises(ValueError, match="unknown setting.*valid settings:.*bptt_steps"):
+        apply({"learning_rate": 1})
+    with pytest.raises(ValueError, match="--set epochs: must be a whole number, got 'many'"):
+        apply({"epochs": "many"})
+    with pytest.raises(ValueError, match="--set optimizer: must be one of sgd, adam, adamw"):
+        apply({"optimizer": "lbfgs"})
+    with pytest.raises(ValueError, match="--set average_after_epochs: must be an epoch count"):
+        apply({"average_after_epochs": -1})
+    with pytest.raises(ValueError, match="--set average_when_stalled: must be an evaluation count"):
+        apply({"average_when_stalled": 0})
+    with pytest.raises(ValueError, match="--set pretrained_lr_scale: must be 0 or more, got -0.1"):
+        apply({"pretrained_lr_scale": -0.1})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        resolve("rnn", "jsb", sets=["lr"])
+    assert main(["train", "--model", "rnn", "--data", "jsb", "--set", "colour=red", "--out", "x"]) == 2
+
+
+def test_set_parses_types_and_defaults_come_from_the_paper_config():
+    config = resolve(
+        "dts-rnn", "jsb", sets=["seed=7", "epochs=6", "transition_sizes=[30, 20]", "init_from=none"]
+    )
+    assert (config.seed, config.epochs, config.init_from) == (7, 6, None)
+    assert config.architecture == {"transition_sizes": [30, 20], "state_dropout": 0.3}
+    jsb = resolve("dts-rnn", "jsb")
+    assert (jsb.bptt_steps, jsb.lr_decay_beta, jsb.patience, jsb.architecture) == (
+        50,
+        1000,
+        10,
+        {"state_dropout": 0.3},
+    )
+    nottingham = resolve("dts-rnn", "nottingham")
+    assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
+    ptb = resolve("rnn", "ptb-word")
+    assert (ptb.optimizer, ptb.schedule, ptb.architecture["state_dropout"]) == ("adam", "plateau", 0.3)
+
+
+def test_your_own_data_starts_from_the_defaults_the_readme_lists(tmp_path):
+    """The README lists the recipe a run on data of one's own starts from (no committed
+    experiment): each value is what the run gets, and every setting of the recipe is listed."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("a run starts from these defaults")[1].split("\n\n")[1]
+    listed = parse_sets(block.split())
+    config = resolve("rnn", str(tmp_path / "my-music.pickle"))
+    assert apply({**listed, "model": "rnn", "data": str(tmp_path / "my-music.pickle")}) == config
+    what_to_train = {"model", "data", "architecture", "data_kind", "notes"}
+    assert set(listed) == {f.name for f in dataclasses.fields(TrainConfig)} - what_to_train
+
+
+def test_every_architecture_field_is_settable_by_its_own_name(tmp_path):
+    """Each knob of ModelConfig is written once: --set, a TOML file (flat or as an
+    [architecture] table) and an old run's config.json (flat, None where unchanged) all reach it."""
+    elsewhere = {"head", "nade_hidden", "nade_order", "transition_kind"}  # test_nade.py, test_highway.py
+    fixed = {"input_size", "output_size", "name", *elsewhere}
+    settable = {f.name for f in dataclasses.fields(ModelConfig)} - fixed
+    assert set(ARCHITECTURE) == settable | elsewhere
+    sets = [
+        "hidden_size=12", "input_sizes=5", "input_units=tanh", "transition_sizes=[7, 6]",
+        "shortcut=false", "transition_units=relu", "levels=2", "output_sizes=[4]",
+        "output_units=maxout:3", "bias=false", "input_dropout=0.1", "state_dropout=0.2",
+        "recurrent_dropout=0.25", "output_dropout=0.3", "output_init_std=0.5",
+    ]  # fmt: skip
+    config = resolve("dots-rnn", "jsb", sets=sets)
+    assert set(config.architecture) == settable
+    built = builder.model_config(config, MusicCorpus("jsb", {}))
+    expected = dict(
+        hidden_size=12, input_sizes=(5,), input_units="tanh", transition_sizes=(7, 6), shortcut=False,
+        transition_units="relu", levels=2, output_sizes=(4,), output_units="maxout:3", bias=False,
+        input_dropout=0.1, state_dropout=0.2, recurrent_dropout=0.25, output_dropout=0.3,
+        output_init_std=0.5,
+    )  # fmt: skip
+    assert {k: getattr(built, k) for k in expected} == expected
+    assert (built.input_size, built.head, built.name) == (88, "bernoulli", "dots-rnn")
+    model = DeepRNN(built)
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())
+    assert [level.widths for level in model.recurrence.levels] == [[7, 6, 12]] * 2
+    toml = tmp_path / "arch.toml"
+    toml.write_text("levels = 3\n[architecture]\nshortcut = true\ntransition_sizes = 9\n")
+    from_file = resolve("dts-rnn", "jsb", str(toml))
+    assert from_file.architecture == {
+        "levels": 3,
+        "shortcut": True,
+        "transition_sizes": [9],
+        "state_dropout": 0.3,
+    }
+    user = tmp_path / "user.toml"
+    user.write_text("[architecture]\nstate_dropout = 0.0\n")  # a table over the committed flat key
+    assert resolve("dts-rnn", "jsb", str(user)).architecture == {"state_dropout": 0.0}
+    unset = resolve("dts-rnn", "jsb", sets=["state_dropout=none"])
+    assert unset.architecture == {} and builder.model_config(unset, MusicCorpus("jsb", {})).state_dropout == 0
+    old = apply({"hidden_size": 8, "transition_sizes": [6], "levels": None, "output_units": None})
+    assert old.architecture == {"hidden_size": 8, "transition_sizes": [6]}
+    with pytest.raises(ConfigError, match="--set output_init_std: must be 0 or more"):
+        resolve("rnn", "jsb", sets=["output_init_std=-1"])
+    with pytest.raises(ConfigError, match="--set shortcut: must be true or false"):
+        resolve("rnn", "jsb", sets=["shortcut=3"])
+
+
+def test_an_alias_of_a_data_set_gets_its_paper_config():
+    """--data jsb-chorales is JSB: it trains with JSB's committed recipe, not the library defaults."""
+    alias, name = resolve("dts-rnn", "jsb-chorales"), resolve("dts-rnn", "jsb")
+    assert alias.data == "jsb-chorales" and alias.notes and alias.data_kind == "music"
+    assert dataclasses.replace(alias, data="jsb") == name
+    assert resolve("dts-rnn", "/some/folder/of/songs").notes == ""
+
+
+def test_a_finetune_table_is_a_second_stage_over_every_other_setting(tmp_path):
+    path = tmp_path / "rnn.toml"
+    path.write_text(
+        "lr = 2.0\nepochs = 7\n\n[finetune]\npretrained_lr_scale = 1.0\nlr = 0.5\naverage_when_stalled = 5\n"
+    )
+    sets = ["lr=1.5", "seed=3"]
+    first = resolve("rnn", "jsb", str(path), sets=sets)
+    assert (first.lr, first.epochs, first.pretrained_lr_scale, first.average_when_stalled, first.seed) == (
+        1.5,
+        7,
+        0.1,
+        5,  # the committed JSB RNN's, under the file
+        3,
+    )
+    second = resolve("rnn", "jsb", str(path), sets=sets, finetune=True)
+    assert (second.lr, second.epochs, second.pretrained_lr_scale, second.seed) == (0.5, 7, 1.0, 3)
+    assert finetune_table("rnn", "jsb", str(path)) == {
+        "pretrained_lr_scale": 1.0,
+        "lr": 0.5,
+        "average_when_stalled": 5,
+    }
+    assert finetune_table("rnn", "jsb") is None
+    with pytest.raises(ValueError, match=r"rnn on jsb has no \[finetune\] table"):
+        resolve("rnn", "jsb", finetune=True)
+    path.write_text("[finetune]\nlearning_rate = 1.0\n")
+    with pytest.raises(ValueError, match=r"\[finetune\] of rnn on jsb: unknown setting\(s\) learning_rate"):
+        resolve("rnn", "jsb", str(path), finetune=True)
+    path.write_text('[finetune]\ninit_from = "runs/x"\n')
+    for read in (lambda: finetune_table("rnn", "jsb", str(path)), lambda: resolve("rnn", "jsb", str(path))):
+        with pytest.raises(ValueError, match="without init_from"):
+            read()
+
+
+def test_each_length_limit_is_reached_at_its_value_and_zero_is_no_limit():
+    config = TrainConfig(epochs=5, max_updates=100, time_budget_s=60.0)
+    assert limits_passed(config, updates=99, epochs=4, seconds=59.9) == []
+    assert limits_passed(config, updates=100, epochs=4, seconds=59.9) == ["max updates"]
+    assert limits_passed(config, updates=99, epochs=4, seconds=60.0) == ["time budget"]
+    assert limits_passed(config, updates=99, epochs=5, seconds=0.0) == ["epochs"]
+    assert limits_passed(config, 100, 5, 60.0) == ["time budget", "max updates", "epochs"]
+    unlimited = TrainConfig(epochs=5, max_updates=0, time_budget_s=0.0)
+    assert limits_passed(unlimited, updates=10**9, epochs=0, seconds=1e9) == []
+
+
+def test_a_stopped_run_stops_again_only_under_the_limit_that_stopped_it():
+    config = TrainConfig(epochs=5, max_updates=100, time_budget_s=60.0)
+    assert limit_reached(config, "time budget", updates=50, epochs=2, seconds=60.0)
+    assert not limit_reached(with_limits(config, {"time_budget_s": 0}), "time budget", 50, 2, 60.0)
+    assert not limit_reached(with_limits(config, {"time_budget_s": 61}), "time budget", 50, 2, 60.0)
+    assert not limit_reached(with_limits(config, {"max_updates": 101}), "max updates", 100, 2, 30.0)
+    assert limit_reached(config, "epochs", updates=50, epochs=5, seconds=30.0)
+    assert not limit_reached(with_limits(config, {"epochs": 6}), "epochs", 50, 5, 30.0)
+    for reason in ("early stopping", "min_lr"):  # no limit brings those back
+        assert limit_reached(with_limits(config, {"epochs": 1000}), reason, 50, 5, 30.0)
+
+
+def test_a_resumed_run_may_change_its_limits_and_a_start_for_averaging_not_yet_reached():
+    config = TrainConfig(epochs=5, average_after_epochs=None)
+    changed = with_limits(config, {"epochs": "9", "max_updates": "7", "time_budget_s": "30"})
+    assert (changed.epochs, changed.max_updates, changed.time_budget_s) == (9, 7, 30.0)
+    assert dataclasses.replace(changed, epochs=5, max_updates=0, time_budget_s=0.0) == config
+    with pytest.raises(ConfigError, match="only epochs, max_updates, time_budget_s may change.*not lr, seed"):
+        with_limits(config, {"seed": "1", "lr": "2", "epochs": "9"})
+    with pytest.raises(ConfigError, match="not average_after_epochs"):
+        with_limits(config, {"average_after_epochs": "8"})  # without the epochs begun, never
+    assert with_limits(config, {"average_after_epochs": "8"}, epochs_begun=8).average_after_epochs == 8
+    with pytest.raises(ConfigError, match="has begun 9 epoch"):
+        with_limits(config, {"average_after_epochs": "8"}, epochs_begun=9)
+    averaged = TrainConfig(average_after_epochs=6)
+    assert with_limits(averaged, {"average_after_epochs": "7"}, epochs_begun=6).average_after_epochs == 7
+    with pytest.raises(ConfigError, match=r"can only begin at epoch 7 or later.*is 6\)"):
+        with_limits(averaged, {"average_after_epochs": "8"}, epochs_begun=7)  # it has begun
+    assert with_limits(averaged, {"average_after_epochs": "6"}, epochs_begun=30) == averaged  # unchanged
+
+
+def test_set_takes_key_equals_value_as_written():
+    assert parse_sets([" lr =3", "note=a=b", "init_from="]) == {"lr": "3", "note": "a=b", "init_from": ""}
+    for bad in ("lr", "=3", " =3"):
+        with pytest.raises(ConfigError, match=f"--set expects KEY=VALUE, got {bad!r}"):
+            parse_sets([bad])
+
+
+def test_values_take_the_type_of_their_setting():
+    config = apply(
+        {
+            "lr": "0.5",
+            "epochs": " 7 ",
+            "init_from": "runs/a",
+            "average_when_stalled": "null",
+            "shortcut": "true",
+        }
+    )
+    assert (config.lr, config.epochs, config.init_from, config.average_when_stalled) == (
+        0.5,
+        7,
+        "runs/a",
+        None,
+    )
+    assert config.architecture == {"shortcut": True}
+    assert apply({"init_from": "none"}).init_from is None
+    assert apply({"init_from": ""}).init_from is None
+    assert apply({"transition_sizes": "5"}).architecture == {"transition_sizes": [5]}
+    assert apply({"transition_sizes": 5}).architecture == {"transition_sizes": [5]}
+    assert apply({"transition_sizes": "[5, 4]"}).architecture == {"transition_sizes": [5, 4]}
+    assert apply({"optimizer": "adam"}).optimizer == "adam"
+    with pytest.raises(ConfigError, match="architecture: expected a table of settings, got 3"):
+        apply({"architecture": 3})
+
+
+def test_a_config_file_that_is_missing_or_not_toml_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=f"config file {tmp_path / 'none.toml'} does not exist"):
+        read_toml(tmp_path / "none.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("lr = = 3\n")
+    with pytest.raises(ConfigError, match=f"{broken}: not valid TOML"):
+        read_toml(broken)
+    stage = tmp_path / "stage.toml"
+    stage.write_text("finetune = 3\n")
+    with pytest.raises(ConfigError, match=r"\[finetune\] of rnn on jsb must be a table of settings.*got 3"):
+        resolve("rnn", "jsb", str(stage))
+
+
+def test_flat_keys_beside_an_architecture_table_win_over_it():
+    values = {"architecture": {"levels": 2, "shortcut": True}, "levels": 3, "lr": 1.0}
+    assert apply(values).architecture == {"levels": 3, "shortcut": True}
