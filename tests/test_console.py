@@ -1,0 +1,73 @@
+"""What a run prints (deeprnn.training.console): the progress line's figures worked out by hand
+on a clock that the test moves, and the log kept in train.log."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deeprnn.data.batching import Batch
+from deeprnn.training import console
+
+
+def batch(count: int) -> Batch:
+    return Batch(torch.zeros(1, 1), torch.zeros(1, 1), None, False, count, count)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """time.perf_counter as the test sets it; stderr not a terminal, so the plain lines print."""
+    now = [100.0]
+    monkeypatch.setattr(console.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(console.sys.stderr, "isatty", lambda: False)
+    return now
+
+
+def test_the_progress_line_every_tenth_of_the_epoch(clock, capsys):
+    bar = console.ProgressBar(total=20, done=0, label="epoch 3")
+    clock[0] = 102.0
+    bar.update(batch(10), 1.0)
+    assert capsys.readouterr().out == ""  # a line every 20 // 10 = 2 batches
+    clock[0] = 104.0
+    bar.update(batch(10), 3.0)  # the shown loss: 0.95 x 1.0 + 0.05 x 3.0
+    # 20 targets in 4 s; 18 batches left at 2 s a batch
+    assert (
+        capsys.readouterr().out
+        == "epoch 3: 2/20 batches, loss 1.1000, 5 targets/s, ~36 s left in the epoch\n"
+    )
+    clock[0] = 108.0
+    bar.update(batch(20), None)  # a skipped update leaves the shown loss as it was
+    bar.update(batch(0), None)
+    assert (
+        capsys.readouterr().out
+        == "epoch 3: 4/20 batches, loss 1.1000, 5 targets/s, ~32 s left in the epoch\n"
+    )
+
+
+def test_a_resumed_epoch_counts_its_pace_from_where_it_resumed(clock, capsys):
+    bar = console.ProgressBar(total=1000, done=600, label="epoch 9")
+    for _ in range(100):
+        clock[0] += 0.5
+        bar.update(batch(3), None)
+    # 100 batches in 50 s since the resume (not 700), 300 left; no loss seen yet
+    assert (
+        capsys.readouterr().out
+        == "epoch 9: 700/1000 batches, loss nan, 6 targets/s, ~150 s left in the epoch\n"
+    )
+
+
+def test_a_short_epoch_prints_every_batch(clock, capsys):
+    bar = console.ProgressBar(total=3, done=0, label="e")
+    for _ in range(3):
+        clock[0] += 1.0
+        bar.update(batch(1), 2.0)
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_the_log_is_echoed_and_kept(tmp_path):
+    echoed = []
+    log = console.Logger(tmp_path / "train.log", echoed.append)
+    log("first")
+    log("second")
+    assert echoed == ["first", "second"]
+    assert (tmp_path / "train.log").read_text(encoding="utf-8") == "first\nsecond\n"
