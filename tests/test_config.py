@@ -4,6 +4,7 @@ experiment, a TOML file, --set and a [finetune] stage, in their order of precede
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,73 @@ def test_a_config_file_that_is_missing_or_not_toml_is_named(tmp_path):
 def test_flat_keys_beside_an_architecture_table_win_over_it():
     values = {"architecture": {"levels": 2, "shortcut": True}, "levels": 3, "lr": 1.0}
     assert apply(values).architecture == {"levels": 3, "shortcut": True}
+
+
+AT_LEAST_1 = ([1, 2], [0, -1])
+NOT_NEGATIVE = ([0.0, 0.5, 2.0], [-1e-9, -1.0])
+POSITIVE = ([1e-9, 0.5, 2.0], [0.0, -1.0])
+PROBABILITY = ([0.0, 0.5, 0.999], [1.0, -0.01, 1.5])
+COUNT = ([0, 1, 5], [-1])  # 0 or more, whole
+EDGES = {  # the setting: (values it takes, values it refuses), at and around each edge
+    **dict.fromkeys(["hidden_size", "levels", "nade_hidden", "batch_size", "bptt_steps"], AT_LEAST_1),
+    **dict.fromkeys(["eval_batch_size", "frames_per_beat", "halve_patience", "epochs"], AT_LEAST_1),
+    **dict.fromkeys(["checkpoint_every", "average_when_stalled"], AT_LEAST_1),
+    **dict.fromkeys(
+        ["transition_sizes", "output_sizes", "input_sizes"], ([[1], [3, 1]], [[0], [3, 0], [-2]])
+    ),
+    **dict.fromkeys(["output_init_std", "weight_decay", "clip_norm", "min_lr", "weight_noise"], NOT_NEGATIVE),
+    **dict.fromkeys(["pretrained_lr_scale", "time_budget_s"], NOT_NEGATIVE),
+    **dict.fromkeys(["tempo_bpm", "lr", "lr_decay_beta"], POSITIVE),
+    **dict.fromkeys(["input_dropout", "state_dropout", "recurrent_dropout", "output_dropout"], PROBABILITY),
+    "momentum": PROBABILITY,
+    **dict.fromkeys(["average_after_epochs", "max_updates", "patience", "eval_every"], COUNT),
+    "seed": ([0, 2**63 - 1], [-1, 2**63]),
+    "data": (["jsb", " x "], ["", "   "]),
+    "init_from": (["runs/a"], []),  # blank through --set or TOML means none (below)
+    "model": (["rnn", "DOTS-RNN*"], ["lstm", ""]),
+    "output_units": (["tanh", "lp:3", "maxout:2"], ["softmax", "lp:0"]),
+    "optimizer": (["sgd", "adam", "adamw"], ["SGD", "lbfgs"]),
+    "device": (["auto", "cpu", "cuda"], ["gpu"]),
+}
+
+
+@pytest.mark.parametrize("key", sorted(EDGES))
+def test_each_setting_takes_the_values_of_its_range_and_refuses_those_outside(key):
+    taken, refused = EDGES[key]
+    for value in taken:
+        config = apply({key: value})
+        got = config.architecture[key] if key in ARCHITECTURE else getattr(config, key)
+        assert got == value or (key == "model" and got == "dots-rnn*"), (key, value)
+    for value in refused:
+        with pytest.raises(ConfigError, match=f"--set {key}: must be "):
+            apply({key: value})
+
+
+def test_every_range_has_its_edges_checked():
+    from deeprnn.training.ranges import CHOICES, RANGES
+
+    unchecked = set(RANGES) - set(EDGES) - (set(CHOICES) - {"optimizer", "device"})
+    assert unchecked == {"input_units", "transition_units"}  # the same unit check as output_units
+
+
+def test_a_value_of_the_wrong_type_or_not_finite_is_refused():
+    for key, value, wanted in [
+        ("epochs", 2.5, "a whole number"),
+        ("epochs", True, "a whole number"),
+        ("lr", "fast", "a number"),
+        ("lr", False, "a number"),
+        ("shortcut", 1, "true or false"),
+        ("transition_sizes", [2.5], "a list of whole numbers like"),
+        ("transition_sizes", [True], "a list of whole numbers like"),
+        ("average_after_epochs", 1.5, "a whole number or none"),
+    ]:
+        with pytest.raises(ConfigError, match=f"--set {key}: must be {wanted}"):
+            apply({key: value})
+    for value in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ConfigError, match="--set lr: must be a finite number"):
+            apply({"lr": value})
+    assert apply({"lr": 3}).lr == 3.0 and isinstance(apply({"lr": 3}).lr, float)  # an int for a float
+    assert apply({"average_after_epochs": None}).average_after_epochs is None
+    assert apply({"init_from": " "}).init_from is None  # --set init_from= : no pretraining
+    with pytest.raises(ConfigError, match="--set init_from: must be a run folder"):
+        TrainConfig(init_from=" ")  # from Python, a blank path is an error
