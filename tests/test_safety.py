@@ -128,6 +128,22 @@ def test_force_replaces_a_run(tmp_path, rolls):
 # -- 2. a run folder is locked while a process trains in it -------------------------------------
 
 
+@pytest.fixture
+def at_once():
+    """A refusal must come at once: a lock that waited for its holder would hang the test (the
+    holder is this very process), so an alarm fails it after 20 s instead."""
+
+    def waited(*_):
+        raise TimeoutError("the lock waited for its holder instead of refusing")
+
+    previous = signal.signal(signal.SIGALRM, waited)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.usefixtures("at_once")
 def test_a_locked_folder_is_refused_naming_the_holder(tmp_path, rolls, capsys):
     run = tmp_path / "run"
     trainer.train(config(rolls), run, **QUIET)
@@ -142,6 +158,7 @@ def test_a_locked_folder_is_refused_naming_the_holder(tmp_path, rolls, capsys):
 DAMAGED = [b"", b"not json", b'{"pid": 7}', b"[7]", b'{"pid": 7, "host": "h", "since": ']
 
 
+@pytest.mark.usefixtures("at_once")
 @pytest.mark.parametrize("record", DAMAGED)
 def test_a_lock_whose_record_is_damaged_still_refuses(tmp_path, record):
     """The holder's record is only a courtesy: empty, not JSON, short of a field or of another
@@ -156,28 +173,17 @@ def test_a_lock_whose_record_is_damaged_still_refuses(tmp_path, record):
             pass
 
 
-def test_a_long_command_line_is_named_in_full_and_at_once(tmp_path):
-    """The refusal names the holder's whole command, and comes at once: the lock never waits
-    for its holder (an alarm ends the test after 10 s if it does)."""
+@pytest.mark.usefixtures("at_once")
+def test_a_long_command_line_is_named_in_full(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     command = "deeprnn train " + " ".join(f"--set note{i}=x" for i in range(800))  # ~10 kB
     record = {"pid": 7, "host": "h", "since": "then", "command": command}
     (folder / run_folder.LOCK).write_text(json.dumps(record))
-
-    def waited(*_):
-        raise TimeoutError("the lock waited for its holder instead of refusing")
-
-    previous = signal.signal(signal.SIGALRM, waited)
-    signal.alarm(10)
-    try:
-        with open(folder / run_folder.LOCK, "rb") as holder:
-            fcntl.flock(holder, fcntl.LOCK_EX)
-            with pytest.raises(RunFolderError) as caught, run_folder.locked(folder):
-                pass
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    with open(folder / run_folder.LOCK, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(RunFolderError) as caught, run_folder.locked(folder):
+            pass
     assert str(caught.value).endswith(f"process 7 on h (since then: {command}) trains in it")
 
 
@@ -193,6 +199,7 @@ def test_the_lock_file_is_its_owners_to_write_and_everyones_to_read(tmp_path):
     assert stat.S_IMODE((tmp_path / run_folder.LOCK).stat().st_mode) == 0o644
 
 
+@pytest.mark.usefixtures("at_once")
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
