@@ -23,6 +23,7 @@ from deeprnn.training import builder, evaluation, loop, trainer
 from deeprnn.training.config import apply
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.progress import Progress
+from deeprnn.training.run_folder import RunExists
 
 TINY = dict(
     model="dts-rnn",
@@ -608,3 +609,18 @@ def test_training_from_python_takes_your_own_model_and_a_callback(tmp_path, roll
     with pytest.raises(ConfigError, match="without batch_first"):
         deeprnn.train(settings, tmp_path / "bad", model=DeepRNN(config, batch_first=True))
     assert json.loads((tmp_path / "own" / "results.json").read_text())["model"] == "custom"
+
+
+def test_training_from_python_makes_the_folders_and_never_replaces_a_run_unasked(tmp_path, rolls):
+    """train()'s options are keywords; a new run makes its folder and those above it; a second
+    run into the same folder is refused unless ``force`` is given (as --force)."""
+    settings = {"data": str(rolls), "hidden_size": 6, "max_updates": 2, "device": "cpu"}
+    out = tmp_path / "a" / "b" / "run"
+    first = trainer.train(settings, out, log=lambda _: None)
+    assert first["updates"] == 2 and (out / "results.json").exists()
+    with pytest.raises(RunExists, match="already holds a run; use --resume to continue it or --force"):
+        trainer.train(settings, out, log=lambda _: None)
+    again = trainer.train({**settings, "max_updates": 3}, out, force=True, log=lambda _: None)
+    assert again["updates"] == 3
+    with pytest.raises(TypeError, match="positional"):
+        trainer.train(settings, tmp_path / "other", None)  # model= must be named
