@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun (Gloo on CPU): the updates of one process with the
-global batch, a resume that continues exactly, and the shares each process reads."""
+global batch, a resume that continues exactly, and the shares each process reads; and the
+process group's helpers (joining, leaving, the world from torchrun's variables) without it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from deeprnn.cli import main
 from deeprnn.data import MusicCorpus
 from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.data.text import TextCorpus
-from deeprnn.training import builder, evaluation
+from deeprnn.training import builder, distributed, evaluation
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.distributed import World
 
@@ -165,3 +166,67 @@ def test_evaluation_is_split_among_processes_and_adds_up_to_the_whole():
     assert not builder.shares_evaluation(final, text, "valid", World(0, 2))
     alone = builder.batches(final, text, "valid", training=False, world=World(1, 2))
     assert _scored(alone) == _scored(builder.batches(final, text, "valid", training=False))
+
+
+# -- the process group's helpers, without torchrun: PyTorch's calls replaced by recorders ---------
+
+
+def test_the_world_comes_from_torchruns_variables(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    alone = distributed.from_environment()
+    assert alone == World(0, 1, 0) and alone.main and not alone.distributed
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    third = distributed.from_environment()
+    assert third == World(3, 4, 1) and not third.main and third.distributed
+    monkeypatch.setenv("RANK", "three")
+    with pytest.raises(ValueError, match="WORLD_SIZE, RANK and LOCAL_RANK must be integers"):
+        distributed.from_environment()
+
+
+@pytest.fixture
+def group(monkeypatch):
+    """torch.distributed and the GPU calls as recorders: what setup and leaving would do."""
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: "joined" in calls)
+    monkeypatch.setattr(
+        distributed.dist, "init_process_group", lambda backend: calls.extend([backend, "joined"])
+    )
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("left"))
+    monkeypatch.setattr(distributed.gc, "collect", lambda: calls.append("collected"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(str(device)))
+    return calls
+
+
+def test_setup_joins_with_gloo_on_cpus_and_nccl_on_the_gpu_of_the_local_rank(group):
+    cpu = torch.device("cpu")
+    assert distributed.setup(World(), cpu) is cpu and group == []  # one process: nothing to join
+    assert distributed.setup(World(1, 2, 1), cpu) == cpu and group == ["gloo", "joined"]
+    group.clear()
+    assert distributed.setup(World(3, 4, 1), torch.device("cuda")) == torch.device("cuda", 1)
+    assert group == ["cuda:1", "nccl", "joined"]
+    assert distributed.setup(World(3, 4, 1), torch.device("cuda")) == torch.device("cuda", 1)
+    assert group == ["cuda:1", "nccl", "joined", "cuda:1"]  # joined once
+    with pytest.raises(ValueError, match="LOCAL_RANK 2 has no GPU: this machine has 2"):
+        distributed.setup(World(2, 4, 2), torch.device("cuda"))
+
+
+def test_leaving_waits_for_the_others_only_after_a_finished_command(group):
+    distributed.leave_process_group(finished=True)
+    assert group == []  # never joined: nothing to leave
+    group.append("joined")
+    distributed.leave_process_group(finished=True)
+    assert group == ["joined", "barrier", "collected", "left"]
+    group[:] = ["joined"]
+    distributed.leave_process_group(finished=False)
+    assert group == ["joined", "collected", "left"]
+
+
+def test_one_process_sums_and_gathers_its_own_values():
+    assert distributed.sum_across([1.5, 2.0], World(), torch.device("cpu")) == [1.5, 2.0]
+    assert distributed.gather({"a": 1}, World()) == [{"a": 1}]
