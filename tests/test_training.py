@@ -589,6 +589,7 @@ def test_training_from_python_takes_your_own_model_and_a_callback(tmp_path, roll
         {**settings, "max_updates": 20}, tmp_path / "own", model=model, callback=stop_at_the_second, log=quiet
     )
     assert results["stop_reason"] == "callback" and results["updates"] == 4
+    assert (tmp_path / "own" / "train.log").read_text().startswith(f"a model of your own on {rolls.stem}: ")
     assert [r["update"] for r in seen] == [2, 4] and all(r["metric"] == "nll" for r in seen)
     assert json.loads((tmp_path / "own" / "model.json").read_text()) == json.loads(
         json.dumps(config.to_dict())
@@ -618,6 +619,9 @@ def test_training_from_python_makes_the_folders_and_never_replaces_a_run_unasked
     out = tmp_path / "a" / "b" / "run"
     first = trainer.train(settings, out, log=lambda _: None)
     assert first["updates"] == 2 and (out / "results.json").exists()
+    opening = (out / "train.log").read_text().splitlines()[0]
+    weights, params = f"{first['weights']:,}", f"{first['params']:,}"
+    assert opening == f"dts-rnn on {rolls.stem}: {weights} weights, {params} parameters, device cpu"
     with pytest.raises(RunExists, match="already holds a run; use --resume to continue it or --force"):
         trainer.train(settings, out, log=lambda _: None)
     again = trainer.train({**settings, "max_updates": 3}, out, force=True, log=lambda _: None)
