@@ -549,6 +549,27 @@ def test_a_garbage_config_json_is_a_clear_error(tmp_path, rolls, capsys, content
         assert f"{run / 'config.json'} is damaged" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "content", [None, "{not json", '{"hidden_size": 8, "colour": "red"}', '{"levels": 0}']
+)
+def test_a_missing_or_damaged_model_json_is_a_clear_error(tmp_path, rolls, capsys, content):
+    """Resuming rebuilds the model from model.json: without it, or with one that is not JSON, has
+    a field ModelConfig lacks or a value it refuses, the resume is refused, naming the file."""
+    run = tmp_path / "run"
+    trainer.train(config(rolls, max_updates=10), run, **QUIET)
+    if content is None:
+        (run / "model.json").unlink()
+    else:
+        (run / "model.json").write_text(content)
+    assert main(["train", "--resume", str(run), "--set", "max_updates=12"]) == 2
+    expected = (
+        f"{run} has no model.json: it cannot be resumed"
+        if content is None
+        else f"{run / 'model.json'} is damaged"
+    )
+    assert expected in capsys.readouterr().err
+
+
 def test_data_verify_fails_when_files_are_missing(tmp_path, capsys):
     assert main(["data", "verify", "--data-dir", str(tmp_path)]) == 1
     assert f"missing data sets: {', '.join(DATA_SETS)} (" in capsys.readouterr().out
