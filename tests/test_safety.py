@@ -254,8 +254,10 @@ def test_a_diverging_run_stops_and_says_so(tmp_path, rolls, capsys):
         if (run / "checkpoints" / name).exists():
             state = torch.load(run / "checkpoints" / name, weights_only=True)
             assert all(torch.isfinite(t).all() for t in state["model"].values())
-    assert main(["train", "--resume", str(run)]) == 3  # a resume says so again
+    log = (run / "train.log").read_text()
+    assert main(["train", "--resume", str(run)]) == 3  # a resume says so again, at once
     assert "training diverged" in capsys.readouterr().err
+    assert (run / "train.log").read_text() == log  # nothing resumed, nothing trained
 
 
 def test_restores_go_back_to_finite_parameters_only(tmp_path, rolls, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -413,10 +414,11 @@ def test_an_interrupted_run_resumed_under_a_limit_it_has_passed_ends_at_once(
 ):
     _crash_at_update_27(tmp_path, data_root, monkeypatch)
     run = str(tmp_path / "crashed")
-    assert main(["train", "--resume", run, "--set", "max_updates=20", "--data-dir", str(data_root)]) == 0
-    assert "already reached its max updates limit" in capsys.readouterr().out
+    limits = ["--set", "max_updates=20", "--set", "time_budget_s=0.001"]  # both passed: the first is named
+    assert main(["train", "--resume", run, *limits, "--data-dir", str(data_root)]) == 0
+    assert "already reached its time budget limit" in capsys.readouterr().out
     done = json.loads((tmp_path / "crashed" / "results.json").read_text())
-    assert (done["updates"], done["stop_reason"], done["best_update"]) == (24, "max updates", 20)
+    assert (done["updates"], done["stop_reason"], done["best_update"]) == (24, "time budget", 20)
     lines = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["update"] for x in lines] == [10, 20]  # nothing trained after the crash
 
@@ -590,6 +592,8 @@ def test_training_from_python_takes_your_own_model_and_a_callback(tmp_path, roll
     )
     assert results["stop_reason"] == "callback" and results["updates"] == 4
     assert (tmp_path / "own" / "train.log").read_text().startswith(f"a model of your own on {rolls.stem}: ")
+    ended = deeprnn.train(None, tmp_path / "own", model=model, resume=True, log=quiet)  # nothing to do
+    assert (ended["stop_reason"], ended["updates"]) == ("callback", 4)
     assert [r["update"] for r in seen] == [2, 4] and all(r["metric"] == "nll" for r in seen)
     assert json.loads((tmp_path / "own" / "model.json").read_text()) == json.loads(
         json.dumps(config.to_dict())
@@ -628,3 +632,24 @@ def test_training_from_python_makes_the_folders_and_never_replaces_a_run_unasked
     assert again["updates"] == 3
     with pytest.raises(TypeError, match="positional"):
         trainer.train(settings, tmp_path / "other", None)  # model= must be named
+
+
+def test_averaging_added_on_resume_only_from_an_epoch_not_begun(tmp_path, rolls):
+    """A run stopped after the first batch of epoch 0 has begun that epoch: averaging from epoch 0
+    is refused. A run with no checkpoint yet has begun none: it is taken."""
+    quiet = lambda _: None  # noqa: E731
+    settings = {"data": str(rolls), "hidden_size": 6, "batch_size": 3, "max_updates": 1, "device": "cpu"}
+    begun = tmp_path / "begun"
+    trainer.train(settings, begun, log=quiet)  # 4 batches an epoch: stopped at epoch 0, batch 1
+    with pytest.raises(ConfigError, match="the run has begun 1 epoch"):
+        trainer.train(
+            None, begun, resume=True, limits={"max_updates": 2, "average_after_epochs": 0}, log=quiet
+        )
+    fresh = tmp_path / "fresh"
+    trainer.train(settings, fresh, log=quiet)
+    shutil.rmtree(fresh / "checkpoints")
+    (fresh / "results.json").unlink()  # as if stopped before its first checkpoint
+    again = trainer.train(
+        None, fresh, resume=True, limits={"max_updates": 2, "average_after_epochs": 0}, log=quiet
+    )
+    assert again["updates"] == 2
