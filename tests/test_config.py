@@ -29,7 +29,7 @@ from deeprnn.training.ranges import ARCHITECTURE
 
 
 def test_config_errors_name_the_valid_settings():
-    with pytest.raises(ValueError, match="unknown setting.*valid settings:.*bptt_steps"):
+    with pytest.raises(ValueError, match="unknown setting.*valid settings:.*bptt_steps.*hidden_size"):
         apply({"learning_rate": 1})
     with pytest.raises(ValueError, match="--set epochs: must be a whole number, got 'many'"):
         apply({"epochs": "many"})
@@ -174,6 +174,9 @@ def test_each_length_limit_is_reached_at_its_value_and_zero_is_no_limit():
     assert limits_passed(config, updates=99, epochs=4, seconds=60.0) == ["time budget"]
     assert limits_passed(config, updates=99, epochs=5, seconds=0.0) == ["epochs"]
     assert limits_passed(config, 100, 5, 60.0) == ["time budget", "max updates", "epochs"]
+    assert limits_passed(config, 101, 6, 61.0) == ["time budget", "max updates", "epochs"]  # past each
+    smallest = TrainConfig(epochs=1, max_updates=1, time_budget_s=0.5)
+    assert limits_passed(smallest, 1, 1, 0.5) == ["time budget", "max updates", "epochs"]
     unlimited = TrainConfig(epochs=5, max_updates=0, time_budget_s=0.0)
     assert limits_passed(unlimited, updates=10**9, epochs=0, seconds=1e9) == []
 
@@ -200,6 +203,7 @@ def test_a_resumed_run_may_change_its_limits_and_a_start_for_averaging_not_yet_r
     with pytest.raises(ConfigError, match="not average_after_epochs"):
         with_limits(config, {"average_after_epochs": "8"})  # without the epochs begun, never
     assert with_limits(config, {"average_after_epochs": "8"}, epochs_begun=8).average_after_epochs == 8
+    assert with_limits(config, {"average_after_epochs": "8"}, epochs_begun=5).average_after_epochs == 8
     with pytest.raises(ConfigError, match="has begun 9 epoch"):
         with_limits(config, {"average_after_epochs": "8"}, epochs_begun=9)
     averaged = TrainConfig(average_after_epochs=6)
@@ -259,6 +263,8 @@ def test_a_config_file_that_is_missing_or_not_toml_is_named(tmp_path):
 def test_flat_keys_beside_an_architecture_table_win_over_it():
     values = {"architecture": {"levels": 2, "shortcut": True}, "levels": 3, "lr": 1.0}
     assert apply(values).architecture == {"levels": 3, "shortcut": True}
+    with pytest.raises(ConfigError, match="unknown setting.*abc"):  # beside a table, still checked
+        apply({"architecture": {"levels": 2}, "abc": 1})
 
 
 AT_LEAST_1 = ([1, 2], [0, -1])
@@ -329,3 +335,15 @@ def test_a_value_of_the_wrong_type_or_not_finite_is_refused():
     assert apply({"init_from": " "}).init_from is None  # --set init_from= : no pretraining
     with pytest.raises(ConfigError, match="--set init_from: must be a run folder"):
         TrainConfig(init_from=" ")  # from Python, a blank path is an error
+
+
+def test_model_and_data_come_from_the_arguments_then_set_then_the_file_then_the_defaults(tmp_path):
+    file = tmp_path / "run.toml"
+    file.write_text('model = "srnn"\ndata = "musedata"\n')
+    assert (resolve(None, None).model, resolve(None, None).data) == ("dts-rnn", "jsb")
+    from_file = resolve(None, None, str(file))
+    assert (from_file.model, from_file.data) == ("srnn", "musedata")
+    from_set = resolve(None, None, str(file), sets=["model=rnn", "data=nottingham"])
+    assert (from_set.model, from_set.data) == ("rnn", "nottingham")
+    given = resolve("dots-rnn", "piano-midi", str(file), sets=["model=rnn", "data=nottingham"])
+    assert (given.model, given.data) == ("dots-rnn", "piano-midi")
