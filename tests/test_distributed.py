@@ -4,6 +4,7 @@ process group's helpers (joining, leaving, the world from torchrun's variables) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -175,7 +176,9 @@ def test_the_world_comes_from_torchruns_variables(monkeypatch):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     alone = distributed.from_environment()
-    assert alone == World(0, 1, 0) and alone.main and not alone.distributed
+    assert alone == World() == World(0, 1, 0) and alone.main and not alone.distributed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        alone.rank = 1  # a process's place never changes
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -212,8 +215,12 @@ def test_setup_joins_with_gloo_on_cpus_and_nccl_on_the_gpu_of_the_local_rank(gro
     assert group == ["cuda:1", "nccl", "joined"]
     assert distributed.setup(World(3, 4, 1), torch.device("cuda")) == torch.device("cuda", 1)
     assert group == ["cuda:1", "nccl", "joined", "cuda:1"]  # joined once
-    with pytest.raises(ValueError, match="LOCAL_RANK 2 has no GPU: this machine has 2"):
-        distributed.setup(World(2, 4, 2), torch.device("cuda"))
+    for local_rank in (2, 3):
+        with pytest.raises(ValueError, match=f"LOCAL_RANK {local_rank} has no GPU: this machine has 2"):
+            distributed.setup(World(3, 4, local_rank), torch.device("cuda"))
+    group.clear()  # any other device joins with gloo and is kept as it is
+    assert distributed.setup(World(1, 2, 0), torch.device("meta")) == torch.device("meta")
+    assert group == ["gloo", "joined"]
 
 
 def test_leaving_waits_for_the_others_only_after_a_finished_command(group):
