@@ -17,7 +17,7 @@ def batch(count: int) -> Batch:
 @pytest.fixture
 def clock(monkeypatch):
     """time.perf_counter as the test sets it; stderr not a terminal, so the plain lines print."""
-    now = [100.0]
+    now = [1.0]  # not a round start: elapsed time is a difference, not a remainder
     monkeypatch.setattr(console.time, "perf_counter", lambda: now[0])
     monkeypatch.setattr(console.sys.stderr, "isatty", lambda: False)
     return now
@@ -25,22 +25,22 @@ def clock(monkeypatch):
 
 def test_the_progress_line_every_tenth_of_the_epoch(clock, capsys):
     bar = console.ProgressBar(total=20, done=0, label="epoch 3")
-    clock[0] = 102.0
-    bar.update(batch(10), 1.0)
+    clock[0] = 3.0
+    bar.update(batch(10), 2.0)
     assert capsys.readouterr().out == ""  # a line every 20 // 10 = 2 batches
-    clock[0] = 104.0
-    bar.update(batch(10), 3.0)  # the shown loss: 0.95 x 1.0 + 0.05 x 3.0
+    clock[0] = 5.0
+    bar.update(batch(10), 3.0)  # the shown loss: 0.95 x 2.0 + 0.05 x 3.0
     # 20 targets in 4 s; 18 batches left at 2 s a batch
     assert (
         capsys.readouterr().out
-        == "epoch 3: 2/20 batches, loss 1.1000, 5 targets/s, ~36 s left in the epoch\n"
+        == "epoch 3: 2/20 batches, loss 2.0500, 5 targets/s, ~36 s left in the epoch\n"
     )
-    clock[0] = 108.0
+    clock[0] = 9.0
     bar.update(batch(20), None)  # a skipped update leaves the shown loss as it was
     bar.update(batch(0), None)
     assert (
         capsys.readouterr().out
-        == "epoch 3: 4/20 batches, loss 1.1000, 5 targets/s, ~32 s left in the epoch\n"
+        == "epoch 3: 4/20 batches, loss 2.0500, 5 targets/s, ~32 s left in the epoch\n"
     )
 
 
