@@ -61,7 +61,21 @@ def test_a_short_epoch_prints_every_batch(clock, capsys):
     for _ in range(3):
         clock[0] += 1.0
         bar.update(batch(1), 2.0)
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert capsys.readouterr().out.splitlines() == [  # one target a second from the first batch on
+        f"e: {k}/3 batches, loss 2.0000, 1 targets/s, ~{3 - k} s left in the epoch" for k in (1, 2, 3)
+    ]
+
+
+def test_the_lines_come_every_tenth_of_the_epoch_rounded_down(clock, capsys):
+    bar = console.ProgressBar(total=25, done=0, label="e")  # 25 // 10 = 2: a line every 2 batches
+    for _ in range(6):
+        clock[0] += 1.0
+        bar.update(batch(1), None)
+    assert [line.split(" batches")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "e: 2/25",
+        "e: 4/25",
+        "e: 6/25",
+    ]
 
 
 def test_the_log_is_echoed_and_kept(tmp_path):
