@@ -285,7 +285,7 @@ EDGES = {  # the setting: (values it takes, values it refuses), at and around ea
     **dict.fromkeys(["input_dropout", "state_dropout", "recurrent_dropout", "output_dropout"], PROBABILITY),
     "momentum": PROBABILITY,
     **dict.fromkeys(["average_after_epochs", "max_updates", "patience", "eval_every"], COUNT),
-    "seed": ([0, 2**63 - 1], [-1, 2**63]),
+    "seed": ([0, 2**63 - 1], [-1, 2**63, 2**64]),
     "data": (["jsb", " x "], ["", "   "]),
     "init_from": (["runs/a"], []),  # blank through --set or TOML means none (below)
     "model": (["rnn", "DOTS-RNN*"], ["lstm", ""]),
