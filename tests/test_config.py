@@ -317,6 +317,7 @@ def test_every_range_has_its_edges_checked():
 def test_a_value_of_the_wrong_type_or_not_finite_is_refused():
     for key, value, wanted in [
         ("epochs", 2.5, "a whole number"),
+        ("epochs", [1, 2], "a whole number"),
         ("epochs", True, "a whole number"),
         ("lr", "fast", "a number"),
         ("lr", False, "a number"),
