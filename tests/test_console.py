@@ -3,6 +3,11 @@ on a clock that the test moves, and the log kept in train.log."""
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -76,6 +81,56 @@ def test_the_lines_come_every_tenth_of_the_epoch_rounded_down(clock, capsys):
         "e: 4/25",
         "e: 6/25",
     ]
+
+
+def test_the_pace_since_the_bar_began(clock):
+    bar = console.ProgressBar(total=11, done=1, label="e")  # resumed after one batch
+    clock[0] = 1.5
+    bar.update(batch(7), None)
+    assert bar.pace() == (14.0, 4.5)  # 7 targets in half a second; 9 batches left at 0.5 s
+    clock[0] = 3.0
+    bar.update(batch(0), None)
+    bar.update(batch(0), None)
+    assert bar.pace() == (3.5, 7 * 2.0 / 3)  # 7 targets in 2 s; 7 left at 2/3 s a batch
+    at_once = console.ProgressBar(total=4, done=0, label="e")
+    at_once.update(batch(3), None)  # no time has passed: a rate all the same, not a division by 0
+    rate, left = at_once.pace()
+    assert rate > 0 and rate == rate and left == 0.0
+
+
+def test_on_a_terminal_tqdm_counts_the_batches_and_clears_its_line(clock, monkeypatch, capsys):
+    monkeypatch.setattr(console.sys.stderr, "isatty", lambda: True)
+    bar = console.ProgressBar(total=10, done=4, label="epoch 2")
+    for _ in range(3):
+        clock[0] += 1.0
+        bar.update(batch(5), 2.0)
+    assert bar.bar.n == 7
+    assert bar.bar.postfix == "loss 2.0000, 5 targets/s"
+    bar.close()
+    out = capsys.readouterr()
+    assert out.out == ""  # no plain lines beside the bar
+    assert out.err.startswith("\repoch 2:") and out.err.endswith("\r")  # gone at the epoch's end
+    assert "\n" not in out.err
+
+
+def test_the_progress_line_reaches_a_pipe_at_once():
+    """Under nohup the output is a file or a pipe, which Python buffers: each line is flushed."""
+    code = (
+        "import sys, torch\n"
+        "from deeprnn.data.batching import Batch\n"
+        "from deeprnn.training.console import ProgressBar\n"
+        "ProgressBar(1, 0, 'e').update(Batch(torch.zeros(1, 1), torch.zeros(1, 1), None, False, 1, 1), 1.0)\n"
+        "sys.stdin.readline()  # alive until the test has read the line\n"
+    )
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with subprocess.Popen([sys.executable, "-c", code], text=True, env=buffered, **pipes) as child:
+        try:
+            ready, _, _ = select.select([child.stdout], [], [], 60)
+            line = child.stdout.readline() if ready else ""
+        finally:
+            child.stdin.close()
+    assert line.startswith("e: 1/1 batches, loss 1.0000,")
 
 
 def test_the_log_is_echoed_and_kept(tmp_path):

@@ -31,9 +31,7 @@ class ProgressBar:
         self.targets += batch.count
         if loss is not None:  # a running mean, for display
             self.loss = loss if self.loss is None else 0.95 * self.loss + 0.05 * loss
-        elapsed = time.perf_counter() - self.started
-        rate = self.targets / max(elapsed, 1e-9)
-        left = (self.total - self.done) * elapsed / max(self.done - self.first, 1)
+        rate, left = self.pace()
         shown = "nan" if self.loss is None else f"{self.loss:.4f}"
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {shown}, {rate:,.0f} targets/s")
@@ -44,6 +42,14 @@ class ProgressBar:
                 f"~{left:.0f} s left in the epoch",
                 flush=True,
             )
+
+    def pace(self) -> tuple[float, float]:
+        """Targets per second since the bar began (or resumed), and the seconds left in the epoch
+        at that pace."""
+        elapsed = time.perf_counter() - self.started
+        rate = self.targets / max(elapsed, 1e-9)
+        left = (self.total - self.done) * elapsed / max(self.done - self.first, 1)
+        return rate, left
 
     def close(self) -> None:
         if self.bar is not None:
