@@ -52,8 +52,8 @@ def _results(run) -> dict:
     return json.loads((run / "results.json").read_text())
 
 
-def _valid_curve(run) -> list[float]:
-    return [json.loads(x)["value"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+def _curve(run, column: str = "value") -> list[float]:
+    return [json.loads(x)[column] for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_two_processes_train_as_one_with_the_global_batch(tmp_path, data_root):
@@ -63,7 +63,10 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path, data_root):
     one, two = _results(tmp_path / "one"), _results(tmp_path / "two")
     assert two["updates"] == one["updates"] == 20
     assert two["test_nll"] == pytest.approx(one["test_nll"], abs=1e-4)
-    assert _valid_curve(tmp_path / "two") == pytest.approx(_valid_curve(tmp_path / "one"), abs=1e-4)
+    assert _curve(tmp_path / "two") == pytest.approx(_curve(tmp_path / "one"), abs=1e-4)
+    assert _curve(tmp_path / "two", "train_loss") == pytest.approx(
+        _curve(tmp_path / "one", "train_loss"), abs=1e-4
+    )
     assert "2 processes" in (tmp_path / "two" / "train.log").read_text()
 
 

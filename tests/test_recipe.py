@@ -349,6 +349,7 @@ def test_a_run_whose_validation_is_never_finite_stops_after_patience_evals(tmp_p
     with pytest.raises(TrainingDiverged, match="no finite score in 3 evaluations") as stopped:
         trainer.train(apply(settings), tmp_path / "r", **QUIET)
     assert stopped.value.update == 15
+    assert stopped.value.last_good == str(tmp_path / "r" / "checkpoints" / "last.pt")
     assert json.loads((tmp_path / "r" / "results.json").read_text())["stop_reason"] == "diverged"
 
 
