@@ -239,3 +239,52 @@ def test_each_process_draws_from_its_own_seed_and_wraps_its_model_for_its_device
     assert second.net is second.model  # what the recorder returned: training calls the wrapper
     with pytest.raises(RunFolderError, match="trained by 1 process"):
         second.resume(make_run(tmp_path / "alone", rolls).checkpoint_state())
+
+
+# -- counts past 256, where CPython's cached small ints end (`is` would stop agreeing with `==`) --------
+
+
+def text_corpus(tmp_path, train_words: int):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = [f"w{i % 7}" for i in range(train_words)]
+    for split, text in (("train", words), ("valid", words[:40]), ("test", words[:40])):
+        (corpus / f"{split}.txt").write_text(" ".join(text) + "\n")
+    return corpus
+
+
+def test_an_epoch_of_300_batches_is_read_once_to_its_end(tmp_path, monkeypatch):
+    config = apply(settings(text_corpus(tmp_path, 300), batch_size=1, bptt_steps=1, epochs=2))
+    run = loop.Run(config, tmp_path / "r", load(config.data), **QUIET)
+    per_epoch, reads, original = run.train_data.count(0), [], run.train_data.batches
+
+    def reading(epoch, start):
+        assert start < per_epoch, f"epoch {epoch} read again from batch {start}, past its end"
+        reads.append((epoch, start))
+        return original(epoch, start)
+
+    monkeypatch.setattr(run.train_data, "batches", reading)
+    result = run.train()
+    assert per_epoch > 256 and reads == [(0, 0), (1, 0)]
+    assert (result["updates"], result["stop_reason"]) == (2 * per_epoch, "epochs")
+
+
+def test_257_epochs_and_a_patience_of_257_are_reached(tmp_path, rolls, monkeypatch):
+    one_batch = settings(rolls, batch_size=12, bptt_steps=100, max_updates=300)  # an epoch: one update
+    result = trainer.train(apply({**one_batch, "epochs": 257, "patience": 0}), tmp_path / "epochs", **QUIET)
+    assert (result["updates"], result["stop_reason"]) == (257, "epochs")
+    scripted_validation(monkeypatch, [5.0 + k for k in range(300)])
+    result = trainer.train(
+        apply({**one_batch, "epochs": 1000, "patience": 257}), tmp_path / "patience", **QUIET
+    )
+    assert (result["updates"], result["stop_reason"]) == (258, "early stopping")
+
+
+def test_a_run_of_257_processes_resumes(tmp_path, wrapped):
+    config = apply(settings(text_corpus(tmp_path, 257 * 4), batch_size=1, bptt_steps=2))
+    alone = loop.Run(config, tmp_path / "alone", load(config.data), **QUIET)
+    state = alone.checkpoint_state()
+    state["processes"] = [{"carry": None, "rng": state["rng"]} for _ in range(257)]
+    last = loop.Run(config, tmp_path / "r", load(config.data), world=World(256, 257), **QUIET)
+    last.resume(state)
+    assert last.progress.updates == 0 and wrapped == [{"device_ids": None}]
