@@ -210,3 +210,38 @@ def test_a_transition_named_alone_means_its_row_of_the_nade_table():
     ]
     assert cells("music", ["rnn-nade", "rnn"], ["jsb"]) == [("jsb", "rnn")]
     assert main(["reproduce", "ptb-word", "--models", "dots-rnn*", "--out", "unused"]) == 2  # not in it
+
+
+def test_ptb_char_skips_a_finished_run_and_resumes_an_interrupted_one(tmp_path, capsys):
+    """``deeprnn reproduce ptb-char --models rnn`` at a tiny size, on a Penn Treebank folder of a few
+    lines laid out as the real one: run, rerun (skipped), then killed after its last checkpoint
+    (no results.json) and rerun with a higher limit (resumed where it stopped)."""
+    words = ["the", "cat", "sat", "on", "a", "mat", "<unk>", "and", "N", "dogs", "ran"]
+    lines = [" " + " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(8)) + " \n" for i in range(60)]
+    ptb = tmp_path / "data" / "ptb"
+    ptb.mkdir(parents=True)
+    for split, part in [("train", lines[:40]), ("valid", lines[40:50]), ("test", lines[50:])]:
+        (ptb / f"ptb.{split}.txt").write_text("".join(part))
+    argv = ["reproduce", "ptb-char", "--models", "rnn", "--out", str(tmp_path / "out")]
+    argv += ["--data-dir", str(tmp_path / "data"), "--set", "hidden_size=12", "--set", "batch_size=4"]
+    argv += ["--set", "bptt_steps=20", "--set", "eval_every=2", "--set", "device=cpu"]
+
+    assert main([*argv, "--set", "max_updates=4"]) == 0
+    (row,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
+    assert (row["model"], row["paper"], row["updates"]) == ("rnn", 1.414, 4)
+    assert row["scale"].startswith("limited")
+    # 19 symbols (t h e c a s o n m < u k > d N g r, the space, the newline): 12x19 in, 12x12 across,
+    # 19x12 out, and the biases 12 + 19
+    assert (row["weights"], row["params"]) == (12 * 19 + 12 * 12 + 19 * 12, 600 + 12 + 19)
+    assert [u for u, _ in row["curve"]] == [2, 4]
+    capsys.readouterr()
+    assert main([*argv, "--set", "max_updates=4"]) == 0
+    assert "ptb-char/rnn: done, skipped" in capsys.readouterr().out
+    (again,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
+    assert again["test_bpc"] == row["test_bpc"]
+
+    (tmp_path / "out" / "runs" / "ptb-char" / "rnn" / "results.json").unlink()  # killed after update 4
+    assert main([*argv, "--set", "max_updates=6"]) == 0
+    assert "ptb-char/rnn: resuming" in capsys.readouterr().out
+    (row,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
+    assert row["updates"] == 6 and [u for u, _ in row["curve"]] == [2, 4, 6]
