@@ -288,3 +288,23 @@ def test_a_run_of_257_processes_resumes(tmp_path, wrapped):
     last = loop.Run(config, tmp_path / "r", load(config.data), world=World(256, 257), **QUIET)
     last.resume(state)
     assert last.progress.updates == 0 and wrapped == [{"device_ids": None}]
+
+
+@pytest.mark.parametrize("short", [0, 1])
+def test_training_data_that_gives_fewer_batches_than_it_counts_is_an_error_not_a_hang(
+    tmp_path, rolls, monkeypatch, short
+):
+    """An epoch that ends before its count (none at all, or one batch short) would be read again
+    from its last position, which yields nothing, for ever: it is an error naming both numbers."""
+    run = loop.Run(apply(settings(rolls, max_updates=100)), tmp_path / "r", load(str(rolls)), **QUIET)
+    per_epoch, original, reads = run.train_data.count(0), run.train_data.batches, []
+
+    def short_of_its_count(epoch, start):
+        reads.append(start)
+        assert len(reads) < 3, f"read again and again from batch {start}: the loop never ends"
+        return itertools.islice(original(epoch, start), short)
+
+    monkeypatch.setattr(run.train_data, "batches", short_of_its_count)
+    with pytest.raises(RuntimeError, match=f"gave out after batch {short}, before the {per_epoch} batches"):
+        run.train()
+    assert per_epoch > 1 and reads == [0]

@@ -338,6 +338,11 @@ class Run:
                 elif p.updates % config.checkpoint_every == 0:
                     self.save_last()
                 started = time.perf_counter()
+            else:  # not ended by the epoch's last batch: the next pass would read nothing, forever
+                raise RuntimeError(
+                    f"epoch {p.epoch}: the training data gave out after batch {p.batch}, "
+                    f"before the {per_epoch} batches it counts (its count() and batches() disagree)"
+                )
             bar.close()
         self.writer.close()
         return self.finish()
