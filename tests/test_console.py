@@ -85,6 +85,8 @@ def test_the_lines_come_every_tenth_of_the_epoch_rounded_down(clock, capsys):
 
 def test_the_pace_since_the_bar_began(clock):
     bar = console.ProgressBar(total=11, done=1, label="e")  # resumed after one batch
+    clock[0] = 1.25
+    assert bar.pace() == (0.0, 10 * 0.25)  # no batch yet: the quarter second taken as one batch's
     clock[0] = 1.5
     bar.update(batch(7), None)
     assert bar.pace() == (14.0, 4.5)  # 7 targets in half a second; 9 batches left at 0.5 s

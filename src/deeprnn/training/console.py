@@ -45,7 +45,7 @@ class ProgressBar:
 
     def pace(self) -> tuple[float, float]:
         """Targets per second since the bar began (or resumed), and the seconds left in the epoch
-        at that pace."""
+        at that pace (before the first batch, as if the time so far were one batch's)."""
         elapsed = time.perf_counter() - self.started
         rate = self.targets / max(elapsed, 1e-9)
         left = (self.total - self.done) * elapsed / max(self.done - self.first, 1)
