@@ -21,6 +21,10 @@ import torch
 from deeprnn.operators.transitions import DeepTransition
 from deeprnn.operators.units import ELEMENTWISE, LP_FLOOR, lp_derivatives, lp_order
 
+# Below this many steps the weights are read in place: copying them into the faster layout
+# costs about as much as a few steps' products (and a sampler runs one step a call).
+_STEPS_TO_TRANSPOSE = 8
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -67,8 +71,9 @@ class FusedUnroll(torch.autograd.Function):
         pre_slots = [pre[layer].unbind(0) if layer in pre else outputs[layer] for layer in range(depth)]
         pre_groups = {layer: p.view(steps, *_grid(plan, layer, batch)).unbind(0) for layer, p in pre.items()}
         previous = states[:-1].unbind(0)
-        reads_h = recurrent_weight.t().contiguous()  # (H, P): the fast layout for h @ W
-        between = [w.t().contiguous() for w in layer_weights]
+        reads_h, *between = (w.t() for w in (recurrent_weight, *layer_weights))
+        if steps >= _STEPS_TO_TRANSPOSE:  # (H, P): the fast layout for h @ W, worth a copy
+            reads_h, *between = (w.contiguous() for w in (reads_h, *between))
         inputs = [part.unbind(0) for part in u.split(plan.pre_sizes, -1)]
         if plan.shortcut:  # one product gives every layer its h_{t-1} term and input term
             summed = u.new_empty(batch, sum(plan.pre_sizes))
