@@ -365,3 +365,69 @@ def test_loss_shifts_masks_and_averages_as_the_trainer_scores():
     assert float(words.loss(ids, lengths=lengths)) == pytest.approx(total / 8, rel=1e-5)
     with pytest.raises(ValueError, match="reduction must be mean, sum or none"):
         words.loss(ids, reduction="max")
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("tokens", [False, True])
+def test_step_by_step_equals_the_whole_sequence(name, tokens):
+    """DeepRNN.step, one call a step from forward's h_n, gives forward's logits and h_n."""
+    model = make(name, tokens=tokens, dtype=torch.float64).eval()
+    x = inputs(model, 7, 3, dtype=torch.float64)
+    with torch.no_grad():
+        whole, h_whole = model(x)
+        logits, h = model(x[:2])
+        steps = list(logits)
+        for x_t in x[2:]:
+            logits_t, h = model.step(x_t, h)
+            steps.append(logits_t)
+    torch.testing.assert_close(torch.stack(steps), whole, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(h, h_whole, atol=1e-12, rtol=1e-12)
+
+
+def test_step_carries_an_lstm_state_as_forward_does():
+    from deeprnn.operators.torch_cells import TorchCell
+
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=9, output_size=9, hidden_size=6, levels=2)
+    model = DeepRNN(
+        config, transitions=[TorchCell(torch.nn.LSTMCell(9, 6)), TorchCell(torch.nn.LSTMCell(6, 6))]
+    )
+    model.eval()
+    x = torch.randn(5, 2, 9)
+    with torch.no_grad():
+        whole, (h_whole, c_whole) = model(x)
+        logits, state = model(x[:1])
+        steps = [logits[0]]
+        for x_t in x[1:]:
+            logits_t, state = model.step(x_t, state)
+            steps.append(logits_t)
+    torch.testing.assert_close(torch.stack(steps), whole)
+    torch.testing.assert_close(state[0], h_whole)
+    torch.testing.assert_close(state[1], c_whole)
+
+
+@pytest.mark.parametrize(
+    "x, hx, message",
+    [
+        (torch.zeros(2, 1, 9), torch.zeros(1, 2, 7), r"one step of input, \(B, 9\) floats"),
+        (
+            torch.zeros(2, 9),
+            torch.zeros(2, 7),
+            r"\(levels, B, H\) = \(1, 2, 7\); got \(2, 9\) and \[\(2, 7\)\]",
+        ),
+        (torch.zeros(2, 9), torch.zeros(1, 3, 7), r"got \(2, 9\) and \[\(1, 3, 7\)\]"),
+    ],
+)
+def test_step_refuses_a_sequence_or_a_state_of_another_shape(x, hx, message):
+    model = make("rnn").eval()
+    with pytest.raises(ValueError, match=message):
+        model.step(x, hx)
+
+
+@pytest.mark.parametrize("dropout", ["input_dropout", "state_dropout", "recurrent_dropout", "output_dropout"])
+def test_step_refuses_to_run_without_the_dropout_of_training(dropout):
+    model = make("do", **{dropout: 0.5})
+    with pytest.raises(RuntimeError, match=r"without dropout: call \.eval\(\) first"):
+        model.step(torch.zeros(1, 9), torch.zeros(1, 1, 6))
+    model.eval().step(torch.zeros(1, 9), torch.zeros(1, 1, 6))
+    make("rnn").train().step(torch.zeros(1, 9), torch.zeros(1, 1, 7))  # nothing to drop: allowed

@@ -25,6 +25,29 @@ def test_music_samples_are_frames_and_follow_the_seed():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("head", ["bernoulli", "nade", "categorical"])
+def test_samples_are_the_draws_of_the_whole_model_run_again_at_every_step(head):
+    """sample() primes with the context in one call and then runs DeepRNN.step once a draw: the
+    draws are those of the plain definition, forward over the context then over each draw,
+    with the same random numbers."""
+    torch.manual_seed(0)
+    size = 6 if head == "categorical" else 9
+    config = ModelConfig(
+        input_size=size, output_size=size, hidden_size=8, head=head, transition_sizes=(5,), nade_hidden=4
+    )
+    model = DeepRNN(config, batch_first=True).eval()
+    start = torch.tensor([1, 4, 2]) if head == "categorical" else (torch.rand(3, size) < 0.3).float()
+    drawn = sample(model, 20, start=start, generator=torch.Generator().manual_seed(3))
+    generator, x, h, expected = torch.Generator().manual_seed(3), start.unsqueeze(0), None, []
+    with torch.no_grad():
+        for _ in range(20):
+            logits, h = model(x, h)
+            draw = model.head.sample(logits[:, -1], generator=generator)
+            expected.append(draw[0])
+            x = draw.unsqueeze(1)
+    assert torch.equal(drawn, torch.stack(expected))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_a_model_on_the_gpu_samples_there_and_returns_frames_on_the_cpu():
     torch.manual_seed(0)

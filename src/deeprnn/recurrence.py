@@ -80,6 +80,11 @@ def map_carry(function: Callable[[torch.Tensor], torch.Tensor], carry: Carry | N
     return tuple(function(part) for part in carry)
 
 
+def _parts(carry: Carry) -> tuple[torch.Tensor, ...]:
+    """The tensors of a carry: itself, or those of its tuple."""
+    return (carry,) if isinstance(carry, torch.Tensor) else tuple(carry)
+
+
 def fast_path_applies(cell: Transition, u: torch.Tensor) -> bool:
     """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, and nothing
     needs to see the operations one by one (a tracer, the compiler, autocast's casts)."""
@@ -223,6 +228,34 @@ class Recurrence(nn.Module):
         if self.carries == 1:
             return x, torch.stack(finals), unbatched
         return x, tuple(torch.stack(parts) for parts in zip(*finals, strict=True)), unbatched
+
+    def step(self, x: torch.Tensor, hx: Carry) -> tuple[torch.Tensor, Carry]:
+        """One step of every level, for generation: x (B, …) one step of input, hx (levels, B, H)
+        (or a tuple, as ``forward``'s) -> (h_t of the top level (B, H), the new hx).
+
+        The same numbers as ``forward`` over one step in evaluation mode, with none of its
+        per-call work (layouts, lengths, the fast path's set-up): a sampler calls it once a step."""
+        if self.training and max(self.input_dropout, self.state_dropout, self.recurrent_dropout) > 0:
+            raise RuntimeError("step computes the model without dropout: call .eval() first")
+        expected = (self.num_levels, x.shape[0], self.hidden_size) if x.dim() else None
+        if x.dim() != (1 if self.tokens else 2) or any(tuple(part.shape) != expected for part in _parts(hx)):
+            kind = "(B,) token ids" if self.tokens else f"(B, {self.input_size}) floats"
+            shapes = [tuple(part.shape) for part in _parts(hx)]
+            raise ValueError(
+                f"step reads one step of input, {kind}, and hx of shape (levels, B, H) = "
+                f"{expected}; got {tuple(x.shape)} and {shapes}"
+            )
+        x = x.unsqueeze(0)
+        if self.input_map is not None:
+            x = self.input_map(x)
+        new = []
+        for index, level in enumerate(self.levels):
+            carry = level.step(level.project(x)[0], map_carry(lambda part, i=index: part[i], hx))
+            new.append(carry)
+            x = (carry if self.carries == 1 else carry[0]).unsqueeze(0)
+        if self.carries == 1:
+            return x[0], torch.stack(new)
+        return x[0], tuple(torch.stack(parts) for parts in zip(*new, strict=True))
 
     @staticmethod
     def restore_state(h_n: Carry, unbatched: bool) -> Carry:

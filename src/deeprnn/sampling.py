@@ -20,6 +20,7 @@ from deeprnn.errors import ConfigError
 from deeprnn.io import write_atomic, write_text
 from deeprnn.models import DeepRNN
 from deeprnn.published import Published
+from deeprnn.recurrence import map_carry
 
 MAX_ROLL_INCHES = 160  # the widest piano-roll picture: 16,000 pixels at 100 dpi
 
@@ -47,12 +48,13 @@ def sample(
     tokens = model.config.tokens
     if start is None:
         start = torch.zeros(1, dtype=torch.int64) if tokens else torch.zeros(1, model.config.input_size)
-    x, state, out = start.to(device).unsqueeze(1), None, []
-    for _ in range(steps):
-        logits, state = model(x, state)
-        draw = model.head.sample(logits[-1:], generator=generator, temperature=temperature)
-        out.append(draw[0, 0])
-        x = draw.to(torch.int64) if tokens else draw
+    logits, state = model(start.to(device))  # the context in one call, unbatched (any layout)
+    last, state, out = logits[-1:], map_carry(lambda part: part.unsqueeze(1), state), []
+    for step in range(steps):
+        draw = model.head.sample(last, generator=generator, temperature=temperature)
+        out.append(draw[0])
+        if step + 1 < steps:  # then one step of the model a draw (DeepRNN.step)
+            last, state = model.step(draw.to(torch.int64) if tokens else draw, state)
     model.train(was_training)
     return torch.stack(out).cpu()
 
