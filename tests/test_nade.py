@@ -101,6 +101,28 @@ def test_samples_follow_the_distribution():
     assert (cold == cold[0]).all(-1).float().mean() > 0.9  # a low temperature draws the likeliest keys
 
 
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_sampling_draws_the_keys_one_after_another(order):
+    """Each frame as the plain loop over the keys draws it, from the same uniform numbers:
+    key k is on when its number falls below p(v_k = 1 | v_<k) at the temperature."""
+    head = nade(order=order)
+    logits = torch.randn(40, head.logit_size, dtype=torch.float64)
+    logits[:, : head.keys] -= 1.5  # a few notes a frame, as in music
+    drawn = head.sample(logits, generator=torch.Generator().manual_seed(2), temperature=0.7)
+    uniform = torch.rand(40, head.keys, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    keys = list(range(head.keys) if order == "ascending" else reversed(range(head.keys)))
+    expected = torch.zeros(40, head.keys, dtype=torch.float64)
+    for frame, (b_c, draws) in enumerate(zip(logits, uniform, strict=True)):
+        a = b_c[head.keys :].clone()
+        for position, k in enumerate(keys):
+            p = torch.sigmoid((b_c[k] + torch.dot(head.V[k], torch.sigmoid(a))) / 0.7)
+            if draws[position] < p:
+                expected[frame, k] = 1.0
+                a = a + head.W[k]
+    assert torch.equal(drawn, expected)
+    assert 1 < expected.sum(-1).mean() < head.keys - 1  # frames of several notes, not all or none
+
+
 def test_a_deep_rnn_with_a_nade_head_trains_scores_and_respects_lengths():
     config = ModelConfig(
         input_size=12, output_size=12, hidden_size=8, transition_sizes=(6,), shortcut=True,

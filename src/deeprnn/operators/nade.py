@@ -10,7 +10,7 @@ W, V (K × H) are shared across time; the biases b (K) and c (H) are what ▷ gi
 ▷ h_t = [b_t ; c_t], so that the recurrence conditions every key. The NLL is exact, and computed
 for all keys at once (no loop over them): a_k changes only after a key that is on, so a frame of
 S notes needs σ(a) S + 1 times, not K (:meth:`NADE.key_logits`). Sampling draws the keys one
-after another.
+after another, in S + 1 rounds (:meth:`NADE.sample`).
 """
 
 from __future__ import annotations
@@ -103,16 +103,29 @@ class NADE(nn.Module):
         self, logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> torch.Tensor:
         """One frame per logit vector, each key drawn given the keys drawn before it; the
-        temperature divides each key's logit. (…, K + H) -> (…, K) 0/1."""
+        temperature divides each key's logit. (…, K + H) -> (…, K) 0/1.
+
+        Key k is on when its uniform draw falls below p(v_k = 1 | v_<k), and a_k changes only
+        after a key that is on: from the key after the last note, every key's probability is
+        computed at once, and the first key whose draw falls below it is the next note (the
+        keys between are off). A frame of S notes takes S + 1 rounds, not K."""
         b, c = logits.split([self.keys, self.hidden], -1)
-        b, (w, u) = self._ordered(b), self._weights()
-        a, keys = c.clone(), []
-        for k in range(self.keys):
-            p = torch.sigmoid((b[..., k] + (torch.sigmoid(a) * u[k]).sum(-1)) / temperature)
-            v = torch.bernoulli(p, generator=generator)
-            a = a + v.unsqueeze(-1) * w[k]
-            keys.append(v)
-        return self._ordered(torch.stack(keys, -1))
+        shape = b.shape
+        b, a = self._ordered(b).reshape(-1, self.keys), c.reshape(-1, self.hidden).clone()
+        w, u = self._weights()
+        draws = torch.rand(b.shape, generator=generator, dtype=b.dtype, device=b.device)
+        keys = torch.arange(self.keys, device=b.device)
+        frames, rows = torch.zeros_like(b), torch.arange(b.shape[0], device=b.device)
+        start = torch.zeros_like(rows)  # the first key each frame has still to draw
+        while rows.numel():
+            p = torch.sigmoid((b[rows] + torch.sigmoid(a[rows]) @ u.T) / temperature)
+            on = (draws[rows] < p) & (keys >= start[rows].unsqueeze(-1))
+            found = on.any(-1)
+            rows, note = rows[found], on[found].to(torch.uint8).argmax(-1)  # the first key on
+            frames[rows, note] = 1.0
+            a[rows] += w[note]
+            start[rows] = note + 1
+        return self._ordered(frames.view(shape))
 
     def _ordered(self, keys: torch.Tensor) -> torch.Tensor:
         """Keys (…, K) from pitch order into the NADE's order, or back (the same flip)."""
