@@ -54,6 +54,22 @@ def test_bench_json_layout(tmp_path, capsys):
     assert count_parameters(bench_model("dts-rnn", h))["weights"] == 2 * 88 * h + 3 * h * h + h * 88
 
 
+def test_sampling_draws_one_sequence_of_each_length_at_batch_one(capsys, monkeypatch):
+    """``--modes sample`` times sample() against nn.RNN run a step at a time: one case per
+    length at B=1, whatever the shapes' batches, with the FLOP parity of the other modes."""
+    from deeprnn import bench
+
+    monkeypatch.setattr(bench, "SHAPES", ((3, 6), (1, 6), (2, 4)))
+    argv = ["bench", "--models", "rnn", "dts-rnn-nade", "--tasks", "music", "--hidden", "16"]
+    assert main([*argv, "--modes", "sample", "eval", "--seconds", "0.01", "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)["cases"]
+    drawn = [(c["model"], c["batch"], c["steps"]) for c in cases if c["mode"] == "sample"]
+    assert drawn == [("rnn", 1, 6), ("dts-rnn-nade", 1, 6), ("rnn", 1, 4), ("dts-rnn-nade", 1, 4)]
+    parity = {(c["model"], c["mode"]): c["flop_parity"] for c in cases}
+    assert parity[("rnn", "sample")] == parity[("rnn", "eval")] == 1.0
+    assert parity[("dts-rnn-nade", "sample")] == parity[("dts-rnn-nade", "eval")]
+
+
 def test_the_penn_treebank_shapes_count_no_embedding_as_a_product(capsys):
     """Text cases read token ids: the baseline is an embedding, nn.RNN(H, H) and a softmax over
     the vocabulary; an embedding is a lookup, so neither side's counts toward the FLOP parity."""

@@ -10,7 +10,9 @@ for the task with every width set to H, scored by its head's NLL:
   out; the baseline is an embedding of width H, ``nn.RNN(H, H, num_layers=levels)`` and a linear
   output with the cross-entropy. These shapes decide how long the Penn Treebank tables take.
 
-``train`` times forward + backward + an SGD update, ``eval`` a forward pass without gradients.
+``train`` times forward + backward + an SGD update, ``eval`` a forward pass without gradients,
+``sample`` the drawing of one sequence of T steps, a step a call (:func:`deeprnn.sampling.sample`
+against nn.RNN run a step at a time, its draw fed back), at B=1 whatever the shape's batch.
 Each case also gives the peak memory of one call, ours and the baseline's, and for training the
 bytes autograd saves for the backward pass (:mod:`deeprnn.memory`).
 The ratio is our throughput over the baseline's. Every weight matrix is used once per step (an
@@ -20,6 +22,7 @@ embedding is a lookup, not a product, and is not counted), so the FLOP parity ra
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import time
@@ -36,8 +39,10 @@ from deeprnn.names import MODELS, NADE_MODELS
 from deeprnn.operators.projection import Projection
 from deeprnn.presets import preset
 from deeprnn.runtime import own_random_state
+from deeprnn.sampling import sample
 
 SHAPES = ((32, 100), (1, 200))  # (batch, steps)
+MODES = ("train", "eval", "sample")
 # task -> (its preset's data set, the input and output size, the hidden sizes measured)
 TASKS = {
     "music": ("nottingham", 88, (256, 512)),
@@ -59,6 +64,22 @@ class _Baseline(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.rnn(x if self.embedding is None else self.embedding(x))[0])
+
+    @torch.no_grad()
+    def sample(self, steps: int, generator: torch.Generator) -> None:
+        """What a user of nn.RNN writes to draw a sequence: a step a call, the draw fed back."""
+        tokens = self.embedding is not None
+        x = torch.zeros(
+            (1, 1) if tokens else (1, 1, self.rnn.input_size), dtype=torch.int64 if tokens else None
+        )
+        h = None
+        for _ in range(steps):
+            out, h = self.rnn(self.embedding(x) if tokens else x, h)
+            logits = self.output(out[-1])
+            if tokens:
+                x = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).view(1, 1)
+            else:
+                x = torch.bernoulli(torch.sigmoid(logits), generator=generator).view(1, 1, -1)
 
 
 def bench_model(name: str, hidden: int, task: str = "music") -> DeepRNN:
@@ -107,6 +128,13 @@ def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str)
     return train if mode == "train" else evaluate
 
 
+def _sample_fn(model: nn.Module, steps: int, device: torch.device):
+    generator = torch.Generator(device).manual_seed(0)
+    if isinstance(model, DeepRNN):
+        return lambda: sample(model, steps, generator=generator)
+    return lambda: model.sample(steps, generator)
+
+
 def _time(fn, device: torch.device, seconds: float) -> float:
     """Median seconds per call, after a warm-up, over about ``seconds`` of calls."""
 
@@ -151,7 +179,15 @@ def run_case(
     if mode == "eval":
         ours.eval()
         base.eval()
-    ours_fn, base_fn = _step_fn(ours, x, target, mode), _step_fn(base, x, target, mode)
+    if mode == "sample":
+        if task == "music":  # both draw about NOTES keys a frame, as trained models do
+            keys = TASKS[task][1]
+            with torch.no_grad():
+                for bias in (ours.output.logits.bias[:keys], base.output.bias):
+                    bias.fill_(math.log(NOTES / (keys - NOTES)))
+        ours_fn, base_fn = _sample_fn(ours, steps, device), _sample_fn(base, steps, device)
+    else:
+        ours_fn, base_fn = _step_fn(ours, x, target, mode), _step_fn(base, x, target, mode)
     # Alternate the two so that a change of machine load affects both alike; keep the best
     # round of each (the least disturbed).
     t_ours, t_base = [], []
@@ -192,17 +228,22 @@ def run(
     tasks: Sequence[str] = tuple(TASKS),
 ) -> dict:
     """Every case of ``tasks`` × ``hidden`` (default: each task's own sizes) × ``shapes`` ×
-    ``modes`` × ``models`` (the NADE presets on music only)."""
+    ``modes`` × ``models`` (the NADE presets on music only; ``sample``, at B=1 once per length)."""
     dev = torch.device(device)
     cases = []
     for task in tasks:
         for h in hidden or TASKS[task][2]:
+            drawn = set()  # the lengths sampled so far (one sequence: B=1 whatever the shape's)
             for batch, steps in shapes:
                 for mode in modes:
+                    if mode == "sample" and steps in drawn:
+                        continue
+                    drawn |= {steps} if mode == "sample" else set()
                     for name in models:
                         if name in NADE_MODELS and task != "music":
                             continue
-                        case = run_case(name, batch, steps, h, mode, dev, seconds, task)
+                        b = 1 if mode == "sample" else batch
+                        case = run_case(name, b, steps, h, mode, dev, seconds, task)
                         cases.append(case)
                         if progress is not None:
                             progress(case)

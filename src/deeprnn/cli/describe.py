@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from deeprnn.bench import TASKS
+from deeprnn.bench import MODES, TASKS
 from deeprnn.cli.arguments import Commands, data_dir
 from deeprnn.errors import UserError
 from deeprnn.names import DATA_SETS, MODELS, canonical_model
@@ -106,7 +106,7 @@ def _bench_parser(commands) -> None:
     )
     sizes = "; ".join(f"{task} {' '.join(map(str, sizes))}" for task, (_, _, sizes) in TASKS.items())
     bench.add_argument("--hidden", nargs="+", type=int, help=f"hidden sizes (default: {sizes})")
-    bench.add_argument("--modes", nargs="+", default=["train", "eval"], choices=["train", "eval"])
+    bench.add_argument("--modes", nargs="+", default=["train", "eval"], choices=MODES)
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--seconds", type=float, default=1.0, help="measuring time per case and model")
     bench.add_argument("--quick", action="store_true", help="one small shape (a smoke test)")
