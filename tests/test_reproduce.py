@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from deeprnn import reproduce
 from deeprnn.cli import main
 from deeprnn.reproduce import PAPER, cells, write_table
 from deeprnn.training import config
@@ -145,7 +146,8 @@ def test_a_finetune_stage_trains_from_the_first_and_gives_the_row(tmp_path, data
 
 def test_a_cell_without_runs_keeps_its_row(tmp_path, data_root, capsys):
     """Runs are not committed: rerunning one cell in a fresh checkout rewrites that row and keeps
-    the others from the table already there; a kept row without a curve keeps its data set's PNG."""
+    the others from the table already there; a kept row without a curve is named on its data
+    set's PNG without a line, and a data set with no curve at all keeps its PNG."""
     argv = ["reproduce", "music", "--data", "jsb", "--out", str(tmp_path), "--data-dir", str(data_root)]
     for s in SMALL:
         argv += ["--set", s]
@@ -165,9 +167,16 @@ def test_a_cell_without_runs_keeps_its_row(tmp_path, data_root, capsys):
     picture = (tmp_path / "music-jsb.png").read_bytes()
     capsys.readouterr()
     assert main([*argv, "--models", "dts-rnn"]) == 0
-    assert "music-jsb.png: kept as it was" in capsys.readouterr().out
-    assert (tmp_path / "music-jsb.png").read_bytes() == picture
+    assert "music-jsb.png: rnn has no stored curve" in capsys.readouterr().out
+    assert (tmp_path / "music-jsb.png").read_bytes() != picture  # dts-rnn's line alone now
     assert json.loads((tmp_path / "music.json").read_text())["rows"][0] == legacy
+
+    table = json.loads((tmp_path / "music.json").read_text())
+    del table["rows"][1]["curve"]  # no row with a curve: the picture stays
+    picture, said = (tmp_path / "music-jsb.png").read_bytes(), []
+    assert reproduce.plot_curves(table, tmp_path, said.append) == []
+    assert said == ["music-jsb.png: kept as it was (no row of jsb has a stored curve)"]
+    assert (tmp_path / "music-jsb.png").read_bytes() == picture
 
 
 def test_a_table_that_is_not_ours_is_an_error_not_overwritten(tmp_path):

@@ -301,7 +301,8 @@ def markdown(result: dict) -> str:
 def plot_curves(result: dict, out: Path, log: Log = print) -> list[Path]:
     """One PNG per data set: the validation metric against updates, one line per row.
 
-    A data set with a row from a table written before rows held their curve keeps its PNG."""
+    A row from a table written before rows held their curve is named in the legend without a
+    line; a data set with no curve at all keeps its PNG."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     table, written = result["table"], []
@@ -310,14 +311,19 @@ def plot_curves(result: dict, out: Path, log: Log = print) -> list[Path]:
         target = out / (f"{table}.png" if data == table else f"{table}-{data}.png")
         if not rows:
             continue
-        if any("curve" not in r for r in rows):
-            log(f"{target.name}: kept as it was (a row of {data} has no stored curve)")
+        drawn = [r for r in rows if "curve" in r]
+        if not drawn:
+            log(f"{target.name}: kept as it was (no row of {data} has a stored curve)")
             continue
         fig = Figure(figsize=(6, 4))
         ax = fig.subplots()
-        lowest = min(v for r in rows for _, v in r["curve"])
+        lowest = min(v for r in drawn for _, v in r["curve"])
         for r in rows:
-            ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
+            if r in drawn:
+                ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
+            else:
+                ax.plot([], [], " ", label=f"{r['model']}: no curve stored")
+                log(f"{target.name}: {r['model']} has no stored curve")
         published = sorted({r["paper"] for r in rows if r.get("paper") is not None})
         for value in published:  # the paper's (or the anchor's) test value, for reference
             ax.axhline(value, color="grey", linestyle="--", linewidth=0.8)
