@@ -385,6 +385,7 @@ def test_step_by_step_equals_the_whole_sequence(name, tokens):
 
 
 def test_step_carries_an_lstm_state_as_forward_does():
+    """A tuple carry (an LSTM's (h, c)) goes through step as through forward, level by level."""
     from deeprnn.operators.torch_cells import TorchCell
 
     torch.manual_seed(0)
@@ -409,19 +410,31 @@ def test_step_carries_an_lstm_state_as_forward_does():
 @pytest.mark.parametrize(
     "x, hx, message",
     [
-        (torch.zeros(2, 1, 9), torch.zeros(1, 2, 7), r"one step of input, \(B, 9\) floats"),
-        (
-            torch.zeros(2, 9),
-            torch.zeros(2, 7),
-            r"\(levels, B, H\) = \(1, 2, 7\); got \(2, 9\) and \[\(2, 7\)\]",
-        ),
-        (torch.zeros(2, 9), torch.zeros(1, 3, 7), r"got \(2, 9\) and \[\(1, 3, 7\)\]"),
+        (torch.zeros(2, 1, 9), torch.zeros(1, 2, 7), r"one step of input, \(B, 9\) floats; got \(2, 1, 9\)"),
+        (torch.zeros(9), torch.zeros(1, 1, 7), r"one step of input, \(B, 9\) floats; got \(9,\)"),
+        (torch.zeros(2, 8), None, r"one step of input, \(B, 9\) floats; got \(2, 8\)"),
+        (torch.zeros(2, 9, dtype=torch.int64), None, "expected a floating-point input"),
+        (torch.zeros(2, 9), torch.zeros(2, 7), r"hx must have shape \(levels, batch, hidden\) = \(1, 2, 7\)"),
+        (torch.zeros(2, 9), torch.zeros(1, 3, 7), r"= \(1, 2, 7\), got \(1, 3, 7\)"),
+        (torch.zeros(2, 9), (torch.zeros(1, 2, 7),), "hx must be a tensor of shape"),
+        (torch.zeros(2, 9), torch.zeros(1, 2, 7, dtype=torch.float64), "hx must have the parameters' dtype"),
     ],
 )
-def test_step_refuses_a_sequence_or_a_state_of_another_shape(x, hx, message):
+def test_step_refuses_what_forward_refuses(x, hx, message):
     model = make("rnn").eval()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         model.step(x, hx)
+
+
+def test_step_refuses_token_ids_outside_the_vocabulary_and_starts_from_zeros():
+    model = make("rnn", tokens=True).eval()
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 9\)"):
+        model.step(torch.tensor([3, 9]), None)
+    with torch.no_grad():
+        logits, h = model.step(torch.tensor([3, 4]))
+        expected, h_n = model(torch.tensor([[3, 4]]))
+    torch.testing.assert_close(logits, expected[0])
+    torch.testing.assert_close(h, h_n)
 
 
 @pytest.mark.parametrize("dropout", ["input_dropout", "state_dropout", "recurrent_dropout", "output_dropout"])

@@ -11,6 +11,7 @@ import torch
 from deeprnn import DeepRNN, ModelConfig
 from deeprnn.cli import main
 from deeprnn.data.music import midi_to_roll
+from deeprnn.errors import ConfigError
 from deeprnn.sampling import sample
 from deeprnn.training import trainer
 from deeprnn.training.config import apply
@@ -46,6 +47,24 @@ def test_samples_are_the_draws_of_the_whole_model_run_again_at_every_step(head):
             expected.append(draw[0])
             x = draw.unsqueeze(1)
     assert torch.equal(drawn, torch.stack(expected))
+
+
+def test_sampling_refuses_a_model_that_cannot_read_its_draws_or_an_empty_context():
+    model = DeepRNN(ModelConfig(input_size=9, output_size=6, hidden_size=4))
+    with pytest.raises(ConfigError, match=r"its output size \(6\) must be its input size \(9\)"):
+        sample(model, 5)
+    model = DeepRNN(ModelConfig(input_size=9, output_size=9, hidden_size=4))
+    with pytest.raises(ConfigError, match="start must hold at least one step"):
+        sample(model, 5, start=torch.zeros(0, 9))
+
+
+def test_a_model_in_training_stays_in_training_even_when_sampling_fails():
+    model = DeepRNN(ModelConfig(input_size=9, output_size=9, hidden_size=4)).train()
+    with pytest.raises(ValueError, match=r"input must be \(T, B, 9\)"):
+        sample(model, 5, start=torch.zeros(2, 8))
+    assert model.training
+    sample(model, 5)
+    assert model.training
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -69,9 +69,8 @@ class _Baseline(nn.Module):
     def sample(self, steps: int, generator: torch.Generator) -> None:
         """What a user of nn.RNN writes to draw a sequence: a step a call, the draw fed back."""
         tokens = self.embedding is not None
-        x = torch.zeros(
-            (1, 1) if tokens else (1, 1, self.rnn.input_size), dtype=torch.int64 if tokens else None
-        )
+        shape, device = (1, 1) if tokens else (1, 1, self.rnn.input_size), self.output.weight.device
+        x = torch.zeros(shape, dtype=torch.int64 if tokens else None, device=device)
         h = None
         for _ in range(steps):
             out, h = self.rnn(self.embedding(x) if tokens else x, h)
@@ -128,7 +127,8 @@ def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str)
     return train if mode == "train" else evaluate
 
 
-def _sample_fn(model: nn.Module, steps: int, device: torch.device):
+def _sample_fn(model: nn.Module, steps: int, device: torch.device) -> Callable[[], object]:
+    """Draw one sequence of ``steps`` (ours by deeprnn.sampling.sample, nn.RNN's a step a call)."""
     generator = torch.Generator(device).manual_seed(0)
     if isinstance(model, DeepRNN):
         return lambda: sample(model, steps, generator=generator)
@@ -236,9 +236,10 @@ def run(
             drawn = set()  # the lengths sampled so far (one sequence: B=1 whatever the shape's)
             for batch, steps in shapes:
                 for mode in modes:
-                    if mode == "sample" and steps in drawn:
-                        continue
-                    drawn |= {steps} if mode == "sample" else set()
+                    if mode == "sample":
+                        if steps in drawn:
+                            continue
+                        drawn.add(steps)
                     for name in models:
                         if name in NADE_MODELS and task != "music":
                             continue

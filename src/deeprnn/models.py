@@ -160,12 +160,13 @@ class DeepRNN(nn.Module):
         logits = self.recurrence.restore_layout(self.output(states), unbatched)
         return logits, self.recurrence.restore_state(h_n, unbatched)
 
-    def step(self, x: torch.Tensor, hx: Carry) -> tuple[torch.Tensor, Carry]:
+    def step(self, x: torch.Tensor, hx: Carry | None = None) -> tuple[torch.Tensor, Carry]:
         """One step, for generation: x (B, input_size) floats or (B,) token ids, hx (levels, B,
-        H) as ``forward``'s h_n -> (logits (B, output_size), the new hx); in evaluation mode.
+        H) as ``forward``'s h_n (zeros if omitted) -> (logits (B, output_size), the new hx).
 
-        The numbers of ``forward`` over one step, at a fraction of its cost per call (see
-        :meth:`~deeprnn.recurrence.Recurrence.step`). Prime hx with ``forward`` over the context."""
+        ``forward``'s numbers over one step in evaluation mode (up to rounding), at a fraction
+        of its cost per call (see :meth:`~deeprnn.recurrence.Recurrence.step`). Prime hx with
+        ``forward`` over the context."""
         if self.training and self.output.dropout > 0:
             raise RuntimeError("step computes the model without dropout: call .eval() first")
         h, hx = self.recurrence.step(x, hx)

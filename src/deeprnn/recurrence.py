@@ -80,11 +80,6 @@ def map_carry(function: Callable[[torch.Tensor], torch.Tensor], carry: Carry | N
     return tuple(function(part) for part in carry)
 
 
-def _parts(carry: Carry) -> tuple[torch.Tensor, ...]:
-    """The tensors of a carry: itself, or those of its tuple."""
-    return (carry,) if isinstance(carry, torch.Tensor) else tuple(carry)
-
-
 def fast_path_applies(cell: Transition, u: torch.Tensor) -> bool:
     """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, and nothing
     needs to see the operations one by one (a tracer, the compiler, autocast's casts)."""
@@ -229,23 +224,17 @@ class Recurrence(nn.Module):
             return x, torch.stack(finals), unbatched
         return x, tuple(torch.stack(parts) for parts in zip(*finals, strict=True)), unbatched
 
-    def step(self, x: torch.Tensor, hx: Carry) -> tuple[torch.Tensor, Carry]:
+    def step(self, x: torch.Tensor, hx: Carry | None = None) -> tuple[torch.Tensor, Carry]:
         """One step of every level, for generation: x (B, …) one step of input, hx (levels, B, H)
-        (or a tuple, as ``forward``'s) -> (h_t of the top level (B, H), the new hx).
+        (or a tuple, as ``forward``'s; zeros if omitted) -> (h_t of the top level (B, H), the
+        new hx).
 
-        The same numbers as ``forward`` over one step in evaluation mode, with none of its
-        per-call work (layouts, lengths, the fast path's set-up): a sampler calls it once a step."""
+        ``forward``'s numbers over one step in evaluation mode (up to rounding: it may take the
+        fast path), with none of its per-call work (layouts, lengths, the fast path's set-up):
+        a sampler calls it once a step."""
         if self.training and max(self.input_dropout, self.state_dropout, self.recurrent_dropout) > 0:
             raise RuntimeError("step computes the model without dropout: call .eval() first")
-        expected = (self.num_levels, x.shape[0], self.hidden_size) if x.dim() else None
-        if x.dim() != (1 if self.tokens else 2) or any(tuple(part.shape) != expected for part in _parts(hx)):
-            kind = "(B,) token ids" if self.tokens else f"(B, {self.input_size}) floats"
-            shapes = [tuple(part.shape) for part in _parts(hx)]
-            raise ValueError(
-                f"step reads one step of input, {kind}, and hx of shape (levels, B, H) = "
-                f"{expected}; got {tuple(x.shape)} and {shapes}"
-            )
-        x = x.unsqueeze(0)
+        x, hx = self._check_step(x, hx)
         if self.input_map is not None:
             x = self.input_map(x)
         new = []
@@ -256,6 +245,20 @@ class Recurrence(nn.Module):
         if self.carries == 1:
             return x[0], torch.stack(new)
         return x[0], tuple(torch.stack(parts) for parts in zip(*new, strict=True))
+
+    def _check_step(self, x: torch.Tensor, hx: Carry | None) -> tuple[torch.Tensor, Carry]:
+        """One step of input as a sequence of one step (1, B, …), and hx checked as forward's."""
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != (
+            () if self.tokens else (self.input_size,)
+        ):
+            kind = "(B,) token ids" if self.tokens else f"(B, {self.input_size}) floats"
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"step reads one step of input, {kind}; got {shape}")
+        sequence, _ = self._check_input(x.unsqueeze(0) if not self.batch_first else x.unsqueeze(1))
+        if self.tokens:
+            self._check_token_range(sequence)
+        dtype = next(self.levels[0].parameters()).dtype
+        return sequence, self._check_state(hx, x.shape[0], False, x.device, dtype)
 
     @staticmethod
     def restore_state(h_n: Carry, unbatched: bool) -> Carry:

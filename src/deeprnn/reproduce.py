@@ -319,10 +319,10 @@ def plot_curves(result: dict, out: Path, log: Log = print) -> list[Path]:
         ax = fig.subplots()
         lowest = min(v for r in drawn for _, v in r["curve"])
         for r in rows:
-            if r in drawn:
+            if "curve" in r:
                 ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
-            else:
-                ax.plot([], [], " ", label=f"{r['model']}: no curve stored")
+            else:  # a legend entry only, in no colour of the cycle
+                ax.plot([], [], " ", color="none", label=f"{r['model']}: no curve stored")
                 log(f"{target.name}: {r['model']} has no stored curve")
         published = sorted({r["paper"] for r in rows if r.get("paper") is not None})
         for value in published:  # the paper's (or the anchor's) test value, for reference

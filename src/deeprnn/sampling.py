@@ -42,20 +42,36 @@ def sample(
         raise ConfigError(f"steps must be at least 1, got {steps}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"temperature must be a finite number above 0, got {temperature}")
+    c = model.config
+    if c.output_size != c.input_size:
+        raise ConfigError(
+            f"a model samples by reading its draws back: its output size ({c.output_size}) must be "
+            f"its input size ({c.input_size})"
+        )
+    if start is None:
+        start = torch.zeros(1, dtype=torch.int64) if c.tokens else torch.zeros(1, c.input_size)
+    if len(start) == 0:
+        raise ConfigError("start must hold at least one step (the context of the first draw)")
     was_training = model.training
     model.eval()
+    try:
+        return _draw(model, steps, start, temperature, generator)
+    finally:
+        model.train(was_training)
+
+
+def _draw(
+    model: DeepRNN, steps: int, start: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The context in one call (unbatched, whatever the layout), then one step a draw."""
     device = next(model.parameters()).device
-    tokens = model.config.tokens
-    if start is None:
-        start = torch.zeros(1, dtype=torch.int64) if tokens else torch.zeros(1, model.config.input_size)
-    logits, state = model(start.to(device))  # the context in one call, unbatched (any layout)
+    logits, state = model(start.to(device))
     last, state, out = logits[-1:], map_carry(lambda part: part.unsqueeze(1), state), []
     for step in range(steps):
         draw = model.head.sample(last, generator=generator, temperature=temperature)
         out.append(draw[0])
-        if step + 1 < steps:  # then one step of the model a draw (DeepRNN.step)
-            last, state = model.step(draw.to(torch.int64) if tokens else draw, state)
-    model.train(was_training)
+        if step + 1 < steps:
+            last, state = model.step(draw.to(torch.int64) if model.config.tokens else draw, state)
     return torch.stack(out).cpu()
 
 

@@ -111,8 +111,11 @@ class NADE(nn.Module):
         keys between are off). A frame of S notes takes S + 1 rounds, not K."""
         b, c = logits.split([self.keys, self.hidden], -1)
         shape = b.shape
-        b, a = self._ordered(b).reshape(-1, self.keys), c.reshape(-1, self.hidden).clone()
         w, u = self._weights()
+        b, a = (
+            self._ordered(b).reshape(-1, self.keys).to(u.dtype),
+            c.reshape(-1, self.hidden).to(u.dtype, copy=True),
+        )
         draws = torch.rand(b.shape, generator=generator, dtype=b.dtype, device=b.device)
         keys = torch.arange(self.keys, device=b.device)
         frames, rows = torch.zeros_like(b), torch.arange(b.shape[0], device=b.device)
