@@ -234,7 +234,11 @@ class Recurrence(nn.Module):
         a sampler calls it once a step."""
         if self.training and max(self.input_dropout, self.state_dropout, self.recurrent_dropout) > 0:
             raise RuntimeError("step computes the model without dropout: call .eval() first")
-        x, hx = self._check_step(x, hx)
+        return self.advance(*self._check_step(x, hx))
+
+    def advance(self, x: torch.Tensor, hx: Carry) -> tuple[torch.Tensor, Carry]:
+        """:meth:`step` without its checks, for a caller that made them once (the sampler): x
+        (1, B, …) one step as a time-major sequence, hx (levels, B, H) or a tuple."""
         if self.input_map is not None:
             x = self.input_map(x)
         new = []
