@@ -38,6 +38,9 @@ SMALL = {
     "maxout-transition": dict(
         hidden_size=5, transition_sizes=(4,), shortcut=True, transition_units="maxout:2"
     ),
+    "maxout-lp-tanh": dict(
+        hidden_size=5, transition_sizes=(6, 4), transition_units=("maxout:3", "lp:2", "tanh")
+    ),
     "dots-star": dict(
         hidden_size=6,
         transition_sizes=(5,),
@@ -136,7 +139,18 @@ def test_longer_sequences_match_reference(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["rnn", "dt", "dt-3", "dts", "dts-3-mixed", "linear-nobias", "dots-star", "lp-mixed"]
+    "name",
+    [
+        "rnn",
+        "dt",
+        "dt-3",
+        "dts",
+        "dts-3-mixed",
+        "linear-nobias",
+        "dots-star",
+        "lp-mixed",
+        "maxout-transition",
+    ],
 )
 @pytest.mark.parametrize("dropout", [False, True])
 def test_hand_written_bptt_passes_gradcheck(name, dropout):
@@ -226,7 +240,7 @@ def test_batch_first_and_unbatched_follow_nn_rnn():
     assert h1.shape == (2, model.config.hidden_size)
 
 
-@pytest.mark.parametrize("name", ["dts", "dots-star"])
+@pytest.mark.parametrize("name", ["dts", "dots-star", "maxout-transition", "maxout-lp-tanh"])
 def test_fused_and_loop_agree_under_recurrent_dropout(name):
     """The driver's two paths (the hand-written BPTT, the plain loop over ``cell.step``) give the
     same states and gradients, with a recurrent dropout mask."""

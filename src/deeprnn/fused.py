@@ -4,11 +4,11 @@ back-propagation through time (an ``autograd.Function``).
 The loop does only what must be sequential: two BLAS calls and one in-place nonlinearity per
 layer and step, into preallocated storage; nothing is recorded by autograd inside it. The unit
 derivatives are computed for all steps at once, and the weight gradients are one large matrix
-product each, after the loop. L_p layers run with their pieces as contiguous rows (the model's
-column order is restored outside the loop) and x^p as exp(p ln x), in place. It serves every
-transition whose units are element-wise or L_p
-(:attr:`~deeprnn.operators.transitions.DeepTransition.fusable`); :func:`deeprnn.recurrence.unroll`
-chooses it, and its results equal the plain loop's (``tests/test_models.py``).
+product each, after the loop. Pooling layers (L_p, maxout) run with their pieces as contiguous
+rows (the model's column order is restored outside the loop); L_p takes x^p as exp(p ln x), in
+place. It serves every :class:`~deeprnn.operators.transitions.DeepTransition`;
+:func:`deeprnn.recurrence.unroll` chooses it, and its results equal the plain loop's
+(``tests/test_models.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from deeprnn.operators.transitions import DeepTransition
-from deeprnn.operators.units import ELEMENTWISE, LP_FLOOR, lp_derivatives, lp_order
+from deeprnn.operators.units import ELEMENTWISE, LP_FLOOR, POOLING, lp_derivatives, lp_order
 
 # Below this many steps the weights are read in place: copying them into the faster layout
 # costs about as much as a few steps' products (and a sampler runs one step a call).
@@ -30,7 +30,7 @@ _STEPS_TO_TRANSPOSE = 8
 class _Plan:
     """What the fused loop needs to know about a transition, fixed at construction."""
 
-    kinds: tuple[str, ...]  # unit of each layer: element-wise or "lp"
+    kinds: tuple[str, ...]  # unit of each layer: element-wise, "lp" or "maxout"
     widths: tuple[int, ...]  # outputs of each layer
     pre_sizes: tuple[int, ...]  # pre-activations of each layer (width × pieces)
     shortcut: bool
@@ -47,6 +47,11 @@ class _Plan:
     @property
     def lp_layers(self) -> list[int]:
         return [i for i, kind in enumerate(self.kinds) if kind == "lp"]
+
+    @property
+    def pooled_layers(self) -> list[int]:
+        """The layers whose outputs pool pieces (L_p, maxout): they keep their pre-activations."""
+        return [i for i, kind in enumerate(self.kinds) if kind in POOLING]
 
 
 class FusedUnroll(torch.autograd.Function):
@@ -65,9 +70,9 @@ class FusedUnroll(torch.autograd.Function):
         states[0] = h0
         inner = [u.new_empty(steps, batch, w) for w in plan.widths[:-1]]
         outputs = [z.unbind(0) for z in inner] + [states[1:].unbind(0)]
-        # L_p layers keep their pre-activations (the backward pass needs them); the others
+        # Pooling layers keep their pre-activations (the backward pass needs them); the others
         # compute theirs in the output slot and apply the unit in place.
-        pre = {layer: u.new_empty(steps, batch, plan.pre_sizes[layer]) for layer in plan.lp_layers}
+        pre = {layer: u.new_empty(steps, batch, plan.pre_sizes[layer]) for layer in plan.pooled_layers}
         pre_slots = [pre[layer].unbind(0) if layer in pre else outputs[layer] for layer in range(depth)]
         pre_groups = {layer: p.view(steps, *_grid(plan, layer, batch)).unbind(0) for layer, p in pre.items()}
         previous = states[:-1].unbind(0)
@@ -80,14 +85,13 @@ class FusedUnroll(torch.autograd.Function):
             sources = summed.split(plan.pre_sizes, -1)
             whole = u.unbind(0)
 
-        units = [None if kind == "lp" else ELEMENTWISE[kind].into for kind in plan.kinds]
+        units = [_POOLS.get(kind) or ELEMENTWISE[kind].into for kind in plan.kinds]
 
         def finish(layer: int, a: torch.Tensor, t: int) -> None:
-            out = outputs[layer][t]
-            if units[layer] is None:
-                pool(layer, pre_groups[layer][t], out)
+            if layer in pre_groups:
+                units[layer](pool, layer, pre_groups[layer][t], outputs[layer][t])
             else:
-                units[layer](a, out)
+                units[layer](a, outputs[layer][t])
 
         for t in range(steps):
             h = previous[t] if mask is None else previous[t] * mask
@@ -112,11 +116,11 @@ class FusedUnroll(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_states):
         plan = ctx.plan
-        depth, lp_layers = len(plan.kinds), plan.lp_layers
+        depth, lp_layers, pooled = len(plan.kinds), plan.lp_layers, plan.pooled_layers
         states, mask, recurrent_weight, *rest = ctx.saved_tensors
         layer_weights, rest = rest[: depth - 1], rest[depth - 1 :]
         rhos, rest = rest[: len(lp_layers)], rest[len(lp_layers) :]
-        inner, pre = rest[: depth - 1], dict(zip(lp_layers, rest[depth - 1 :], strict=True))
+        inner, pre = rest[: depth - 1], dict(zip(pooled, rest[depth - 1 :], strict=True))
         outputs = [*inner, states[1:]]
         steps, batch, hidden = outputs[-1].shape
         # One buffer for all layers, those that read h_{t-1} first: one product per step gives
@@ -135,8 +139,9 @@ class FusedUnroll(torch.autograd.Function):
             g_layer = g
             for layer in range(depth - 1, -1, -1):
                 slot = d_pre_steps[layer][t]
-                if layer in incoming:
-                    incoming_steps[layer][t].copy_(g_layer)
+                if layer in pre:
+                    if layer in incoming:
+                        incoming_steps[layer][t].copy_(g_layer)
                     groups = slot.view(_grid(plan, layer, batch))
                     torch.mul(g_layer.unsqueeze(-2), local[layer][t], out=groups)
                 elif local[layer] is None:
@@ -180,9 +185,17 @@ class _LpPool:
         }
 
     def __call__(self, layer: int, groups: torch.Tensor, out: torch.Tensor) -> None:
+        """h = L_p of ``groups`` (batch, pieces, width), into ``out`` (batch, width)."""
         x = torch.abs(groups, out=self.x[layer]).clamp_min_(LP_FLOOR)
         torch.sum(x.log_().mul_(self.orders[layer]).exp_(), -2, out=out).log_()
         torch.addcmul(self.shifts[layer], out, self.inverses[layer], out=out).exp_()
+
+
+# A pooling layer's unit in the loop: (the L_p pool, layer, its pieces, out) -> out = h.
+_POOLS = {
+    "lp": lambda lp, layer, groups, out: lp(layer, groups, out),
+    "maxout": lambda lp, layer, groups, out: torch.amax(groups, -2, out=out),
+}
 
 
 def _grid(plan: _Plan, layer: int, batch: int) -> tuple[int, int, int]:
@@ -198,7 +211,7 @@ def _reordered(plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: b
     sizes = [plan.pre_sizes[layer] for layer in layers]
     ordered = torch.empty_like(x, memory_format=torch.contiguous_format)
     for layer, part, into in zip(layers, x.split(sizes, dim), ordered.split(sizes, dim), strict=True):
-        if plan.kinds[layer] == "lp":
+        if plan.kinds[layer] in POOLING:
             grid = (plan.widths[layer], plan.pieces(layer))
             into = into.unflatten(dim, grid[::-1] if to_loop else grid)  # one copy, no cat
             part = part.unflatten(dim, grid if to_loop else grid[::-1]).transpose(dim, dim + 1)
@@ -208,7 +221,7 @@ def _reordered(plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: b
 
 def _in_loop_order(plan: _Plan, u, recurrent_weight, *layer_weights) -> list[torch.Tensor]:
     """u's columns and the weights' rows (pre-activations) as the loop reads them."""
-    if not plan.lp_layers:
+    if not plan.pooled_layers:
         return [u, recurrent_weight, *layer_weights]
     depth = len(plan.kinds)
     return [
@@ -220,7 +233,7 @@ def _in_loop_order(plan: _Plan, u, recurrent_weight, *layer_weights) -> list[tor
 
 def _in_model_order(plan: _Plan, d_u, d_recurrent, *d_between) -> list[torch.Tensor | None]:
     """The gradients of :func:`_in_loop_order`'s results, back in the model's order."""
-    if not plan.lp_layers:
+    if not plan.pooled_layers:
         return [d_u, d_recurrent, *d_between]
     depth = len(plan.kinds)
     return [
@@ -232,15 +245,20 @@ def _in_model_order(plan: _Plan, d_u, d_recurrent, *d_between) -> list[torch.Ten
 
 def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[list, dict]:
     """∂z/∂a of every layer and step at once, as a list of per-step views (None: the identity):
-    from the outputs (element-wise units) or from the kept pre-activations (L_p, which also
-    gives ∂z/∂p, by layer)."""
+    from the outputs (element-wise units) or from the kept pre-activations (pooling; L_p also
+    gives ∂z/∂p, by layer). Maxout's goes to the pieces at the maximum, shared among ties as
+    ``amax``'s is."""
     local, d_order = [], {}
     for layer, (kind, z) in enumerate(zip(plan.kinds, outputs, strict=True)):
-        if kind == "lp":
+        if kind in POOLING:
             steps, batch, _ = z.shape
             groups = pre[layer].view(steps, *_grid(plan, layer, batch))
-            rho = rhos[plan.lp_layers.index(layer)]
-            d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
+            if kind == "lp":
+                rho = rhos[plan.lp_layers.index(layer)]
+                d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
+            else:
+                at_max = (groups == z.unsqueeze(-2)).to(z.dtype)
+                d_a = at_max.div_(at_max.sum(-2, keepdim=True))
             local.append(d_a.unbind(0))
         else:
             d = ELEMENTWISE[kind].derivative(z)

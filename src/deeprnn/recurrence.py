@@ -4,10 +4,11 @@ One driver, :func:`unroll`, runs any transition (:class:`~deeprnn.operators.prot
 the paper's, a gated one, a PyTorch cell, your own) over a sequence whose input projections
 U x_t + b are already computed for all steps:
 
-- the fast path, for a transition that says it can take it (``cell.fusable``: element-wise or
-  L_p units): hand-written back-propagation through time (:mod:`deeprnn.fused`);
-- otherwise (maxout units in ⊕), and wherever PyTorch must see the plain operations (tracing,
-  ``torch.compile`` and ``torch.export``, autocast), a plain loop over ``cell.step``; under
+- the fast path, for a transition that says it can take it (``cell.fusable``: the paper's
+  ⊕, :class:`~deeprnn.operators.transitions.DeepTransition`): hand-written back-propagation
+  through time (:mod:`deeprnn.fused`);
+- otherwise (highway layers, your own ⊕), and wherever PyTorch must see the plain operations
+  (tracing, ``torch.compile`` and ``torch.export``, autocast), a plain loop over ``cell.step``; under
   ``torch.export`` that loop is one ``scan``, so that the exported program keeps T free.
 
 :class:`Recurrence` stacks levels (sRNN) behind an optional deep input map, with the

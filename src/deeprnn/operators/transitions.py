@@ -39,6 +39,7 @@ class DeepTransition(nn.Module):
     """⊕ with ``len(inner_sizes)`` intermediate layers; state h is (batch, hidden_size)."""
 
     carries = 1  # the carry is h (deeprnn.operators.protocol)
+    fusable = True  # the hand-written BPTT (deeprnn.fused) runs every unit: element-wise, L_p, maxout
 
     def __init__(
         self,
@@ -77,11 +78,6 @@ class DeepTransition(nn.Module):
     def depth(self) -> int:
         """Number of layers L of one step."""
         return len(self.widths)
-
-    @property
-    def fusable(self) -> bool:
-        """Whether the hand-written BPTT applies (every unit element-wise or L_p)."""
-        return all(u.elementwise or u.kind == "lp" for u in self.units)
 
     def reset_recurrent_parameters(self, nonzeros: int = 20, scale: float = 1.0) -> None:
         """The paper's initialisation of the matrices inside the step: sparse, ``nonzeros``
