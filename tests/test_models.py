@@ -398,6 +398,25 @@ def test_step_by_step_equals_the_whole_sequence(name, tokens):
     torch.testing.assert_close(h, h_whole, atol=1e-12, rtol=1e-12)
 
 
+def test_step_runs_highway_layers_batch_first_as_forward_does():
+    """A ⊕ off the fast path (RHN's gated layers) in a batch_first model: step by step equals forward."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        input_size=9, output_size=9, hidden_size=6, transition_kind="highway", transition_sizes=(6,)
+    )
+    model = DeepRNN(config, batch_first=True).double().eval()
+    x = torch.randn(2, 5, 9, dtype=torch.float64)
+    with torch.no_grad():
+        whole, h_whole = model(x)
+        logits, h = model(x[:, :1])
+        steps = [logits[:, 0]]
+        for t in range(1, 5):
+            logits_t, h = model.step(x[:, t], h)
+            steps.append(logits_t)
+    torch.testing.assert_close(torch.stack(steps, 1), whole, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(h, h_whole, atol=1e-12, rtol=1e-12)
+
+
 def test_step_carries_an_lstm_state_as_forward_does():
     """A tuple carry (an LSTM's (h, c)) goes through step as through forward, level by level."""
     from deeprnn.operators.torch_cells import TorchCell
