@@ -259,7 +259,7 @@ class Recurrence(nn.Module):
             kind = "(B,) token ids" if self.tokens else f"(B, {self.input_size}) floats"
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"step reads one step of input, {kind}; got {shape}")
-        sequence, _ = self._check_input(x.unsqueeze(0) if not self.batch_first else x.unsqueeze(1))
+        sequence, _ = self._check_input(x.unsqueeze(1 if self.batch_first else 0))
         if self.tokens:
             self._check_token_range(sequence)
         dtype = next(self.levels[0].parameters()).dtype
