@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deeprnn import memory
-from deeprnn.bench import bench_model, multiplied_weights
+from deeprnn.bench import bench_model, format_row, multiplied_weights, run_case
 from deeprnn.cli import main
 from deeprnn.models import count_parameters
 
@@ -135,3 +135,16 @@ def test_the_peak_counts_what_is_alive_at_once():
         return second.sum() + third.sum()  # three 4-byte scalars on top
 
     assert memory.peak(step, torch.device("cpu")) == 14_000_000 + 3 * 4
+
+
+def test_bfloat16_cases_run_both_sides_under_autocast():
+    """``--precision bf16``: our forward pass under autocast saves its activations for the
+    backward pass in bfloat16, the most of what a training step keeps (the loss's logits stay
+    float32): about three quarters of float32's bytes at these sizes."""
+    cases = {
+        p: run_case("dts-rnn", 16, 40, 128, "train", torch.device("cpu"), 0.02, precision=p)
+        for p in ("fp32", "bf16")
+    }
+    assert [c["precision"] for c in cases.values()] == ["fp32", "bf16"]
+    assert cases["bf16"]["saved_mb"] < 0.85 * cases["fp32"]["saved_mb"]
+    assert "bf16 B=16" in format_row(cases["bf16"])

@@ -292,6 +292,7 @@ EDGES = {  # the setting: (values it takes, values it refuses), at and around ea
     "output_units": (["tanh", "lp:3", "maxout:2"], ["softmax", "lp:0"]),
     "optimizer": (["sgd", "adam", "adamw"], ["SGD", "lbfgs"]),
     "device": (["auto", "cpu", "cuda"], ["gpu"]),
+    "precision": (["fp32", "bf16"], ["fp16", "BF16"]),
 }
 
 

@@ -273,18 +273,13 @@ def test_dropout_in_training_only():
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
-def test_the_fast_path_steps_aside_for_autocast_and_tracing():
-    """Under autocast (bfloat16 on the CPU) and under jit.trace the plain loop runs, so both work
-    on the default path and agree with float32 eager results."""
+def test_the_fast_path_steps_aside_for_tracing():
+    """Under jit.trace the plain loop runs (a tracer must see the operations), on the default
+    path, and agrees with the eager results. (Autocast keeps the fast path: test_precision.py.)"""
     model = make("dots-star").eval()
-    assert fast_path_applies(model.recurrence.levels[0], torch.zeros(1))
+    assert fast_path_applies(model.recurrence.levels[0])
     x = torch.randn(7, 2, 9)
     y, h = model(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not fast_path_applies(model.recurrence.levels[0], x)
-        y16, h16 = model(x)
-    assert y16.dtype == torch.bfloat16
-    torch.testing.assert_close(y16.float(), y, atol=0.1, rtol=0.05)
     traced = torch.jit.trace(model, (x,), check_trace=False)
     torch.testing.assert_close(traced(x)[0], y)
 

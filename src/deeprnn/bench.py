@@ -40,6 +40,7 @@ from deeprnn.operators.projection import Projection
 from deeprnn.presets import preset
 from deeprnn.runtime import own_random_state
 from deeprnn.sampling import sample
+from deeprnn.training.precision import autocast
 
 SHAPES = ((32, 100), (1, 200))  # (batch, steps)
 MODES = ("train", "eval", "sample")
@@ -101,12 +102,13 @@ def multiplied_weights(model: nn.Module) -> int:
     return count_parameters(model)["weights"] - sum(t.numel() for t in tables)
 
 
-def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str):
+def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str, precision: str):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 
     def forward() -> torch.Tensor:
-        out = model(x)
-        return out[0] if isinstance(out, tuple) else out
+        with autocast(x.device, precision):  # the loss after it, in float32
+            out = model(x)
+        return (out[0] if isinstance(out, tuple) else out).float()
 
     def loss(logits: torch.Tensor) -> torch.Tensor:
         if isinstance(model, DeepRNN):
@@ -127,12 +129,18 @@ def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str)
     return train if mode == "train" else evaluate
 
 
-def _sample_fn(model: nn.Module, steps: int, device: torch.device) -> Callable[[], object]:
+def _sample_fn(model: nn.Module, steps: int, device: torch.device, precision: str) -> Callable[[], object]:
     """Draw one sequence of ``steps`` (ours by deeprnn.sampling.sample, nn.RNN's a step a call)."""
     generator = torch.Generator(device).manual_seed(0)
-    if isinstance(model, DeepRNN):
-        return lambda: sample(model, steps, generator=generator)
-    return lambda: model.sample(steps, generator)
+
+    def draw() -> None:
+        with autocast(device, precision):
+            if isinstance(model, DeepRNN):
+                sample(model, steps, generator=generator)
+            else:
+                model.sample(steps, generator)
+
+    return draw
 
 
 def _time(fn, device: torch.device, seconds: float) -> float:
@@ -169,6 +177,7 @@ def run_case(
     device: torch.device,
     seconds: float = 1.0,
     task: str = "music",
+    precision: str = "fp32",
 ) -> dict:
     with own_random_state():
         torch.manual_seed(0)
@@ -185,9 +194,9 @@ def run_case(
             with torch.no_grad():
                 for bias in (ours.output.logits.bias[:keys], base.output.bias):
                     bias.fill_(math.log(NOTES / (keys - NOTES)))
-        ours_fn, base_fn = _sample_fn(ours, steps, device), _sample_fn(base, steps, device)
+        ours_fn, base_fn = (_sample_fn(m, steps, device, precision) for m in (ours, base))
     else:
-        ours_fn, base_fn = _step_fn(ours, x, target, mode), _step_fn(base, x, target, mode)
+        ours_fn, base_fn = (_step_fn(m, x, target, mode, precision) for m in (ours, base))
     # Alternate the two so that a change of machine load affects both alike; keep the best
     # round of each (the least disturbed).
     t_ours, t_base = [], []
@@ -204,6 +213,7 @@ def run_case(
         "steps": steps,
         "hidden": hidden,
         "mode": mode,
+        "precision": precision,
         "ratio": round(ratio, 3),
         "flop_parity": round(parity, 3),
         "ratio_per_flop": round(ratio / parity, 3),
@@ -226,9 +236,11 @@ def run(
     seconds: float = 1.0,
     progress: Callable[[dict], object] | None = None,
     tasks: Sequence[str] = tuple(TASKS),
+    precision: str = "fp32",
 ) -> dict:
     """Every case of ``tasks`` × ``hidden`` (default: each task's own sizes) × ``shapes`` ×
-    ``modes`` × ``models`` (the NADE presets on music only; ``sample``, at B=1 once per length)."""
+    ``modes`` × ``models`` (the NADE presets on music only; ``sample``, at B=1 once per length);
+    ``precision``: both sides' forward passes under its autocast (deeprnn.training.precision)."""
     dev = torch.device(device)
     cases = []
     for task in tasks:
@@ -244,7 +256,7 @@ def run(
                         if name in NADE_MODELS and task != "music":
                             continue
                         b = 1 if mode == "sample" else batch
-                        case = run_case(name, b, steps, h, mode, dev, seconds, task)
+                        case = run_case(name, b, steps, h, mode, dev, seconds, task, precision)
                         cases.append(case)
                         if progress is not None:
                             progress(case)
@@ -268,8 +280,9 @@ def machine(device: torch.device) -> dict:
 
 def format_row(case: dict) -> str:
     return (
-        f"{case['task']:>8} {case['model']:>13} {case['mode']:>5} B={case['batch']:<3} T={case['steps']:<4} "
-        f"H={case['hidden']:<4} ratio {case['ratio']:6.3f}  parity {case['flop_parity']:5.3f}  "
+        f"{case['task']:>8} {case['model']:>13} {case['mode']:>5} {case['precision']} "
+        f"B={case['batch']:<3} T={case['steps']:<4} H={case['hidden']:<4} "
+        f"ratio {case['ratio']:6.3f}  parity {case['flop_parity']:5.3f}  "
         f"per-FLOP {case['ratio_per_flop']:5.2f}  ({case['ours_ms']:.1f} ms vs {case['baseline_ms']:.1f} ms; "
         f"peak {case['peak_mb']:.1f} MB vs {case['baseline_peak_mb']:.1f} MB)"
     )

@@ -8,7 +8,7 @@ U x_t + b are already computed for all steps:
   ⊕, :class:`~deeprnn.operators.transitions.DeepTransition`): hand-written back-propagation
   through time (:mod:`deeprnn.fused`);
 - otherwise (highway layers, your own ⊕), and wherever PyTorch must see the plain operations
-  (tracing, ``torch.compile`` and ``torch.export``, autocast), a plain loop over ``cell.step``; under
+  (tracing, ``torch.compile`` and ``torch.export``), a plain loop over ``cell.step``; under
   ``torch.export`` that loop is one ``scan``, so that the exported program keeps T free.
 
 :class:`Recurrence` stacks levels (sRNN) behind an optional deep input map, with the
@@ -44,11 +44,10 @@ def unroll(
     takes the fast path wherever it applies (:func:`fast_path_applies`); False, the plain loop
     (both give the same results)."""
     if fused is None:
-        fused = fast_path_applies(cell, u)
+        fused = fast_path_applies(cell)
     if fused and cell.fusable:
         rhos = [unit.rho for unit in cell.units if unit.kind == "lp"]
-        params = (cell.recurrent_weight, *cell.layer_weights, *rhos)
-        return FusedUnroll.apply(plan_of(cell), u, h0, dropout_mask, *params)
+        return fused_unroll(cell, u, h0, dropout_mask, (cell.recurrent_weight, *cell.layer_weights, *rhos))
     if exporting():
         return scanned(cell, u, h0, dropout_mask)
     carries = [h0]
@@ -57,6 +56,22 @@ def unroll(
     if cell.carries == 1:
         return torch.stack(carries)
     return tuple(torch.stack(part) for part in zip(*carries, strict=True))
+
+
+def fused_unroll(
+    cell: Transition, u: torch.Tensor, h0: torch.Tensor, mask: torch.Tensor | None, params: tuple
+) -> torch.Tensor:
+    """The fast path; under autocast, all of it in autocast's dtype (bfloat16: the products
+    that dominate, and the states between them, as cuDNN's half-precision RNNs), the gradients
+    cast back to each parameter's dtype by autograd."""
+    device = u.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        u, h0, *params = (t.to(dtype) for t in (u, h0, *params))
+        mask = None if mask is None else mask.to(dtype)
+        with torch.autocast(device, enabled=False):
+            return FusedUnroll.apply(plan_of(cell), u, h0, mask, *params)
+    return FusedUnroll.apply(plan_of(cell), u, h0, mask, *params)
 
 
 def scanned(cell: Transition, u: torch.Tensor, h0: Carry, dropout_mask: torch.Tensor | None) -> Carry:
@@ -81,10 +96,10 @@ def map_carry(function: Callable[[torch.Tensor], torch.Tensor], carry: Carry | N
     return tuple(function(part) for part in carry)
 
 
-def fast_path_applies(cell: Transition, u: torch.Tensor) -> bool:
+def fast_path_applies(cell: Transition) -> bool:
     """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, and nothing
-    needs to see the operations one by one (a tracer, the compiler, autocast's casts)."""
-    return cell.fusable and not traced() and not torch.is_autocast_enabled(u.device.type)
+    needs to see the operations one by one (a tracer, the compiler)."""
+    return cell.fusable and not traced()
 
 
 def traced() -> bool:

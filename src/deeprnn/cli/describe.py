@@ -38,7 +38,15 @@ def _bench(args: argparse.Namespace) -> int:
     modes = tuple(args.modes)
     show = None if args.json else (lambda case: print(bench.format_row(case), flush=True))
     result = bench.run(
-        models, hidden, shapes, modes, args.device, args.seconds, progress=show, tasks=tuple(args.tasks)
+        models,
+        hidden,
+        shapes,
+        modes,
+        args.device,
+        args.seconds,
+        progress=show,
+        tasks=tuple(args.tasks),
+        precision=args.precision,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -109,6 +117,9 @@ def _bench_parser(commands) -> None:
     bench.add_argument("--modes", nargs="+", default=["train", "eval"], choices=MODES)
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--seconds", type=float, default=1.0, help="measuring time per case and model")
+    bench.add_argument(
+        "--precision", default="fp32", choices=CHOICES["precision"], help="bf16: both sides under autocast"
+    )
     bench.add_argument("--quick", action="store_true", help="one small shape (a smoke test)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--out", help="also write the JSON results to this file")

@@ -76,6 +76,9 @@ class TrainConfig:
     # Reproducibility and hardware.
     seed: int = 0
     device: str = "auto"
+    # "bf16": updates and validation under bfloat16 autocast; the final scores in float32
+    # (deeprnn.training.precision).
+    precision: str = "fp32"
     # The kind of data these settings were made for ("music" or "text"); a run refuses data of
     # the other kind. The committed configs set it; None: any.
     data_kind: str | None = None

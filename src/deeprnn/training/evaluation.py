@@ -18,11 +18,12 @@ from deeprnn.data.batching import Batch, MusicBatches, TextBatches
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.published import Published
-from deeprnn.recurrence import Carry
+from deeprnn.recurrence import Carry, map_carry
 from deeprnn.training import checkpoint
 from deeprnn.training.builder import batches, pick_device
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.metrics import from_nll, metric_name
+from deeprnn.training.precision import autocast
 from deeprnn.training.run_folder import read_config
 
 
@@ -42,9 +43,13 @@ def batch_nll(
 ) -> tuple[torch.Tensor, Carry]:
     """Summed NLL (nats) of the valid targets of a batch (``from_second``: but the first step's),
     and the state after it; ``net`` is the model as called for training (its
-    DistributedDataParallel wrapper, if any)."""
+    DistributedDataParallel wrapper, if any). Under autocast the loss is computed in the
+    parameters' dtype (float32), from the head's input on."""
     logits, state = (net or model)(batch.inputs, state, batch.lengths)
-    nll = model.head.nll(logits, batch.targets)
+    dtype = next(model.parameters()).dtype  # under autocast: the loss, and the state carried on
+    with torch.autocast(logits.device.type, enabled=False):
+        nll = model.head.nll(logits.to(dtype), batch.targets)
+    state = map_carry(lambda part: part.to(dtype), state)
     if from_second:
         nll = nll[1:]
     mask = valid_mask(batch)
@@ -57,13 +62,18 @@ def batch_nll(
 
 @torch.no_grad()
 def evaluate(
-    model: DeepRNN, data: MusicBatches | TextBatches, device: torch.device, from_second: bool = False
+    model: DeepRNN,
+    data: MusicBatches | TextBatches,
+    device: torch.device,
+    from_second: bool = False,
+    precision: str = "fp32",
 ) -> tuple[float, int]:
     """Total NLL (nats, summed in float64) and the number of targets, the state carried.
 
     ``from_second`` (whole pieces of music): leave each piece's first frame out, the convention
     of the TCN paper's code (frames 2..T, divided by the sum of T - 1); ours scores every frame,
-    the first from a zero state and a silent input."""
+    the first from a zero state and a silent input. ``precision``: the forward passes' (see
+    :mod:`deeprnn.training.precision`)."""
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
@@ -73,7 +83,8 @@ def evaluate(
             state = None
         if from_second and not batch.reset:
             raise ConfigError("scoring from the second frame needs batches of whole pieces")
-        nll, state = batch_nll(model, batch, state, from_second=from_second)
+        with autocast(device, precision):
+            nll, state = batch_nll(model, batch, state, from_second=from_second)
         total += float(nll.double())
         count += batch.count - (_columns_with_frames(batch) if from_second else 0)
     model.train(was_training)

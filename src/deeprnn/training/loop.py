@@ -50,6 +50,7 @@ from deeprnn.training.evaluation import batch_nll, evaluate, split_score
 from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.noise import noisy, weight_matrices
+from deeprnn.training.precision import autocast
 from deeprnn.training.progress import Progress
 from deeprnn.training.run_folder import newest_checkpoint
 from deeprnn.training.schedule import Schedule
@@ -189,7 +190,8 @@ class Run:
             self.state = None
         self.optimizer.zero_grad(set_to_none=True)
         with noisy(self.weights, config.weight_noise):  # the gradient at W + σε
-            nll, state = batch_nll(model, batch, self.state, self.net)
+            with autocast(self.device, config.precision):
+                nll, state = batch_nll(model, batch, self.state, self.net)
             # DDP averages the processes' gradients: scaled so, they are those of the global mean.
             loss = nll * self.world.size / max(batch.total, 1)
             loss.backward()
@@ -240,7 +242,7 @@ class Run:
         """Total NLL and target count of ``split`` under ``model`` (default the trained one), this
         process's share added up over all; ``from_second``: without each piece's first frame."""
         data = batches(config, self.corpus, split, training=False, world=self.world)
-        total, count = evaluate(model or self.model, data, self.device, from_second)
+        total, count = evaluate(model or self.model, data, self.device, from_second, config.precision)
         if shares_evaluation(config, self.corpus, split, self.world):
             total, count = distributed.sum_across([total, count], self.world, self.device)
         return total, int(count)
@@ -374,7 +376,9 @@ class Run:
                 self.diverged(self.guard.never_finite(len(self.history), self.progress.updates, last))
             self.best_model = checkpoint.load(best)["model"]
         self.model.load_state_dict(self.best_model)
-        final = replace(self.config, eval_batch_size=1) if self.kind == "text" else self.config
+        final = replace(self.config, precision="fp32")  # the table's number: the exact likelihood
+        if self.kind == "text":
+            final = replace(final, eval_batch_size=1)
         scores = {split: split_score(self.metric, *self.score(split, final)) for split in ("valid", "test")}
         if self.kind == "music":  # also as the TCN paper's code scores: frames 2..T
             later = self.score("test", final, from_second=True)

@@ -16,11 +16,13 @@ from deeprnn.names import KINDS, MODELS, canonical_model
 from deeprnn.operators.heads import HEADS
 from deeprnn.operators.nade import ORDERS
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
+from deeprnn.training.precision import PRECISIONS
 
 CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
     "schedule": ("inverse", "halve", "cosine", "plateau", "constant"),
     "device": ("auto", "cpu", "cuda"),
+    "precision": tuple(PRECISIONS),
     "text_level": ("word", "char"),
     "data_kind": KINDS,
     "head": tuple(HEADS),
