@@ -14,7 +14,8 @@ for the task with every width set to H, scored by its head's NLL:
 ``sample`` the drawing of one sequence of T steps, a step a call (:func:`deeprnn.sampling.sample`
 against nn.RNN run a step at a time, its draw fed back), at B=1 whatever the shape's batch.
 Each case also gives the peak memory of one call, ours and the baseline's, and for training the
-bytes autograd saves for the backward pass (:mod:`deeprnn.memory`).
+bytes autograd saves for the backward pass (:mod:`deeprnn.memory`), both of the eager call (with
+``cuda_graphs`` too).
 The ratio is our throughput over the baseline's. Every weight matrix is used once per step (an
 embedding is a lookup, not a product, and is not counted), so the FLOP parity ratio is
 (baseline's multiplied weights) / (ours), and ``ratio / parity`` is throughput per FLOP.
@@ -34,12 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeprnn import memory
+from deeprnn.errors import UserError
 from deeprnn.models import DeepRNN, count_parameters
 from deeprnn.names import MODELS, NADE_MODELS
 from deeprnn.operators.projection import Projection
 from deeprnn.presets import preset
 from deeprnn.runtime import own_random_state
 from deeprnn.sampling import sample
+from deeprnn.training.graphs import capture
 from deeprnn.training.precision import autocast
 
 SHAPES = ((32, 100), (1, 200))  # (batch, steps)
@@ -178,6 +181,7 @@ def run_case(
     seconds: float = 1.0,
     task: str = "music",
     precision: str = "fp32",
+    cuda_graphs: bool = False,
 ) -> dict:
     with own_random_state():
         torch.manual_seed(0)
@@ -197,12 +201,15 @@ def run_case(
         ours_fn, base_fn = (_sample_fn(m, steps, device, precision) for m in (ours, base))
     else:
         ours_fn, base_fn = (_step_fn(m, x, target, mode, precision) for m in (ours, base))
+    # not a sampler (its loop depends on its draws), nor a NADE (its shapes on the notes)
+    graphed = cuda_graphs and mode != "sample" and ours.config.head != "nade"
+    timed = [capture(fn) if graphed else fn for fn in (ours_fn, base_fn)]
     # Alternate the two so that a change of machine load affects both alike; keep the best
     # round of each (the least disturbed).
     t_ours, t_base = [], []
     for _ in range(ROUNDS):
-        t_base.append(_time(base_fn, device, seconds / ROUNDS))
-        t_ours.append(_time(ours_fn, device, seconds / ROUNDS))
+        t_base.append(_time(timed[1], device, seconds / ROUNDS))
+        t_ours.append(_time(timed[0], device, seconds / ROUNDS))
     ours_s, base_s = min(t_ours), min(t_base)
     parity = multiplied_weights(base) / multiplied_weights(ours)
     ratio = base_s / ours_s
@@ -214,6 +221,7 @@ def run_case(
         "hidden": hidden,
         "mode": mode,
         "precision": precision,
+        "cuda_graphs": graphed,
         "ratio": round(ratio, 3),
         "flop_parity": round(parity, 3),
         "ratio_per_flop": round(ratio / parity, 3),
@@ -237,11 +245,16 @@ def run(
     progress: Callable[[dict], object] | None = None,
     tasks: Sequence[str] = tuple(TASKS),
     precision: str = "fp32",
+    cuda_graphs: bool = False,
 ) -> dict:
     """Every case of ``tasks`` × ``hidden`` (default: each task's own sizes) × ``shapes`` ×
     ``modes`` × ``models`` (the NADE presets on music only; ``sample``, at B=1 once per length);
-    ``precision``: both sides' forward passes under its autocast (deeprnn.training.precision)."""
+    ``precision``: both sides' forward passes under its autocast (deeprnn.training.precision);
+    ``cuda_graphs``: both sides' training steps and evaluations captured as CUDA graphs and
+    replayed (deeprnn.training.graphs), sampling excepted."""
     dev = torch.device(device)
+    if cuda_graphs and dev.type != "cuda":
+        raise UserError(f"--cuda-graphs needs a CUDA device; got {device}")
     cases = []
     for task in tasks:
         for h in hidden or TASKS[task][2]:
@@ -256,7 +269,7 @@ def run(
                         if name in NADE_MODELS and task != "music":
                             continue
                         b = 1 if mode == "sample" else batch
-                        case = run_case(name, b, steps, h, mode, dev, seconds, task, precision)
+                        case = run_case(name, b, steps, h, mode, dev, seconds, task, precision, cuda_graphs)
                         cases.append(case)
                         if progress is not None:
                             progress(case)

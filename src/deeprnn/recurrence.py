@@ -108,6 +108,12 @@ def traced() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
 
 
+def checks_values() -> bool:
+    """Whether the input's values may be checked (token range, lengths): not while a tracer
+    records the operations, nor while a CUDA graph is captured (a check waits for the GPU)."""
+    return not traced() and not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
 def exporting() -> bool:
     """Whether torch.export records the operations (PyTorch >= 2.6 can tell; before, never)."""
     return getattr(torch.compiler, "is_exporting", lambda: False)()
@@ -213,8 +219,8 @@ class Recurrence(nn.Module):
         if lengths is not None:  # whatever the padding holds (even NaN) must not reach ⊕
             valid = torch.arange(steps, device=x.device).unsqueeze(1) < lengths
             x = torch.where(valid.view(valid.shape + (1,) * (x.dim() - 2)), x, 0)
-        if self.tokens and not traced():
-            self._check_token_range(x)
+        if self.tokens and checks_values():
+            self.check_token_range(x)
         if self.input_map is not None:
             x = self.input_map(x)
         finals = []
@@ -276,7 +282,7 @@ class Recurrence(nn.Module):
             raise ValueError(f"step reads one step of input, {kind}; got {shape}")
         sequence, _ = self._check_input(x.unsqueeze(1 if self.batch_first else 0))
         if self.tokens:
-            self._check_token_range(sequence)
+            self.check_token_range(sequence)
         dtype = next(self.levels[0].parameters()).dtype
         return sequence, self._check_state(hx, x.shape[0], False, x.device, dtype)
 
@@ -317,7 +323,8 @@ class Recurrence(nn.Module):
             return input.unsqueeze(1), True
         return (input.transpose(0, 1) if self.batch_first else input), False
 
-    def _check_token_range(self, x: torch.Tensor) -> None:
+    def check_token_range(self, x: torch.Tensor) -> None:
+        """Refuse token ids outside [0, input_size) (it waits for the device to tell)."""
         if x.numel() and (x.min() < 0 or x.max() >= self.input_size):
             raise ValueError(
                 f"token ids must lie in [0, {self.input_size}) at valid steps; got values in "
@@ -356,7 +363,7 @@ class Recurrence(nn.Module):
                 )
             lengths = mask.sum(0)
             prefix = torch.arange(steps, device=mask.device).unsqueeze(1) < lengths
-            if not traced() and not torch.equal(prefix, mask):
+            if checks_values() and not torch.equal(prefix, mask):
                 raise ValueError("mask must be true on a prefix of each sequence (padding at the end)")
         if lengths is None:
             return None
@@ -366,7 +373,7 @@ class Recurrence(nn.Module):
                 f"lengths must be an integer tensor of shape (batch,) = ({batch},), "
                 f"got {lengths.dtype} {tuple(lengths.shape)}"
             )
-        if lengths.numel() and not traced() and (lengths.min() < 0 or lengths.max() > steps):
+        if lengths.numel() and checks_values() and (lengths.min() < 0 or lengths.max() > steps):
             raise ValueError(
                 f"lengths must lie in [0, T={steps}]; got values in "
                 f"[{int(lengths.min())}, {int(lengths.max())}]"

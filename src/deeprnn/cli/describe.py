@@ -47,6 +47,7 @@ def _bench(args: argparse.Namespace) -> int:
         progress=show,
         tasks=tuple(args.tasks),
         precision=args.precision,
+        cuda_graphs=args.cuda_graphs,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -119,6 +120,9 @@ def _bench_parser(commands) -> None:
     bench.add_argument("--seconds", type=float, default=1.0, help="measuring time per case and model")
     bench.add_argument(
         "--precision", default="fp32", choices=CHOICES["precision"], help="bf16: both sides under autocast"
+    )
+    bench.add_argument(
+        "--cuda-graphs", action="store_true", help="both sides' steps captured as CUDA graphs (a GPU only)"
     )
     bench.add_argument("--quick", action="store_true", help="one small shape (a smoke test)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -79,6 +79,8 @@ class TrainConfig:
     # "bf16": updates and validation under bfloat16 autocast; the final scores in float32
     # (deeprnn.training.precision).
     precision: str = "fp32"
+    # A GPU run's training segments captured as CUDA graphs and replayed (deeprnn.training.graphs).
+    cuda_graphs: bool = False
     # The kind of data these settings were made for ("music" or "text"); a run refuses data of
     # the other kind. The committed configs set it; None: any.
     data_kind: str | None = None

@@ -47,6 +47,7 @@ from deeprnn.training.config import TrainConfig
 from deeprnn.training.console import Log, NoWriter, ProgressBar
 from deeprnn.training.distributed import World
 from deeprnn.training.evaluation import batch_nll, evaluate, split_score
+from deeprnn.training.graphs import SegmentGraphs, check_possible
 from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.noise import noisy, weight_matrices
@@ -94,6 +95,10 @@ class Run:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
             torch.manual_seed(config.seed + world.rank)  # own dropout masks and weight noise
         self.optimizer = make_optimizer(config, self.model, self.pretrained)
+        self.graphs: SegmentGraphs | None = None
+        if config.cuda_graphs:
+            check_possible(self.device, world.distributed)
+            self.graphs = SegmentGraphs(self.segment, self.model, config.bptt_steps, log)
         self.averaging = Averaging(config, self.model)
         total = config.max_updates or sum(self.train_data.count(e) for e in range(config.epochs))
         self.schedule = Schedule(config, total_updates=total)
@@ -186,20 +191,19 @@ class Run:
     def update(self, batch: Batch) -> float | None:
         """One SGD update on a segment; returns its mean NLL per target (None if skipped)."""
         config, model = self.config, self.model
-        if batch.reset or self.state is None:
+        if batch.reset:
             self.state = None
-        self.optimizer.zero_grad(set_to_none=True)
-        with noisy(self.weights, config.weight_noise):  # the gradient at W + σε
-            with autocast(self.device, config.precision):
-                nll, state = batch_nll(model, batch, self.state, self.net)
-            # DDP averages the processes' gradients: scaled so, they are those of the global mean.
-            loss = nll * self.world.size / max(batch.total, 1)
-            loss.backward()
+        # DDP averages the processes' gradients: scaled so, they are those of the global mean.
+        scale = self.world.size / max(batch.total, 1)
+        graphed = self.graphs.run(batch, self.state, scale) if self.graphs else None
+        if graphed is None:
+            self.zero_grad()
+            graphed = self.segment(batch, self.state, scale)
+        loss, self.state = graphed
         norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), config.clip_norm if config.clip_norm > 0 else math.inf
         )
-        self.state = map_carry(torch.Tensor.detach, state)
-        mean = distributed.sum_across([float(loss.detach())], self.world, self.device)[0] / self.world.size
+        mean = distributed.sum_across([float(loss)], self.world, self.device)[0] / self.world.size
         if not (math.isfinite(mean) and torch.isfinite(norm)):
             self.skip(mean)
             return None
@@ -208,6 +212,24 @@ class Run:
         self.optimizer.step()
         self.averaging.update(self.model, self.progress.epoch, self.progress.averaging)
         return mean
+
+    def segment(
+        self, batch: Batch, state: Carry | None, scale: float | torch.Tensor
+    ) -> tuple[torch.Tensor, Carry]:
+        """The forward and backward pass of a segment: the gradient of its NLL × ``scale`` at
+        W + σε (weight noise), added to the parameters' ``.grad``; its loss and the state after."""
+        with noisy(self.weights, self.config.weight_noise):
+            with autocast(self.device, self.config.precision):
+                nll, state = batch_nll(self.model, batch, state, self.net)
+            loss = nll * scale
+            loss.backward()
+        return loss.detach(), map_carry(torch.Tensor.detach, state)
+
+    def zero_grad(self) -> None:
+        if self.graphs is None:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:  # in place: the graphs hold the gradient buffers
+            self.graphs.zero_grad()
 
     def skip(self, loss: float) -> None:
         """A non-finite update is not applied. Several in a row: back to the last good state at

@@ -18,4 +18,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The context a run's forward passes run in."""
     dtype = PRECISIONS[precision]
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    # no cache of cast weights: a cache must not outlive a CUDA graph's capture
+    # (deeprnn.training.graphs), and a forward pass casts each weight once anyway
+    return torch.autocast(
+        device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False
+    )
