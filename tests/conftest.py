@@ -36,3 +36,20 @@ def rolls(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.pickle"
     path.write_bytes(pickle.dumps({s: [piece(rng.randint(8, 30)) for _ in range(n)] for s, n in sizes}))
     return path
+
+
+WORDS = "the cat sat on the mat and the dog sat on the log\n"
+
+
+@pytest.fixture
+def text_corpus(tmp_path):
+    """A text folder of WORDS repeated: ``text_corpus(train, valid, test)`` lines per split."""
+
+    def write(train: int = 20, valid: int = 3, test: int = 2) -> Path:
+        corpus = tmp_path / "corpus"
+        corpus.mkdir()
+        for split, lines in (("train", train), ("valid", valid), ("test", test)):
+            (corpus / f"{split}.txt").write_text(WORDS * lines)
+        return corpus
+
+    return write

@@ -58,12 +58,8 @@ def test_a_graphed_music_run_follows_the_eager_run(tmp_path, data_root, replays)
     assert graphed["test_nll"] == pytest.approx(eager["test_nll"], rel=1e-6)
 
 
-def test_a_graphed_text_run_carries_its_state_as_the_eager_run(tmp_path, replays):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    words = "the cat sat on the mat and the dog sat on the log\n"
-    for split, text in (("train", words * 20), ("valid", words * 3), ("test", words * 2)):
-        (corpus / f"{split}.txt").write_text(text)
+def test_a_graphed_text_run_carries_its_state_as_the_eager_run(tmp_path, replays, text_corpus):
+    corpus = text_corpus()
     settings = dict(model="dts-rnn", data=str(corpus), hidden_size=10, transition_sizes=[8], batch_size=3)
     settings.update(bptt_steps=7, max_updates=30, eval_every=10, schedule="halve", device="cpu")
     eager = trainer.train(apply(settings), tmp_path / "eager", log=lambda _: None)

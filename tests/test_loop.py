@@ -195,14 +195,10 @@ def test_music_is_also_scored_from_the_second_frame(tmp_path, rolls):
     assert later["value"] == pytest.approx(total / count, rel=1e-9)
 
 
-def test_text_is_scored_as_one_stream_whatever_the_eval_batch_size(tmp_path):
+def test_text_is_scored_as_one_stream_whatever_the_eval_batch_size(tmp_path, text_corpus):
     """Valid and test of a text run are read in one column, the state carried through the whole
     stream: eval_batch_size (4 columns here) is for the evaluations during training only."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    words = "the cat sat on the mat and the dog sat on the log\n"
-    for split, text in (("train", words * 20), ("valid", words * 3), ("test", words * 4)):
-        (corpus / f"{split}.txt").write_text(text)
+    corpus = text_corpus(test=4)
     config = apply(settings(corpus, eval_batch_size=4, max_updates=6, eval_every=6, bptt_steps=5))
     result = trainer.train(config, tmp_path / "r", **QUIET)
     assert "test_from_second_frame" not in result["scores"]

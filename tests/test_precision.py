@@ -125,12 +125,8 @@ def test_a_bfloat16_run_follows_the_float32_run_and_scores_its_best_parameters_i
     assert best["valid_nll"] == pytest.approx(min(curves["bf16"]), rel=0.01)
 
 
-def test_a_text_run_in_bfloat16_carries_its_state_between_segments(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    words = "the cat sat on the mat and the dog sat on the log\n"
-    for split, text in (("train", words * 20), ("valid", words * 3), ("test", words * 2)):
-        (corpus / f"{split}.txt").write_text(text)
+def test_a_text_run_in_bfloat16_carries_its_state_between_segments(tmp_path, text_corpus):
+    corpus = text_corpus()
     settings = dict(model="dts-rnn", data=str(corpus), hidden_size=10, transition_sizes=[8], batch_size=3)
     settings.update(bptt_steps=7, max_updates=12, eval_every=6, schedule="halve", device="cpu")
     results = {

@@ -517,12 +517,8 @@ def test_nonfinite_updates_are_skipped_then_the_good_state_restored(tmp_path, da
         assert torch.isfinite(p).all()
 
 
-def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    words = "the cat sat on the mat and the dog sat on the log\n"
-    for split, text in (("train", words * 30), ("valid", words * 3), ("test", words * 2)):
-        (corpus / f"{split}.txt").write_text(text)
+def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch, text_corpus):
+    corpus = text_corpus(train=30)
     settings = {
         "model": "dts-rnn",
         "data": str(corpus),
