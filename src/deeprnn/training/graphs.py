@@ -37,7 +37,7 @@ from deeprnn.recurrence import Carry, map_carry
 from deeprnn.training.console import Log
 
 # (batch, state, scale) -> (loss, state after): one segment's forward and backward pass.
-Segment = Callable[[Batch, Carry, torch.Tensor], tuple[torch.Tensor, Carry]]
+Segment = Callable[[Batch, Carry, float | torch.Tensor], tuple[torch.Tensor, Carry]]
 WARMUP = 3  # eager passes on a side stream before a capture, as PyTorch's recipe asks
 SHAPES = 4  # graphs kept at most; a run has one or two shapes
 
