@@ -422,6 +422,8 @@ BAD = {
     "checkpoint_every": 0,
     "seed": -1,
     "device": "tpu",
+    "precision": "fp16",
+    "cuda_graphs": "yes",
     "data_kind": "audio",
     "notes": None,
 }
