@@ -171,6 +171,16 @@ def _data(task: str, batch: int, steps: int, device: torch.device) -> torch.Tens
     return torch.randint(0, size, (steps, batch), device=device)
 
 
+def _best_rounds(fns: list[Callable[[], object]], device: torch.device, seconds: float) -> list[float]:
+    """Seconds per call of each of ``fns``, measured in alternation over ROUNDS rounds so that a
+    change of machine load affects them alike; the best round of each (the least disturbed)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(ROUNDS):
+        for fn, kept in zip(fns, times, strict=True):
+            kept.append(_time(fn, device, seconds / ROUNDS))
+    return [min(kept) for kept in times]
+
+
 def run_case(
     name: str,
     batch: int,
@@ -203,14 +213,9 @@ def run_case(
         ours_fn, base_fn = (_step_fn(m, x, target, mode, precision) for m in (ours, base))
     # not a sampler (its loop depends on its draws), nor a NADE (its shapes on the notes)
     graphed = cuda_graphs and mode != "sample" and ours.config.head != "nade"
-    timed = [capture(fn) if graphed else fn for fn in (ours_fn, base_fn)]
-    # Alternate the two so that a change of machine load affects both alike; keep the best
-    # round of each (the least disturbed).
-    t_ours, t_base = [], []
-    for _ in range(ROUNDS):
-        t_base.append(_time(timed[1], device, seconds / ROUNDS))
-        t_ours.append(_time(timed[0], device, seconds / ROUNDS))
-    ours_s, base_s = min(t_ours), min(t_base)
+    base_s, ours_s = _best_rounds(
+        [capture(fn) if graphed else fn for fn in (base_fn, ours_fn)], device, seconds
+    )
     parity = multiplied_weights(base) / multiplied_weights(ours)
     ratio = base_s / ours_s
     return {
