@@ -6,13 +6,13 @@
 the run is made of (``deeprnn.training.builder``), and trains: SGD-style updates with weight
 noise (``deeprnn.training.noise``) and global-norm clipping, a guard against non-finite updates
 (``deeprnn.training.guard``), validation with early stopping and parameter averaging,
-``last.pt``/``best.pt`` checkpoints from which a resumed run continues exactly.
+``last.pt``/``best.pt`` checkpoints from which a resumed run continues exactly
+(``deeprnn.training.run_state``).
 :func:`deeprnn.training.trainer.train` loads the corpus and starts or resumes the run in its folder.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -25,7 +25,7 @@ from torch import nn
 
 from deeprnn import __version__
 from deeprnn.data.batching import Batch
-from deeprnn.errors import RunFolderError, TrainingDiverged
+from deeprnn.errors import TrainingDiverged
 from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.recurrence import Carry, map_carry
@@ -54,6 +54,7 @@ from deeprnn.training.noise import noisy, weight_matrices
 from deeprnn.training.precision import autocast
 from deeprnn.training.progress import Progress
 from deeprnn.training.run_folder import newest_checkpoint
+from deeprnn.training.run_state import RunState
 from deeprnn.training.schedule import Schedule
 
 # Called (on the first process) with each validation record (update, epoch, value, lr, …);
@@ -61,7 +62,7 @@ from deeprnn.training.schedule import Schedule
 Callback = Callable[[dict], bool | None]
 
 
-class Run:
+class Run(RunState):
     def __init__(
         self,
         config: TrainConfig,
@@ -108,85 +109,6 @@ class Run:
         self.guard = NonfiniteGuard()
         self.good_state = self.snapshot()  # model and optimiser where a restore returns to
         self.best_model: dict | None = None  # the best parameters (CPU), kept by every process
-
-    def checkpoint_state(self) -> dict:
-        own = {"carry": map_carry(lambda t: t.detach().cpu(), self.state), "rng": checkpoint.rng_state()}
-        state = {
-            **self.identity(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "progress": vars(self.progress).copy(),
-            "guard": self.guard.state_dict(),
-            "history": list(self.history),
-            **own,
-        }
-        if self.averaging.mean is not None:
-            state["averaged"] = self.averaging.state_dict()
-        if self.world.distributed:  # each process's carried state and random generators
-            state["processes"] = distributed.gather(own, self.world)
-        return state
-
-    def identity(self) -> dict:
-        """What every checkpoint says of the run: the library version and both configurations."""
-        return {
-            "version": __version__,
-            "config": self.config.to_dict(),
-            "model_config": self.model_config.to_dict(),
-        }
-
-    def snapshot(self) -> dict:
-        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
-
-    def finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-
-    def save_last(self, best: bool = False) -> None:
-        """Write ``last.pt`` and, when validation improved, ``best.pt``: the best parameters, with
-        the whole run at that point (a resume can start there if ``last.pt`` is damaged). Never
-        a state whose parameters are not finite: the guard will return to the last good one."""
-        if not self.finite():
-            self.log(f"update {self.progress.updates}: parameters not finite, checkpoint not written")
-            return
-        state = self.checkpoint_state()  # every process takes part (it gathers their states)
-        folder = self.out / "checkpoints"
-        if self.world.main:
-            checkpoint.save(folder / "last.pt", state)
-            if best:
-                p = self.progress
-                best_state = {
-                    "model": self.best_model,
-                    "update": p.best_update,
-                    "valid": p.best,
-                    "resume": state,
-                }
-                checkpoint.save(folder / "best.pt", {**self.identity(), **best_state})
-        self.good_state = self.snapshot()
-
-    def resume(self, state: dict) -> None:
-        """Continue from a checkpoint's ``state`` (see :func:`resumable_state`)."""
-        processes = state.get("processes", [state])
-        if len(processes) != self.world.size:
-            raise RunFolderError(
-                f"{self.out} was trained by {len(processes)} process(es); resume it with as many, "
-                f"not {self.world.size} (the data position and carried states are per process)"
-            )
-        own = processes[self.world.rank]
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.averaging.load_state_dict(state.get("averaged"))
-        self.schedule.load_state_dict(state["schedule"])
-        self.progress = Progress(**state["progress"])
-        if "guard" in state:
-            self.guard.load_state_dict(state["guard"])
-        self.history = list(state["history"])
-        self.state = map_carry(lambda part: part.to(self.device), own["carry"])
-        checkpoint.set_rng_state(own["rng"])
-        self.good_state = self.snapshot()
-        best = self.out / "checkpoints" / "best.pt"
-        self.best_model = checkpoint.load(best)["model"] if best.exists() else None
-        p = self.progress
-        self.log(f"resumed at epoch {p.epoch}, batch {p.batch}, update {p.updates}")
 
     def update(self, batch: Batch) -> float | None:
         """One SGD update on a segment; returns its mean NLL per target (None if skipped)."""
