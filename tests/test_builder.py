@@ -172,6 +172,41 @@ def test_the_optimiser_is_the_one_named(name, kind):
     assert optimizer.defaults["weight_decay"] == 0.01
 
 
+@pytest.mark.parametrize("parts", ["recurrence", "all"])
+def test_pretraining_copies_the_recurrence_or_the_whole_model(tmp_path, parts):
+    trained = DeepRNN(preset("dts-rnn", "jsb"))
+    with torch.no_grad():
+        for t in trained.parameters():
+            t.normal_()
+    checkpoint.save(tmp_path / "checkpoints" / "best.pt", {"model": trained.state_dict()})
+    model = DeepRNN(preset("dts-rnn", "jsb"))
+    before = {n: t.clone() for n, t in model.named_parameters()}
+    copied = builder.load_pretrained(model, tmp_path, parts)
+    source = dict(trained.named_parameters())
+    for name, t in model.named_parameters():
+        wanted = parts == "all" or name.startswith("recurrence.")
+        assert (name in copied) == wanted
+        assert torch.equal(t, source[name] if wanted else before[name])
+    assert any(not n.startswith("recurrence.") for n, _ in model.named_parameters())  # ▷ has some
+    optimizer = builder.make_optimizer(TrainConfig(pretrained_lr_scale=0.25), model, copied)
+    scales = {id(p): g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    assert all(scales[id(t)] == (0.25 if n in copied else 1.0) for n, t in model.named_parameters())
+
+
+def test_copying_the_whole_model_from_another_model_is_refused(tmp_path):
+    checkpoint.save(
+        tmp_path / "checkpoints" / "best.pt", {"model": DeepRNN(preset("dts-rnn", "jsb")).state_dict()}
+    )
+    deeper_output = DeepRNN(preset("dots-rnn", "jsb"))  # the same ⊕, a deep ▷
+    before = {n: t.clone() for n, t in deeper_output.state_dict().items()}
+    with pytest.raises(
+        ConfigError, match=r'init_parts = "all": \d+ parameter\(s\) of this model have no match'
+    ):
+        builder.load_pretrained(deeper_output, tmp_path, "all")
+    assert all(torch.equal(before[n], t) for n, t in deeper_output.state_dict().items())
+    assert builder.load_pretrained(deeper_output, tmp_path, "recurrence")  # its ⊕ alone fits
+
+
 def test_pretraining_from_a_run_of_another_width_is_refused(tmp_path):
     narrow = DeepRNN(replace(preset("rnn", "jsb"), hidden_size=8))
     checkpoint.save(tmp_path / "checkpoints" / "best.pt", {"model": narrow.state_dict()})

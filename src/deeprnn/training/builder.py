@@ -178,19 +178,29 @@ def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) 
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def load_pretrained(model: DeepRNN, run: Path) -> set[str]:
-    """Layer-wise pretraining: copy the recurrence parameters (input map and ⊕ levels) of a
-    finished run whose names and shapes match; return their names. ▷ always starts afresh."""
-    best = checkpoint.load(run / "checkpoints" / "best.pt")
+def load_pretrained(model: DeepRNN, run: Path, parts: str = "recurrence") -> set[str]:
+    """Copy parameters of a finished run's best point into ``model``; return their names.
+
+    ``parts = "recurrence"``: layer-wise pretraining, the input map and ⊕ levels whose names and
+    shapes match (▷ starts afresh). ``"all"``: the whole model, a second stage of the same model,
+    so every parameter must match."""
+    best = checkpoint.load(run / "checkpoints" / "best.pt")["model"]
     own = model.state_dict()
-    matched = {
-        n
-        for n, t in best["model"].items()
-        if n.startswith("recurrence.") and n in own and own[n].shape == t.shape
-    }
+    fits = {n for n, t in best.items() if n in own and own[n].shape == t.shape}
+    if parts == "all":
+        missing = sorted(n for n, _ in model.named_parameters() if n not in fits)
+        if missing:
+            raise ConfigError(
+                f'init_from {run} with init_parts = "all": {len(missing)} parameter(s) of this model have '
+                f"no match by name and shape there ({', '.join(missing[:4])}); it must be a run of the same "
+                'model and sizes, or use init_parts = "recurrence"'
+            )
+        matched = fits & set(own)
+    else:
+        matched = {n for n in fits if n.startswith("recurrence.")}
     if not matched:
         raise ConfigError(f"init_from {run}: no parameter of that run matches this model by name and shape")
     with torch.no_grad():
         for name in matched:
-            own[name].copy_(best["model"][name])
+            own[name].copy_(best[name])
     return matched

@@ -63,8 +63,12 @@ class TrainConfig:
     # Or begin it once a validation score is worse than the best of those before the last N
     # (AWD-LSTM's non-monotone trigger, N = 5 there); with both set, whichever comes first.
     average_when_stalled: int | None = None
-    # Pretraining: start from a finished run's best parameters where names and shapes match.
+    # Pretraining: start from a finished run's best parameters where names and shapes match:
+    # its recurrence (the input map and ⊕, ▷ afresh: the paper's layer-wise pretraining), or
+    # with init_parts = "all" the whole model (a second stage of the same model, AWD-LSTM's
+    # fine-tuning), every parameter of which must then match.
     init_from: str | None = None
+    init_parts: str = "recurrence"
     pretrained_lr_scale: float = 0.1
     # Length and evaluation.
     epochs: int = 100

@@ -18,6 +18,8 @@ from deeprnn.operators.nade import ORDERS
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
 from deeprnn.training.precision import PRECISIONS
 
+INIT_PARTS = ("recurrence", "all")  # what init_from copies (TrainConfig)
+
 CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
     "schedule": ("inverse", "halve", "cosine", "plateau", "constant"),
@@ -28,6 +30,7 @@ CHOICES = {
     "head": tuple(HEADS),
     "nade_order": ORDERS,
     "transition_kind": TRANSITION_KINDS,
+    "init_parts": INIT_PARTS,
 }
 
 
