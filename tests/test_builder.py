@@ -193,18 +193,32 @@ def test_pretraining_copies_the_recurrence_or_the_whole_model(tmp_path, parts):
     assert all(scales[id(t)] == (0.25 if n in copied else 1.0) for n, t in model.named_parameters())
 
 
-def test_copying_the_whole_model_from_another_model_is_refused(tmp_path):
-    checkpoint.save(
-        tmp_path / "checkpoints" / "best.pt", {"model": DeepRNN(preset("dts-rnn", "jsb")).state_dict()}
-    )
-    deeper_output = DeepRNN(preset("dots-rnn", "jsb"))  # the same ⊕, a deep ▷
-    before = {n: t.clone() for n, t in deeper_output.state_dict().items()}
-    with pytest.raises(
-        ConfigError, match=r'init_parts = "all": \d+ parameter\(s\) of this model have no match'
-    ):
-        builder.load_pretrained(deeper_output, tmp_path, "all")
-    assert all(torch.equal(before[n], t) for n, t in deeper_output.state_dict().items())
-    assert builder.load_pretrained(deeper_output, tmp_path, "recurrence")  # its ⊕ alone fits
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        (preset("dts-rnn", "jsb"), preset("dots-rnn", "jsb")),  # the same ⊕; ▷ lacks a layer
+        (preset("dots-rnn", "jsb"), preset("dts-rnn", "jsb")),  # ▷ has one too many
+        (replace(preset("dts-rnn", "jsb"), transition_units="relu"), preset("dts-rnn", "jsb")),  # same shapes
+    ],
+)
+def test_copying_the_whole_model_of_another_model_is_refused(tmp_path, source, target):
+    state = {"model": DeepRNN(source).state_dict(), "model_config": source.to_dict()}
+    checkpoint.save(tmp_path / "checkpoints" / "best.pt", state)
+    model = DeepRNN(target)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    with pytest.raises(ConfigError, match=r'init_parts = "all": that run is another model \(\d+ difference'):
+        builder.load_pretrained(model, tmp_path, "all")
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
+    assert builder.load_pretrained(model, tmp_path, "recurrence")  # its ⊕ alone fits
+
+
+def test_copying_the_whole_model_keeps_a_dropout_of_its_own(tmp_path):
+    trained = DeepRNN(preset("dts-rnn", "jsb"))
+    state = {"model": trained.state_dict(), "model_config": trained.config.to_dict()}
+    checkpoint.save(tmp_path / "checkpoints" / "best.pt", state)
+    model = DeepRNN(replace(preset("dts-rnn", "jsb"), state_dropout=0.3))
+    builder.load_pretrained(model, tmp_path, "all")
+    assert all(torch.equal(t, trained.state_dict()[n]) for n, t in model.state_dict().items())
 
 
 def test_pretraining_from_a_run_of_another_width_is_refused(tmp_path):

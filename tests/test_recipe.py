@@ -406,6 +406,19 @@ def test_pretraining_from_a_run_that_matches_nothing_is_an_error(tmp_path, rolls
         builder.load_pretrained(other, tmp_path / "a")
 
 
+def test_a_second_stage_of_the_whole_model_starts_at_the_first_ones_best_point(tmp_path, rolls):
+    first = apply({**SETTINGS, "data": str(rolls), "max_updates": 4, "eval_every": 2})
+    trainer.train(first, tmp_path / "a", **QUIET)
+    best = checkpoint.load(tmp_path / "a" / "checkpoints" / "best.pt")["model"]
+    second = make_run(tmp_path, rolls, init_from=str(tmp_path / "a"), init_parts="all", state_dropout=0.2)
+    assert all(torch.equal(t, best[n]) for n, t in second.model.state_dict().items())
+    fresh = make_run(tmp_path / "f", rolls, init_from=str(tmp_path / "a"))  # the recurrence only
+    head = [n for n in best if not n.startswith("recurrence.")]
+    assert head and not any(torch.equal(fresh.model.state_dict()[n], best[n]) for n in head)
+    with pytest.raises(ConfigError, match="init_parts=all copies from a run: set init_from=RUN too"):
+        apply({**SETTINGS, "init_parts": "all"})
+
+
 # -- locked dropout and sampling ------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from deeprnn.presets import preset, resized
 from deeprnn.training import checkpoint
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.distributed import World
+from deeprnn.training.ranges import INIT_PARTS
 
 Corpus = MusicCorpus | TextCorpus
 ONE_PROCESS = World()
@@ -162,7 +163,8 @@ def device_name(device: torch.device) -> str:
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) -> torch.optim.Optimizer:
-    """Pretrained parameters (layer-wise pretraining) get ``pretrained_lr_scale`` × the rate."""
+    """Pretrained parameters (``init_from``) get ``pretrained_lr_scale`` × the rate: with
+    ``init_parts = "all"`` the whole model does."""
     fresh = [p for n, p in model.named_parameters() if n not in pretrained]
     groups = [{"params": fresh, "lr_scale": 1.0}]
     if pretrained:
@@ -178,29 +180,57 @@ def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) 
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+# What a second stage may change in the model it starts from (init_parts = "all").
+UNCHECKED_ON_INIT = (
+    "name",
+    "input_dropout",
+    "state_dropout",
+    "recurrent_dropout",
+    "output_dropout",
+    "output_init_std",
+)
+
+
 def load_pretrained(model: DeepRNN, run: Path, parts: str = "recurrence") -> set[str]:
     """Copy parameters of a finished run's best point into ``model``; return their names.
 
     ``parts = "recurrence"``: layer-wise pretraining, the input map and ⊕ levels whose names and
-    shapes match (▷ starts afresh). ``"all"``: the whole model, a second stage of the same model,
-    so every parameter must match."""
-    best = checkpoint.load(run / "checkpoints" / "best.pt")["model"]
-    own = model.state_dict()
-    fits = {n for n, t in best.items() if n in own and own[n].shape == t.shape}
+    shapes match (▷ starts afresh). ``"all"``: the whole model, a second stage of the same model:
+    the run must have this model's parameters, no others, and its architecture (dropout aside)."""
+    saved = checkpoint.load(run / "checkpoints" / "best.pt")
+    best, own = saved["model"], model.state_dict()
     if parts == "all":
-        missing = sorted(n for n, _ in model.named_parameters() if n not in fits)
-        if missing:
-            raise ConfigError(
-                f'init_from {run} with init_parts = "all": {len(missing)} parameter(s) of this model have '
-                f"no match by name and shape there ({', '.join(missing[:4])}); it must be a run of the same "
-                'model and sizes, or use init_parts = "recurrence"'
-            )
-        matched = fits & set(own)
+        check_same_model(model, best, saved.get("model_config"), run)
+        matched = set(own)
+    elif parts == "recurrence":
+        matched = {
+            n for n, t in best.items() if n.startswith("recurrence.") and n in own and own[n].shape == t.shape
+        }
     else:
-        matched = {n for n in fits if n.startswith("recurrence.")}
+        raise ValueError(f"parts must be one of {INIT_PARTS}, got {parts!r}")
     if not matched:
         raise ConfigError(f"init_from {run}: no parameter of that run matches this model by name and shape")
     with torch.no_grad():
         for name in matched:
             own[name].copy_(best[name])
     return matched
+
+
+def check_same_model(model: DeepRNN, best: dict, saved_config: dict | None, run: Path) -> None:
+    """A ConfigError unless ``best`` (and the run's model configuration, when it has one) is
+    ``model``'s: the same tensors by name and shape, the same architecture but for dropout."""
+    own = model.state_dict()
+    differ = sorted(
+        n for n in own.keys() | best.keys() if n not in own or n not in best or own[n].shape != best[n].shape
+    )
+    if saved_config is not None:
+        mine = model.config.to_dict()
+        differ += [
+            k for k in mine if k not in UNCHECKED_ON_INIT and k in saved_config and saved_config[k] != mine[k]
+        ]
+    if differ:
+        raise ConfigError(
+            f'init_from {run} with init_parts = "all": that run is another model ({len(differ)} '
+            f"difference(s): {', '.join(differ[:4])}); it must be a run of this model with the same "
+            'sizes and units, or use init_parts = "recurrence" (its input map and ⊕ only)'
+        )

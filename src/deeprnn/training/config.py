@@ -6,9 +6,10 @@ TOML file, the committed file of the paper's experiment for (model, data)
 
 A TOML file may end with a ``[finetune]`` table: the settings of a second stage in the manner of
 AWD-LSTM's fine-tuning (and of a warm restart), a run that starts from the first one's best
-recurrence (⊕, by ``init_from``; ▷ afresh) with the schedule, averaging and patience begun
-afresh. They override every other source, ``--set`` included. ``deeprnn reproduce`` trains that
-stage after the first; ``resolve(..., finetune=True)`` gives its configuration.
+recurrence (⊕, by ``init_from``; ▷ afresh), or its whole model with ``init_parts = "all"``, with
+the schedule, averaging and patience begun afresh. They override every other source, ``--set``
+included. ``deeprnn reproduce`` trains that stage after the first; ``resolve(...,
+finetune=True)`` gives its configuration.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class TrainConfig:
     # Pretraining: start from a finished run's best parameters where names and shapes match:
     # its recurrence (the input map and ⊕, ▷ afresh: the paper's layer-wise pretraining), or
     # with init_parts = "all" the whole model (a second stage of the same model, AWD-LSTM's
-    # fine-tuning), every parameter of which must then match.
+    # fine-tuning), which must then be this model. pretrained_lr_scale × lr is the rate of what
+    # was copied: with "all", of the whole model.
     init_from: str | None = None
     init_parts: str = "recurrence"
     pretrained_lr_scale: float = 0.1
@@ -102,6 +104,8 @@ class TrainConfig:
                 f"unknown architecture setting(s) {', '.join(unknown)}; valid: {', '.join(ARCHITECTURE)}"
             )
         self.architecture = {k: check(k, v, ARCHITECTURE[k]) for k, v in self.architecture.items()}
+        if self.init_parts != "recurrence" and self.init_from is None:
+            raise ConfigError(f"--set init_parts={self.init_parts} copies from a run: set init_from=RUN too")
 
     @property
     def grid(self) -> Grid:
