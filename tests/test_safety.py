@@ -413,6 +413,7 @@ BAD = {
     "average_after_epochs": -1,
     "average_when_stalled": 0,
     "init_from": 5,
+    "init_parts": "everything",
     "pretrained_lr_scale": -0.1,
     "epochs": 0,
     "max_updates": -1,
