@@ -87,7 +87,8 @@ def test_each_data_set_is_known_everywhere_under_each_of_its_names(name):
     assert paper_cell == (name in ("nottingham", "jsb", "musedata", "ptb-char", "ptb-word"))
     in_a_table = [t for t in TABLES.values() if name in t.data]
     assert all(t.metric == known.metric for t in in_a_table)
-    assert (paper_config_file("rnn", name) is not None) == bool(in_a_table)
+    assert all(paper_config_file(m, name) is not None for t in in_a_table for m in t.models)
+    assert (paper_config_file("dts-rnn", name) is not None) == bool(in_a_table)
 
 
 def test_structure_of_each_preset():

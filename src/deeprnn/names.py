@@ -124,6 +124,8 @@ TABLES = {
     "music": Table(("nottingham", "jsb", "musedata", "piano-midi"), (*PAPER_MODELS, "dots-rnn*"), "nll"),
     "ptb-char": Table(("ptb-char",), PAPER_MODELS, "bpc"),
     "ptb-word": Table(("ptb-word",), PAPER_MODELS, "ppl"),
+    # not in the paper: the same characters in the layout later work reports (DT(S)-RNN only)
+    "ptb-pennchar": Table(("ptb-pennchar",), ("dts-rnn",), "bpc"),
     "music-nade": Table(("nottingham", "jsb", "musedata", "piano-midi"), NADE_MODELS, "nll"),
 }
 
