@@ -39,7 +39,7 @@ def test_the_package_publishes_weights_for_every_row_of_the_music_tables(monkeyp
     monkeypatch.delenv("DEEPRNN_WEIGHTS", raising=False)
     music = {name for name in _table_rows() if not name.startswith("ptb-")}
     assert music - set(available()) == set()
-    penn = {"ptb-char/rnn", "ptb-char/dts-rnn", "ptb-char/dots-rnn"}
+    penn = {"ptb-char/rnn", "ptb-char/dts-rnn", "ptb-char/dots-rnn", "ptb-char/srnn"}
     assert penn <= set(available())  # the Penn Treebank rows at full scale
 
 
