@@ -8,9 +8,32 @@ import pytest
 import torch
 
 from deeprnn import memory
-from deeprnn.bench import bench_model, format_row, multiplied_weights, run_case
+from deeprnn.bench import bench_model, format_row, loop_weights, multiplied_weights, run_case
 from deeprnn.cli import main
 from deeprnn.models import count_parameters
+
+
+@pytest.mark.parametrize(
+    ("name", "levels", "in_loop"),
+    [
+        ("rnn", 1, 1),
+        ("dt-rnn", 1, 2),
+        ("dts-rnn", 1, 3),
+        ("dots-rnn", 1, 3),
+        ("srnn", 2, 2),
+        ("dots-rnn*", 1, 6),
+    ],
+)
+def test_the_loop_parity_counts_the_matrices_each_step_reads(name, levels, in_loop):
+    """In the loop a step multiplies h_{t-1} (and, in a deep transition, the layers between) by
+    H × H matrices (every width H): DT-RNN reads W_h and the layer's, DT(S)-RNN both layers'
+    shortcuts too, DOT(S)-RNN* the same with two pieces per L_p unit, sRNN one per level;
+    nn.RNN reads W_hh of each level, its W_ih and every output matrix applied to all steps at
+    once, before or after the loop."""
+    h = 24
+    case = run_case(name, 2, 3, h, "eval", torch.device("cpu"), 0.01)
+    assert loop_weights(bench_model(name, h)) == in_loop * h * h
+    assert case["loop_parity"] == round(levels / in_loop, 3)
 
 
 def test_bench_json_layout(tmp_path, capsys):

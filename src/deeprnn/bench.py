@@ -19,6 +19,12 @@ bytes autograd saves for the backward pass (:mod:`deeprnn.memory`), both of the 
 The ratio is our throughput over the baseline's. Every weight matrix is used once per step (an
 embedding is a lookup, not a product, and is not counted), so the FLOP parity ratio is
 (baseline's multiplied weights) / (ours), and ``ratio / parity`` is throughput per FLOP.
+
+At B=1 a step is a product of a vector by each matrix of the loop, and its cost is reading those
+matrices from memory: nn.RNN reads only W_hh there (its W_ih is one product for all steps, before
+the loop), a deep transition all of its matrices. The loop parity, (baseline's weights read in
+the loop) / (ours), is the ratio that memory traffic alone predicts at B=1 once the matrices
+outgrow the cache.
 """
 
 from __future__ import annotations
@@ -103,6 +109,18 @@ def multiplied_weights(model: nn.Module) -> int:
     tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
     tables += [m.weight for m in model.modules() if isinstance(m, Projection) and m.tokens]
     return count_parameters(model)["weights"] - sum(t.numel() for t in tables)
+
+
+def loop_weights(model: nn.Module) -> int:
+    """The weights every step of the recurrence multiplies (the rest are applied to all steps at
+    once): each level's matrices that read h_{t-1} and those between the layers of ⊕, or nn.RNN's
+    W_hh of each level."""
+    if isinstance(model, DeepRNN):
+        return sum(
+            level.recurrent_weight.numel() + sum(w.numel() for w in level.layer_weights)
+            for level in model.recurrence.levels
+        )
+    return sum(p.numel() for name, p in model.named_parameters() if name.startswith("rnn.weight_hh"))
 
 
 def _step_fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: str, precision: str):
@@ -217,6 +235,7 @@ def run_case(
         [capture(fn) if graphed else fn for fn in (base_fn, ours_fn)], device, seconds
     )
     parity = multiplied_weights(base) / multiplied_weights(ours)
+    loop_parity = loop_weights(base) / loop_weights(ours)
     ratio = base_s / ours_s
     return {
         "task": task,
@@ -230,6 +249,7 @@ def run_case(
         "ratio": round(ratio, 3),
         "flop_parity": round(parity, 3),
         "ratio_per_flop": round(ratio / parity, 3),
+        "loop_parity": round(loop_parity, 3),
         "ours_ms": round(ours_s * 1e3, 3),
         "baseline_ms": round(base_s * 1e3, 3),
         "baseline": f"nn.RNN(num_layers={levels})" + (" cuDNN" if device.type == "cuda" else ""),
@@ -301,6 +321,7 @@ def format_row(case: dict) -> str:
         f"{case['task']:>8} {case['model']:>13} {case['mode']:>5} {case['precision']} "
         f"B={case['batch']:<3} T={case['steps']:<4} H={case['hidden']:<4} "
         f"ratio {case['ratio']:6.3f}  parity {case['flop_parity']:5.3f}  "
-        f"per-FLOP {case['ratio_per_flop']:5.2f}  ({case['ours_ms']:.1f} ms vs {case['baseline_ms']:.1f} ms; "
+        f"per-FLOP {case['ratio_per_flop']:5.2f}  loop parity {case['loop_parity']:5.3f}  "
+        f"({case['ours_ms']:.1f} ms vs {case['baseline_ms']:.1f} ms; "
         f"peak {case['peak_mb']:.1f} MB vs {case['baseline_peak_mb']:.1f} MB)"
     )
