@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from deeprnn import __version__
 from deeprnn.cli import describe, export, listen, train
 from deeprnn.errors import TrainingDiverged, UserError
-from deeprnn.runtime import keep_freed_memory
+from deeprnn.runtime import reduce_page_faults
 
 EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    keep_freed_memory()
+    reduce_page_faults()
     finished = False
     try:
         code = args.run(args)
