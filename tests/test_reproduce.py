@@ -189,6 +189,23 @@ def test_a_cell_without_runs_keeps_its_row(tmp_path, data_root, capsys, monkeypa
     assert (tmp_path / "music-jsb.png").read_bytes() == picture
 
 
+def test_tables_lands_the_rows_of_one_folders_runs_in_another_folders_tables(tmp_path, data_root):
+    """``--tables DIR``: the runs stay under OUT, the tables are written into DIR over its own,
+    as a finished cell lands in a committed results/ that holds the other cells' rows."""
+    results, runs = tmp_path / "results", tmp_path / "runs-elsewhere"
+    argv = ["reproduce", "music", "--data", "jsb", "--data-dir", str(data_root)]
+    for s in SMALL:
+        argv += ["--set", s]
+    assert main([*argv, "--models", "rnn", "--out", str(results)]) == 0
+    (kept,) = json.loads((results / "music.json").read_text())["rows"]
+    assert main([*argv, "--models", "dts-rnn", "--out", str(runs), "--tables", str(results)]) == 0
+    rows = {r["model"]: r for r in json.loads((results / "music.json").read_text())["rows"]}
+    assert rows["rnn"] == kept and rows["dts-rnn"]["run"] == str(runs / "runs" / "jsb" / "dts-rnn")
+    assert "| jsb | dts-rnn |" in (results / "music.md").read_text()
+    assert (runs / "runs" / "jsb" / "dts-rnn" / "results.json").exists()
+    assert not (runs / "music.json").exists()
+
+
 def test_a_table_that_is_not_ours_is_an_error_not_overwritten(tmp_path):
     (tmp_path / "music.json").write_text('{"rows": [{"model": "rnn"}]}')
     with pytest.raises(ValueError, match="not a table written by deeprnn reproduce .*'data'"):

@@ -15,7 +15,9 @@ the first once it has finished, in ``OUT/runs/<data>/<model>-finetune``; the tab
 the second stage's, its seconds, epochs and updates those of both. Pretraining always starts from
 a first stage. A finished second stage is not redone when a first one is carried on.
 Runs are not committed, so a cell with no run under ``OUT`` keeps its row (and learning curve)
-from the table already in ``OUT``: one cell can be rerun in a fresh checkout.
+from the table already in ``OUT``: one cell can be rerun in a fresh checkout. ``tables`` (``--tables
+DIR``) writes the tables into another folder instead, over the tables there: the rows of the runs
+under ``OUT`` land in a committed ``results/`` and its other rows stay.
 """
 
 from __future__ import annotations
@@ -163,9 +165,11 @@ def reproduce(
     data_dir: str | None = None,
     sets: list[str] | None = None,
     pretraining: bool = True,
+    tables: str | Path | None = None,
     log: Log = print,
 ) -> dict | None:
-    """Run (or resume, or skip) every cell of ``table``; write OUT/<table>.json, .md and plots."""
+    """Run (or resume, or skip) every cell of ``table``; write <table>.json, .md and plots into
+    ``tables`` (default: OUT)."""
     if table not in TABLES:
         raise UserError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}, all")
     out = Path(out)
@@ -173,17 +177,19 @@ def reproduce(
         run_cell(out, data, model, data_dir, sets or [], log, pretraining)
     if not from_environment().main:  # under torchrun, the first process writes the tables
         return None
-    return write_table(table, out, log)
+    return write_table(table, out, log, into=None if tables is None else Path(tables))
 
 
-def write_table(table: str, out: Path, log: Log = print) -> dict:
-    """Collect every finished run of ``table`` under ``out`` into JSON, Markdown and plots.
+def write_table(table: str, out: Path, log: Log = print, into: Path | None = None) -> dict:
+    """Collect every finished run of ``table`` under ``out`` into JSON, Markdown and plots, in
+    ``into`` (default: ``out``).
 
-    A cell with no run under ``out`` keeps its row from an earlier ``out/<table>.json``, so one
+    A cell with no run under ``out`` keeps its row from an earlier ``into/<table>.json``, so one
     cell can be rerun in a fresh checkout (whose runs are not committed) without losing the rest.
     """
     metric = TABLES[table].metric
-    earlier = earlier_rows(out / f"{table}.json")
+    into = out if into is None else into
+    earlier = earlier_rows(into / f"{table}.json")
     rows = []
     for data in TABLES[table].data:
         for model in TABLES[table].models:
@@ -193,9 +199,9 @@ def write_table(table: str, out: Path, log: Log = print) -> dict:
             if row is not None:
                 rows.append(row)
     result = {"table": table, "metric": metric, "rows": rows}
-    write_json(out / f"{table}.json", result)
-    write_text(out / f"{table}.md", markdown(result))
-    plot_curves(result, out, log)
+    write_json(into / f"{table}.json", result)
+    write_text(into / f"{table}.md", markdown(result))
+    plot_curves(result, into, log)
     return result
 
 

@@ -111,9 +111,10 @@ def _reproduce(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             sets=args.set,
             pretraining=args.pretraining,
+            tables=args.tables,
         )
         if result is not None:
-            print(f"{args.out}/{table}.json: {len(result['rows'])} rows")
+            print(f"{args.tables or args.out}/{table}.json: {len(result['rows'])} rows")
     return 0
 
 
@@ -164,6 +165,12 @@ def _reproduce_parser(commands) -> None:
     repro.add_argument("--data", nargs="+", help="only these data sets (default: the table's)")
     repro.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every run")
     repro.add_argument("--out", required=True, help="where the runs, tables and plots go")
+    repro.add_argument(
+        "--tables",
+        metavar="DIR",
+        help="write the tables and plots into DIR instead, over the tables there (e.g. results: "
+        "the finished runs' rows land there, its other rows stay)",
+    )
     repro.add_argument(
         "--no-pretraining",
         dest="pretraining",
