@@ -56,9 +56,11 @@ def test_every_frame_and_from_the_second_frame_by_hand(model_and_pieces, batch):
     assert total == pytest.approx(float(sum(n[1:].sum() for n in nlls)), rel=1e-5)
 
 
-def test_each_piece_alone_by_hand(model_and_pieces):
+@pytest.mark.parametrize("batch", [1, 2, 16])
+def test_each_piece_alone_by_hand(model_and_pieces, batch):
+    """Pieces scored together (2: three batches, padded; 16: one) give each its own NLL."""
     model, pieces = model_and_pieces
-    scores = piece_scores(model, pieces, CPU, names=[f"p{n}" for n in LENGTHS])
+    scores = piece_scores(model, pieces, CPU, names=[f"p{n}" for n in LENGTHS], batch=batch)
     assert [s["piece"] for s in scores] == [0, 1, 2, 3, 4]
     assert [s["name"] for s in scores] == ["p5", "p1", "p0", "p3", "p4"]
     assert [s["frames"] for s in scores] == list(LENGTHS)
