@@ -40,24 +40,12 @@ def batch_nll(
     state: Carry | None,
     net: nn.Module | None = None,
     from_second: bool = False,
+    per_column: bool = False,
 ) -> tuple[torch.Tensor, Carry]:
     """Summed NLL (nats) of the valid targets of a batch (``from_second``: but the first step's),
-    and the state after it; ``net`` is the model as called for training (its
-    DistributedDataParallel wrapper, if any). Under autocast the loss is computed in the
-    parameters' dtype (float32), from the head's input on."""
-    nll, state = step_nlls(model, batch, state, net, from_second)
-    return nll.sum(), state
-
-
-def step_nlls(
-    model: DeepRNN,
-    batch: Batch,
-    state: Carry | None,
-    net: nn.Module | None = None,
-    from_second: bool = False,
-) -> tuple[torch.Tensor, Carry]:
-    """:func:`batch_nll` before the sum: the NLL of each step and column (T, B), 0 where the
-    target is padding (or, ``from_second``, the first step, left out: (T - 1, B))."""
+    or of each column (``per_column``: (B,)), and the state after it; ``net`` is the model as
+    called for training (its DistributedDataParallel wrapper, if any). Under autocast the loss
+    is computed in the parameters' dtype (float32), from the head's input on."""
     logits, state = (net or model)(batch.inputs, state, batch.lengths)
     dtype = next(model.parameters()).dtype  # under autocast: the loss, and the state carried on
     with torch.autocast(logits.device.type, enabled=False):
@@ -70,7 +58,7 @@ def step_nlls(
         mask = mask[1:]
     if mask is not None:
         nll = torch.where(mask, nll, 0.0)
-    return nll, state
+    return nll.sum(0) if per_column else nll.sum(), state
 
 
 @torch.no_grad()
@@ -162,8 +150,8 @@ def piece_scores(
     model.eval()
     data, totals = MusicBatches(pieces, batch), [0.0] * len(pieces)
     for group, columns in zip(data.groups(), data.batches(), strict=True):
-        nll, _ = step_nlls(model, columns.to(device), None)
-        for index, total in zip(group, nll.double().sum(0).tolist(), strict=True):
+        nll, _ = batch_nll(model, columns.to(device), None, per_column=True)
+        for index, total in zip(group, nll.double().tolist(), strict=True):
             totals[index] = total
     model.train(was_training)
     return [
