@@ -141,6 +141,17 @@ def test_patience_one_stops_at_the_first_evaluation_without_improvement_and_zero
     assert (len(metrics(tmp_path / "r")), result["stop_reason"]) == (evaluations, reason)
 
 
+def test_a_rate_halved_below_min_lr_stops_the_run_and_says_so(tmp_path, rolls, monkeypatch):
+    """lr 1.0 halved at each evaluation without improvement: 0.5 at the 2nd, 0.25 < min_lr at
+    the 3rd, where the run stops (patience 0 would never stop it)."""
+    scripted_validation(monkeypatch, [5.0, 6.0, 7.0, 8.0])
+    rate = {"schedule": "halve", "lr": 1.0, "halve_patience": 1, "min_lr": 0.3}
+    config = apply(settings(rolls, patience=0, eval_every=2, max_updates=8, **rate))
+    result = trainer.train(config, tmp_path / "r", **QUIET)
+    assert [r["lr"] for r in metrics(tmp_path / "r")] == [1.0, 0.5, 0.25]
+    assert (result["stop_reason"], result["best_update"]) == ("min_lr", 2)
+
+
 def test_eval_every_one_evaluates_after_each_update(tmp_path, rolls):
     trainer.train(apply(settings(rolls, eval_every=1, max_updates=3)), tmp_path / "r", **QUIET)
     assert [r["update"] for r in metrics(tmp_path / "r")] == [1, 2, 3]

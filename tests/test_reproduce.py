@@ -281,3 +281,18 @@ def test_ptb_char_skips_a_finished_run_and_resumes_an_interrupted_one(tmp_path, 
     assert "ptb-char/rnn: resuming" in capsys.readouterr().out
     (row,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
     assert row["updates"] == 6 and [u for u, _ in row["curve"]] == [2, 4, 6]
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "expected"),
+    [
+        ("early stopping", "full"),
+        ("min_lr", "full"),
+        ("epochs", "full"),
+        ("time budget", "limited (time budget)"),
+        ("max updates", "limited (max updates)"),
+        ("", "limited (unknown)"),
+    ],
+)
+def test_a_row_is_full_scale_only_when_its_run_converged_or_ran_its_epochs(stop_reason, expected):
+    assert reproduce.scale(stop_reason) == expected

@@ -270,8 +270,10 @@ def curve(stages: list[Path]) -> list[list[float]]:
 
 
 def scale(stop_reason: str) -> str:
-    """'full' for a run that ran until early stopping or its epochs, else what cut it short."""
-    return "full" if stop_reason in ("early stopping", "epochs") else f"limited ({stop_reason or 'unknown'})"
+    """'full' for a run that ran until early stopping, its rate's floor or its epochs, else what
+    cut it short."""
+    converged = ("early stopping", "min_lr", "epochs")
+    return "full" if stop_reason in converged else f"limited ({stop_reason or 'unknown'})"
 
 
 def markdown(result: dict) -> str:

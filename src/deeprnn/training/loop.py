@@ -193,7 +193,7 @@ class Run(RunState):
 
     def evaluate_valid(self, train_loss: float) -> tuple[bool, bool]:
         """Score the validation split and keep the best parameters; whether it improved, and
-        whether to stop (early stopping, or the rate below ``min_lr``)."""
+        whether ``patience`` evaluations have passed without improvement (early stopping)."""
         scored = self.averaging.scored(self.model)
         total, count = self.score("valid", self.config, scored)
         value = from_nll(self.metric, total, count)
@@ -233,8 +233,7 @@ class Run(RunState):
             f"{' (best)' if improved else ''}, lr {self.schedule.lr():.3g}"
         )
         self.writer.add_scalar(f"valid/{self.metric}", value, p.updates)
-        stop = self.config.patience > 0 and p.evals_since_best >= self.config.patience
-        return improved, stop or self.schedule.finished()
+        return improved, self.config.patience > 0 and p.evals_since_best >= self.config.patience
 
     def train(self) -> dict:
         from torch.utils.tensorboard import SummaryWriter
@@ -271,6 +270,7 @@ class Run(RunState):
                     reasons = {
                         "callback": self.callback_stops(),
                         "early stopping": stop_early,
+                        "min_lr": self.schedule.finished(),
                         "time budget": out_of_time,
                         "max updates": out_of_updates,
                         "epochs": p.epoch >= config.epochs,

@@ -23,7 +23,7 @@ class Progress:
     loss_sum: float = 0.0  # training losses since the last evaluation (its train_loss)
     loss_count: int = 0
     done: bool = False
-    stop_reason: str = ""  # callback, early stopping, time budget, max updates, epochs
+    stop_reason: str = ""  # callback, early stopping, min_lr, time budget, max updates, epochs
 
     def summary(self) -> dict:
         """What a run's results say of its course."""
