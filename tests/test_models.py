@@ -198,6 +198,15 @@ def test_two_halves_with_carried_state_equal_the_whole(name):
     torch.testing.assert_close(h_end, h_whole, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(5, 0), (0, 2)])
+def test_an_empty_batch_or_no_steps_runs_forward_and_backward(shape):
+    model = make("dots-star")
+    x = torch.randn(*shape, 9, requires_grad=True)
+    logits, h_n = model(x)
+    (logits.sum() + h_n.sum()).backward()
+    assert logits.shape == (*shape, model.config.output_size) and x.grad.shape == x.shape
+
+
 def test_padding_changes_nothing_and_gets_no_gradient():
     model = make("dots")
     x = torch.randn(8, 3, 9)

@@ -254,7 +254,7 @@ def _in_model_order(plan: _Plan, d_u, d_recurrent, *d_between) -> list[torch.Ten
 
 def _block_steps(plan: _Plan, batch: int) -> int:
     """How many steps the backward pass takes the units' derivatives for at once."""
-    return max(1, _BLOCK_ELEMENTS // (batch * max(plan.pre_sizes)))
+    return max(1, _BLOCK_ELEMENTS // max(1, batch * max(plan.pre_sizes)))
 
 
 def _local_derivatives(plan: _Plan, outputs: list, pre: dict, block: slice, rhos) -> tuple[list, dict]:
