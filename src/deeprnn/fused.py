@@ -3,12 +3,12 @@ back-propagation through time (an ``autograd.Function``).
 
 The loop does only what must be sequential: two BLAS calls and one in-place nonlinearity per
 layer and step, into preallocated storage; nothing is recorded by autograd inside it. The unit
-derivatives are computed a block of steps at a time (so that they stay in the cache), and the
-weight gradients are one large matrix product each, after the loop. Pooling layers (L_p,
-maxout) run with their pieces as contiguous rows (the model's column order is restored outside
-the loop); L_p takes x^p as exp(p ln x), in place. It serves every
-:class:`~deeprnn.operators.transitions.DeepTransition`; :func:`deeprnn.recurrence.unroll`
-chooses it, and its results equal the plain loop's (``tests/test_models.py``).
+derivatives are computed for all steps at once, and the weight gradients are one large matrix
+product each, after the loop. Pooling layers (L_p, maxout) run with their pieces as contiguous
+rows (the model's column order is restored outside the loop); L_p takes x^p as exp(p ln x), in
+place. It serves every :class:`~deeprnn.operators.transitions.DeepTransition`;
+:func:`deeprnn.recurrence.unroll` chooses it, and its results equal the plain loop's
+(``tests/test_models.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ from deeprnn.operators.units import ELEMENTWISE, LP_FLOOR, POOLING, lp_derivativ
 # Below this many steps the weights are read in place: copying them into the faster layout
 # costs about as much as a few steps' products (and a sampler runs one step a call).
 _STEPS_TO_TRANSPOSE = 8
-# The backward pass computes the units' derivatives for blocks of steps holding about this many
-# pre-activations (2 MiB in float32), so that their temporaries stay in the cache: a DOT(S)-RNN*
-# training update at B=32, T=100 is about 10 % faster so than with all steps at once (H=256, 512).
-_BLOCK_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -134,42 +130,37 @@ class FusedUnroll(torch.autograd.Function):
         d_pre_steps = [d.unbind(0) for d in d_pre]
         d_reading = d_pre_all[..., : recurrent_weight.shape[0]]
         d_reading_steps = d_reading.unbind(0)
+        local, d_order = _local_derivatives(plan, outputs, pre, rhos)
+        incoming = {layer: torch.empty_like(outputs[layer]) for layer in lp_layers}
+        incoming_steps = {layer: g.unbind(0) for layer, g in incoming.items()}
         d_state_steps = d_states.unbind(0)
-        # The gradient reaching each L_p layer's outputs, a block at a time (for ∂L/∂ρ).
-        size = _block_steps(plan, batch)
-        incoming = {layer: outputs[layer].new_empty(size, batch, plan.widths[layer]) for layer in lp_layers}
-        d_rhos = [torch.zeros_like(rho) for rho in rhos]
         g = d_state_steps[steps]
-        for start in reversed(range(0, steps, size)):
-            block = slice(start, min(start + size, steps))
-            local, d_order = _local_derivatives(plan, outputs, pre, block, rhos)
-            for t in range(block.stop - 1, start - 1, -1):
-                g_layer = g
-                for layer in range(depth - 1, -1, -1):
-                    slot = d_pre_steps[layer][t]
-                    if layer in pre:
-                        if layer in incoming:
-                            incoming[layer][t - start].copy_(g_layer)
-                        groups = slot.view(_grid(plan, layer, batch))
-                        torch.mul(g_layer.unsqueeze(-2), local[layer][t - start], out=groups)
-                    elif local[layer] is None:
-                        slot.copy_(g_layer)
-                    else:
-                        torch.mul(g_layer, local[layer][t - start], out=slot)
-                    if layer > 0:
-                        g_layer = torch.mm(slot, layer_weights[layer - 1])
-                if mask is None:
-                    g = torch.addmm(d_state_steps[t], d_reading_steps[t], recurrent_weight)
+        for t in range(steps - 1, -1, -1):
+            g_layer = g
+            for layer in range(depth - 1, -1, -1):
+                slot = d_pre_steps[layer][t]
+                if layer in pre:
+                    if layer in incoming:
+                        incoming_steps[layer][t].copy_(g_layer)
+                    groups = slot.view(_grid(plan, layer, batch))
+                    torch.mul(g_layer.unsqueeze(-2), local[layer][t], out=groups)
+                elif local[layer] is None:
+                    slot.copy_(g_layer)
                 else:
-                    g = torch.addcmul(d_state_steps[t], d_reading_steps[t] @ recurrent_weight, mask)
-            for d_rho, layer in zip(d_rhos, lp_layers, strict=True):
-                seen = incoming[layer][: block.stop - start]
-                d_rho.add_((seen * d_order[layer]).sum((0, 1)))
+                    torch.mul(g_layer, local[layer][t], out=slot)
+                if layer > 0:
+                    g_layer = torch.mm(slot, layer_weights[layer - 1])
+            if mask is None:
+                g = torch.addmm(d_state_steps[t], d_reading_steps[t], recurrent_weight)
+            else:
+                g = torch.addcmul(d_state_steps[t], d_reading_steps[t] @ recurrent_weight, mask)
         previous = states[:-1] if mask is None else states[:-1] * mask
         d_recurrent = _flat(d_reading).t() @ previous.reshape(-1, hidden)
         d_between = [_flat(d).t() @ _flat(z) for d, z in zip(d_pre[1:], outputs[:-1], strict=True)]
-        for d_rho, rho in zip(d_rhos, rhos, strict=True):
-            d_rho.mul_(torch.sigmoid(rho))  # dp/dρ
+        d_rhos = [
+            (incoming[layer] * d_order[layer]).sum((0, 1)) * torch.sigmoid(rho)
+            for layer, rho in zip(lp_layers, rhos, strict=True)
+        ]
         needs = ctx.needs_input_grad
         d_mask = None
         if needs[3]:
@@ -252,22 +243,16 @@ def _in_model_order(plan: _Plan, d_u, d_recurrent, *d_between) -> list[torch.Ten
     ]
 
 
-def _block_steps(plan: _Plan, batch: int) -> int:
-    """How many steps the backward pass takes the units' derivatives for at once."""
-    return max(1, _BLOCK_ELEMENTS // max(1, batch * max(plan.pre_sizes)))
-
-
-def _local_derivatives(plan: _Plan, outputs: list, pre: dict, block: slice, rhos) -> tuple[list, dict]:
-    """∂z/∂a of every layer at the steps of ``block``, as a list of per-step views (None: the
-    identity): from the outputs (element-wise units) or from the kept pre-activations (pooling;
-    L_p also gives ∂z/∂p, by layer). Maxout's goes to the pieces at the maximum, shared among
-    ties as ``amax``'s is. A block of steps at a time keeps these temporaries in the cache."""
+def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[list, dict]:
+    """∂z/∂a of every layer and step at once, as a list of per-step views (None: the identity):
+    from the outputs (element-wise units) or from the kept pre-activations (pooling; L_p also
+    gives ∂z/∂p, by layer). Maxout's goes to the pieces at the maximum, shared among ties as
+    ``amax``'s is."""
     local, d_order = [], {}
     for layer, (kind, z) in enumerate(zip(plan.kinds, outputs, strict=True)):
-        z = z[block]
         if kind in POOLING:
             steps, batch, _ = z.shape
-            groups = pre[layer][block].view(steps, *_grid(plan, layer, batch))
+            groups = pre[layer].view(steps, *_grid(plan, layer, batch))
             if kind == "lp":
                 rho = rhos[plan.lp_layers.index(layer)]
                 d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
