@@ -201,6 +201,8 @@ def test_an_empty_batch_or_no_steps_runs_forward_and_backward(shape):
     logits, h_n = model(x)
     (logits.sum() + h_n.sum()).backward()
     assert logits.shape == (*shape, model.config.output_size) and x.grad.shape == x.shape
+    with torch.no_grad():  # the evaluation loop
+        assert model(x)[0].shape == logits.shape
 
 
 def test_padding_changes_nothing_and_gets_no_gradient():
@@ -270,6 +272,35 @@ def test_fused_and_loop_agree_under_recurrent_dropout(name):
     assert len(results[0]) == len(results[1]) > 3
     for a, b in zip(*results, strict=True):  # float32 sums of ~100 terms in another order
         torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("batch,lengths", [(1, None), (4, [6, 3, 0, 1])])
+def test_evaluation_without_gradients_matches_reference(name, batch, lengths, monkeypatch):
+    """Under no_grad the fast path is the evaluation loop (in place, nothing kept for a backward
+    pass; the autograd Function must not run), and its numbers are the reference's."""
+    model = make(name).eval()
+    x, h0 = inputs(model, 6, batch), torch.randn(model.config.levels, batch, model.config.hidden_size)
+    lens = lengths or [6] * batch
+    ref_logits, ref_hn = reference_forward(model, x, h0, lens)
+    monkeypatch.setattr(FusedUnroll, "apply", lambda *a: pytest.fail("the backward's loop ran under no_grad"))
+    with torch.no_grad():
+        logits, h_n = model(x, h0, None if lengths is None else torch.tensor(lengths))
+    for b, n in enumerate(lens):
+        torch.testing.assert_close(logits[:n, b], ref_logits[b], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h_n, ref_hn, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if make(n).recurrence.levels[0].fusable])
+def test_evaluation_loop_equals_the_plain_loop_with_a_dropout_mask(name):
+    cell = make(name).recurrence.levels[0]
+    u = torch.randn(7, 3, sum(cell.pre_sizes), dtype=torch.float64)
+    h0 = torch.randn(3, cell.hidden_size, dtype=torch.float64)
+    mask = (torch.rand(3, cell.hidden_size) > 0.4).double() / 0.6
+    cell.double()
+    with torch.no_grad():
+        fast, plain = unroll(cell, u, h0, mask), unroll(cell, u, h0, mask, fused=False)
+    torch.testing.assert_close(fast, plain, atol=1e-12, rtol=1e-12)
 
 
 def test_dropout_in_training_only():

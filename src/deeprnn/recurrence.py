@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from deeprnn.fused import FusedUnroll, plan_of
+from deeprnn.fused import FusedUnroll, evaluate, plan_of
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.protocol import Carry, Transition
@@ -61,17 +61,21 @@ def unroll(
 def fused_unroll(
     cell: Transition, u: torch.Tensor, h0: torch.Tensor, mask: torch.Tensor | None, params: tuple
 ) -> torch.Tensor:
-    """The fast path; under autocast, all of it in autocast's dtype (bfloat16: the products
+    """The fast path: where no gradient is wanted, :func:`~deeprnn.fused.evaluate` (nothing kept
+    for a backward pass); under autocast, all of it in autocast's dtype (bfloat16: the products
     that dominate, and the states between them, as cuDNN's half-precision RNNs), the gradients
     cast back to each parameter's dtype by autograd."""
     device = u.device.type
+    run = FusedUnroll.apply
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (u, h0, *params))):
+        run = evaluate
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         u, h0, *params = (t.to(dtype) for t in (u, h0, *params))
         mask = None if mask is None else mask.to(dtype)
         with torch.autocast(device, enabled=False):
-            return FusedUnroll.apply(plan_of(cell), u, h0, mask, *params)
-    return FusedUnroll.apply(plan_of(cell), u, h0, mask, *params)
+            return run(plan_of(cell), u, h0, mask, *params)
+    return run(plan_of(cell), u, h0, mask, *params)
 
 
 def scanned(cell: Transition, u: torch.Tensor, h0: Carry, dropout_mask: torch.Tensor | None) -> Carry:

@@ -27,12 +27,14 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class Elementwise:
-    """An element-wise unit, in the three forms its users need: the plain autograd path
-    (``forward``), and the hand-written BPTT (``into``: out = φ(a) with no allocation, ``out``
-    may be ``a`` itself; ``derivative``: dφ/da from the output y = φ(a), None meaning 1)."""
+    """An element-wise unit, in the forms its users need: the plain autograd path (``forward``),
+    and the hand-written loops (``into``: out = φ(a) with no allocation, ``out`` may be ``a``
+    itself; ``inplace``: a = φ(a); ``derivative``: dφ/da from the output y = φ(a), None
+    meaning 1)."""
 
     forward: Callable[[Tensor], Tensor]
     into: Callable[[Tensor, Tensor], object]
+    inplace: Callable[[Tensor], object]
     derivative: Callable[[Tensor], Tensor | None]
 
 
@@ -46,19 +48,22 @@ ELEMENTWISE: dict[str, Elementwise] = {
     "sigmoid": Elementwise(
         torch.sigmoid,
         lambda a, out: torch.sigmoid(a, out=out),
+        Tensor.sigmoid_,
         lambda y: torch.addcmul(y, y, y, value=-1.0),  # y (1 - y)
     ),
     "tanh": Elementwise(
         torch.tanh,
         lambda a, out: torch.tanh(a, out=out),
+        Tensor.tanh_,
         lambda y: torch.addcmul(torch.ones_like(y), y, y, value=-1.0),  # 1 - y²
     ),
     "relu": Elementwise(
         torch.relu,
         lambda a, out: torch.clamp_min(a, 0.0, out=out),
+        Tensor.relu_,
         lambda y: (y > 0).to(y.dtype),
     ),
-    "linear": Elementwise(lambda a: a, _copy_into, lambda y: None),
+    "linear": Elementwise(lambda a: a, _copy_into, lambda a: None, lambda y: None),
 }
 POOLING = ("lp", "maxout")
 DEFAULT_PIECES = 2
