@@ -70,19 +70,20 @@ class FusedUnroll(torch.autograd.Function):
         states = u.new_empty(steps + 1, batch, h0.shape[-1])
         states[0] = h0
         inner = [u.new_empty(steps, batch, w) for w in plan.widths[:-1]]
-        outputs = [z.unbind(0) for z in inner] + [states[1:].unbind(0)]
+        state_steps = states.unbind(0)
+        outputs = [z.unbind(0) for z in inner] + [state_steps[1:]]
         # Pooling layers keep their pre-activations (the backward pass needs them); the others
         # compute theirs in the output slot and apply the unit in place.
         pre = {layer: u.new_empty(steps, batch, plan.pre_sizes[layer]) for layer in plan.pooled_layers}
         pre_slots = [pre[layer].unbind(0) if layer in pre else outputs[layer] for layer in range(depth)]
         pre_groups = {layer: p.view(steps, *_grid(plan, layer, batch)).unbind(0) for layer, p in pre.items()}
-        previous = states[:-1].unbind(0)
         reads_h, *between = _right_factors(steps, recurrent_weight, *layer_weights)
-        inputs = [part.unbind(0) for part in u.split(plan.pre_sizes, -1)]
         if plan.shortcut:  # one product gives every layer its h_{t-1} term and input term
             summed = u.new_empty(batch, sum(plan.pre_sizes))
             sources = summed.split(plan.pre_sizes, -1)
             whole = u.unbind(0)
+        else:
+            inputs = [part.unbind(0) for part in u.split(plan.pre_sizes, -1)]
 
         units = [_POOLS.get(kind) or ELEMENTWISE[kind].into for kind in plan.kinds]
 
@@ -93,7 +94,7 @@ class FusedUnroll(torch.autograd.Function):
                 units[layer](a, outputs[layer][t])
 
         for t in range(steps):
-            h = previous[t] if mask is None else previous[t] * mask
+            h = state_steps[t] if mask is None else state_steps[t] * mask
             if plan.shortcut:
                 torch.addmm(whole[t], h, reads_h, out=summed)
                 first = sources[0]
@@ -128,7 +129,7 @@ class FusedUnroll(torch.autograd.Function):
         d_pre = d_pre_all.split(plan.pre_sizes, -1)
         d_pre_steps = [d.unbind(0) for d in d_pre]
         d_reading = d_pre_all[..., : recurrent_weight.shape[0]]
-        d_reading_steps = d_reading.unbind(0)
+        d_reading_steps = d_pre_steps[0] if plan.reading == 1 else d_reading.unbind(0)
         local, d_order = _local_derivatives(plan, outputs, pre, rhos)
         incoming = {layer: torch.empty_like(outputs[layer]) for layer in lp_layers}
         incoming_steps = {layer: g.unbind(0) for layer, g in incoming.items()}
