@@ -433,6 +433,24 @@ def test_step_by_step_equals_the_whole_sequence(name, tokens):
     torch.testing.assert_close(h, h_whole, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("tokens", [False, True])
+def test_the_sampler_s_stepper_equals_the_whole_sequence(name, tokens):
+    """Recurrence.stepper (each level in place in two rows used in turn, for the fast path)
+    continues forward's h_n to forward's states, the rows' reuse included (7 steps)."""
+    model = make(name, tokens=tokens, dtype=torch.float64).eval()
+    x = inputs(model, 9, 3, dtype=torch.float64)
+    with torch.no_grad():
+        whole, h_whole = model.recurrence(x)
+        states, h = model.recurrence(x[:2])
+        advance, steps = model.recurrence.stepper(batch=3), list(states)
+        for x_t in x[2:]:
+            top, h = advance(x_t.unsqueeze(0), h)
+            steps.append(top.clone())
+    torch.testing.assert_close(torch.stack(steps), whole, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(torch.stack(list(h)), h_whole, atol=1e-12, rtol=1e-12)
+
+
 def test_step_runs_highway_layers_batch_first_as_forward_does():
     """A ⊕ off the fast path (RHN's gated layers) in a batch_first model: step by step equals forward."""
     torch.manual_seed(0)

@@ -6,10 +6,10 @@ layer and step, into preallocated storage; nothing is recorded by autograd insid
 derivatives are computed for all steps at once, and the weight gradients are one large matrix
 product each, after the loop. Pooling layers (L_p, maxout) run with their pieces as contiguous
 rows (the model's column order is restored outside the loop); L_p takes x^p as exp(p ln x), in
-place. Where no gradient is wanted, :func:`evaluate` runs the same steps in place over one
-buffer and keeps nothing for a backward pass. It serves every
-:class:`~deeprnn.operators.transitions.DeepTransition`; :func:`deeprnn.recurrence.unroll`
-chooses it, and its results equal the plain loop's (``tests/test_models.py``).
+place. It serves every :class:`~deeprnn.operators.transitions.DeepTransition`;
+:func:`deeprnn.recurrence.unroll` chooses it (where no gradient is wanted,
+:func:`deeprnn.inference.evaluate`), and its results equal the plain loop's
+(``tests/test_models.py``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ class FusedUnroll(torch.autograd.Function):
         pre = {layer: u.new_empty(steps, batch, plan.pre_sizes[layer]) for layer in plan.pooled_layers}
         pre_slots = [pre[layer].unbind(0) if layer in pre else outputs[layer] for layer in range(depth)]
         pre_groups = {layer: p.view(steps, *_grid(plan, layer, batch)).unbind(0) for layer, p in pre.items()}
-        reads_h, *between = _right_factors(steps, recurrent_weight, *layer_weights)
+        reads_h, *between = (w.t() for w in (recurrent_weight, *layer_weights))
+        if steps >= _STEPS_TO_TRANSPOSE:  # (H, P): the fast layout for h @ W, worth a copy
+            reads_h, *between = (w.contiguous() for w in (reads_h, *between))
         if plan.shortcut:  # one product gives every layer its h_{t-1} term and input term
             summed = u.new_empty(batch, sum(plan.pre_sizes))
             sources = summed.split(plan.pre_sizes, -1)
@@ -170,76 +172,6 @@ class FusedUnroll(torch.autograd.Function):
         return (None, d_u, g if needs[2] else None, d_mask, d_recurrent, *d_between, *d_rhos)
 
 
-def evaluate(
-    plan: _Plan, u: torch.Tensor, h0: torch.Tensor, mask: torch.Tensor | None, *params: torch.Tensor
-) -> torch.Tensor:
-    """:class:`FusedUnroll`'s states where no gradient is wanted (evaluation, scoring, priming
-    a sampler): every pre-activation is computed in place, over a copy of u, so that a step is
-    one product and one unit per layer (the layers that read h_{t-1}: one product for all), with
-    no copy and nothing kept for a backward pass.
-
-    ``work`` (T+1, B, C) holds step t's pre-activations of every layer in its row t+1, then
-    h_t (in the last layer's columns, or after them where that layer pools); the result is a
-    view of those columns, the states (T+1, B, H)."""
-    steps, batch, _ = u.shape
-    depth = len(plan.kinds)
-    u, recurrent_weight, *layer_weights = _in_loop_order(plan, u, *params[:depth])
-    rhos = params[depth:]
-    pool = _LpPool(plan, rhos, u.new_empty(batch * max(plan.pre_sizes)), batch)
-    hidden, summed = h0.shape[-1], sum(plan.pre_sizes)
-    pooled_last = plan.kinds[-1] in POOLING
-    work = u.new_empty(steps + 1, batch, summed + (hidden if pooled_last else 0))
-    work[1:, :, :summed] = u
-    states = work[..., -hidden:]
-    states[0] = h0
-    pre = work[..., :summed].split(plan.pre_sizes, -1)
-    pre_steps = [p.unbind(0) for p in pre]
-    pooled = plan.pooled_layers
-    groups = {layer: pre[layer].unflatten(-1, _grid(plan, layer, batch)[1:]).unbind(0) for layer in pooled}
-    # z_l at each step: an element-wise unit's is its pre-activation (in place); a pooling
-    # layer's is h_t (the last layer) or one buffer that every step reuses (the others)
-    state_steps = states.unbind(0) if pooled_last else pre_steps[-1]
-    outputs = [
-        pre_steps[layer]
-        if kind not in POOLING
-        else state_steps
-        if layer == depth - 1
-        else [u.new_empty(batch, plan.widths[layer])] * (steps + 1)
-        for layer, kind in enumerate(plan.kinds)
-    ]
-    reads_h, *between = _right_factors(steps, recurrent_weight, *layer_weights)
-    whole = pre_steps[0] if plan.reading == 1 else work[..., :summed].unbind(0)
-    units = [_unit_in_place(plan, layer, pool, pre_steps, groups, outputs) for layer in range(depth)]
-    later = list(zip(pre_steps[1:], outputs[:-1], between, units[1:], strict=True))
-    first = units[0]
-    for t in range(1, steps + 1):
-        whole[t].addmm_(state_steps[t - 1] if mask is None else state_steps[t - 1] * mask, reads_h)
-        first(t)
-        for pre_t, left, weight, unit in later:
-            pre_t[t].addmm_(left[t], weight)
-            unit(t)
-    return states
-
-
-def _right_factors(steps: int, *weights: torch.Tensor) -> list[torch.Tensor]:
-    """The weights (P, H) as the loop multiplies them, h @ W^T: W^T, copied into its own
-    (H, P) layout, the fast one, where the run is long enough to repay the copy."""
-    if steps >= _STEPS_TO_TRANSPOSE:
-        return [w.t().contiguous() for w in weights]
-    return [w.t() for w in weights]
-
-
-def _unit_in_place(plan: _Plan, layer: int, pool: _LpPool, pre_steps, groups, outputs):
-    """The unit of ``layer`` at step t, as ``unit(t)``: in place on its pre-activation, or
-    pooled from its pieces into its output."""
-    kind, out = plan.kinds[layer], outputs[layer]
-    if kind in POOLING:
-        pooled, pieces = _POOLS[kind], groups[layer]
-        return lambda t: pooled(pool, layer, pieces[t], out[t])
-    inplace, pre = ELEMENTWISE[kind].inplace, pre_steps[layer]
-    return lambda t: inplace(pre[t])
-
-
 class _LpPool:
     """L_p pooling (:func:`~deeprnn.operators.units.lp_pool`) in place, for the loop: a step's
     pieces in rows (piece-major), h = (Σ_i x_i^p / k)^(1/p) = exp(ln(Σ_i x_i^p) / p - ln(k) / p),
@@ -293,9 +225,16 @@ def _in_loop_order(plan: _Plan, u, recurrent_weight, *layer_weights) -> list[tor
     """u's columns and the weights' rows (pre-activations) as the loop reads them."""
     if not plan.pooled_layers:
         return [u, recurrent_weight, *layer_weights]
-    depth = len(plan.kinds)
     return [
-        _reordered(plan, u, 2, range(depth), True),
+        _reordered(plan, u, 2, range(len(plan.kinds)), True),
+        *_weights_in_loop_order(plan, recurrent_weight, *layer_weights),
+    ]
+
+
+def _weights_in_loop_order(plan: _Plan, recurrent_weight, *layer_weights) -> list[torch.Tensor]:
+    if not plan.pooled_layers:
+        return [recurrent_weight, *layer_weights]
+    return [
         _reordered(plan, recurrent_weight, 0, range(plan.reading), True),
         *(_reordered(plan, w, 0, range(layer, layer + 1), True) for layer, w in enumerate(layer_weights, 1)),
     ]

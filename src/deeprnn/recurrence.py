@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from deeprnn.fused import FusedUnroll, evaluate, plan_of
+from deeprnn.fused import FusedUnroll, plan_of
+from deeprnn.inference import Stepper, evaluate
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.protocol import Carry, Transition
@@ -61,7 +62,7 @@ def unroll(
 def fused_unroll(
     cell: Transition, u: torch.Tensor, h0: torch.Tensor, mask: torch.Tensor | None, params: tuple
 ) -> torch.Tensor:
-    """The fast path: where no gradient is wanted, :func:`~deeprnn.fused.evaluate` (nothing kept
+    """The fast path: where no gradient is wanted, :func:`~deeprnn.inference.evaluate` (nothing kept
     for a backward pass); under autocast, all of it in autocast's dtype (bfloat16: the products
     that dominate, and the states between them, as cuDNN's half-precision RNNs), the gradients
     cast back to each parameter's dtype by autograd."""
@@ -275,6 +276,27 @@ class Recurrence(nn.Module):
         if self.carries == 1:
             return x[0], torch.stack(new)
         return x[0], tuple(torch.stack(parts) for parts in zip(*new, strict=True))
+
+    def stepper(self, batch: int = 1) -> Callable[[torch.Tensor, Carry], tuple[torch.Tensor, Carry]]:
+        """:meth:`advance` for a run of calls without gradients (a sampler's): where every level
+        takes the fast path, each steps in place in preallocated buffers
+        (:class:`~deeprnn.inference.Stepper`), and the carry it returns is a list of the levels'
+        (B, H) states, overwritten by the call after next; elsewhere, :meth:`advance` itself.
+        Build it after the last change to the weights."""
+        if not all(fast_path_applies(level) for level in self.levels):
+            return self.advance
+        steppers = [Stepper(level, batch) for level in self.levels]
+
+        def advance(x: torch.Tensor, hx: Carry) -> tuple[torch.Tensor, Carry]:
+            if self.input_map is not None:
+                x = self.input_map(x)
+            new = []
+            for level, stepper, h in zip(self.levels, steppers, hx, strict=True):
+                new.append(stepper(level.project(x)[0], h))
+                x = new[-1].unsqueeze(0)
+            return new[-1], new
+
+        return advance
 
     def _check_step(self, x: torch.Tensor, hx: Carry | None) -> tuple[torch.Tensor, Carry]:
         """One step of input as a sequence of one step (1, B, …), and hx checked as forward's."""

@@ -64,15 +64,16 @@ def _draw(
     model: DeepRNN, steps: int, start: torch.Tensor, temperature: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """The context in one call (unbatched, whatever the layout), then one step a draw: a draw
-    is what the model reads, so the checks of DeepRNN.step are left out (Recurrence.advance)."""
+    is what the model reads, so the checks of DeepRNN.step are left out (Recurrence.stepper)."""
     device = next(model.parameters()).device
     logits, state = model(start.to(device))
     last, state, out = logits[-1:], map_carry(lambda part: part.unsqueeze(1), state), []
+    advance = model.recurrence.stepper(batch=1)
     for step in range(steps):
         draw = model.head.sample(last, generator=generator, temperature=temperature)
         out.append(draw[0])
         if step + 1 < steps:
-            h, state = model.recurrence.advance(draw.unsqueeze(0), state)
+            h, state = advance(draw.unsqueeze(0), state)
             last = model.output(h)
     return torch.stack(out).cpu()
 
