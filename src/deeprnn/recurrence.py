@@ -285,14 +285,14 @@ class Recurrence(nn.Module):
         Build it after the last change to the weights."""
         if not all(fast_path_applies(level) for level in self.levels):
             return self.advance
-        steppers = [Stepper(level, batch) for level in self.levels]
+        input_map, levels = self.input_map, [(level.project, Stepper(level, batch)) for level in self.levels]
 
         def advance(x: torch.Tensor, hx: Carry) -> tuple[torch.Tensor, Carry]:
-            if self.input_map is not None:
-                x = self.input_map(x)
+            if input_map is not None:
+                x = input_map(x)
             new = []
-            for level, stepper, h in zip(self.levels, steppers, hx, strict=True):
-                new.append(stepper(level.project(x)[0], h))
+            for (project, stepper), h in zip(levels, hx, strict=True):
+                new.append(stepper(project(x)[0], h))
                 x = new[-1].unsqueeze(0)
             return new[-1], new
 
