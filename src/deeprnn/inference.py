@@ -31,11 +31,11 @@ from deeprnn.operators.units import ELEMENTWISE, POOLING
 def evaluate(
     plan: _Plan, u: torch.Tensor, h0: torch.Tensor, mask: torch.Tensor | None, *params: torch.Tensor
 ) -> torch.Tensor:
-    """:class:`~deeprnn.fused.FusedUnroll`'s states where no gradient is wanted (evaluation, scoring, priming
-    a sampler): every pre-activation is computed in place, over a copy of u, so that a step is
-    one product and one unit per layer (the layers that read h_{t-1}: one product for all), with
-    no copy and nothing kept for a backward pass. The result is a view of the buffer's state
-    columns, (T+1, B, H)."""
+    """:class:`~deeprnn.fused.FusedUnroll`'s states where no gradient is wanted (evaluation,
+    scoring, priming a sampler): every pre-activation is computed in place, over a copy of u,
+    so that a step is one product and one unit per layer (the layers that read h_{t-1}: one
+    product for all), with no copy and nothing kept for a backward pass. The result is a view
+    of the buffer's state columns, (T+1, B, H)."""
     steps, batch, _ = u.shape
     depth = len(plan.kinds)
     u, *weights = _in_loop_order(plan, u, *params[:depth])
