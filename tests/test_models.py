@@ -338,6 +338,11 @@ def test_cuda_matches_cpu():
     y_gpu, h_gpu = model.cuda()(x.cuda())
     assert y_gpu.is_cuda and h_gpu.is_cuda
     torch.testing.assert_close(y_gpu.cpu(), y, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # the in-place evaluation path, and the sampler's stepper after it
+        y_eval, h_eval = model(x[:-1].cuda())
+        top, _ = model.recurrence.stepper(batch=4)(x[-1:].cuda(), h_eval)
+    torch.testing.assert_close(y_eval.cpu(), y[:-1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model.output(top).cpu(), y[-1], atol=1e-4, rtol=1e-4)
 
 
 def test_weights_count_only_matrices():
