@@ -289,6 +289,8 @@ def test_evaluation_without_gradients_matches_reference(name, batch, lengths, mo
     for b, n in enumerate(lens):
         torch.testing.assert_close(logits[:n, b], ref_logits[b], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h_n, ref_hn, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # contiguous, as nn.RNN's: users .view() them
+        assert model.recurrence(x, h0)[0].is_contiguous()
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(SMALL) if make(n).recurrence.levels[0].fusable])
