@@ -34,8 +34,8 @@ def evaluate(
     """:class:`~deeprnn.fused.FusedUnroll`'s states where no gradient is wanted (evaluation,
     scoring, priming a sampler): every pre-activation is computed in place, over a copy of u,
     so that a step is one product and one unit per layer (the layers that read h_{t-1}: one
-    product for all), with no copy and nothing kept for a backward pass. The result is the
-    buffer's state columns, (T+1, B, H), copied out contiguous."""
+    product for all), with no copy and nothing kept for a backward pass. The result is a view
+    of the buffer's state columns, (T+1, B, H)."""
     steps, batch, _ = u.shape
     depth = len(plan.kinds)
     u, *weights = _in_loop_order(plan, u, *params[:depth])
@@ -47,7 +47,7 @@ def evaluate(
     h = run.state_steps
     for t in range(1, steps + 1):
         run.step(t, h[t - 1] if mask is None else h[t - 1] * mask)
-    return run.states.contiguous()  # as nn.RNN's outputs: a caller may .view() them
+    return run.states
 
 
 class Stepper:

@@ -205,7 +205,8 @@ class Recurrence(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Carry]:
         output, h_n, unbatched = self.run(input, hx, lengths, mask)
-        return self.restore_layout(output, unbatched), self.restore_state(h_n, unbatched)
+        # contiguous in time-major order, as nn.RNN's (the evaluation path's states are a view)
+        return self.restore_layout(output.contiguous(), unbatched), self.restore_state(h_n, unbatched)
 
     def run(
         self,
