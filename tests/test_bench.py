@@ -58,7 +58,7 @@ def test_bench_json_layout(tmp_path, capsys):
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
-    assert {"torch", "threads", "device"} <= set(printed["machine"])
+    assert {"torch", "threads", "device", "cpu"} <= set(printed["machine"])
     cases = printed["cases"]
     assert {(c["model"], c["mode"]) for c in cases} == {
         ("rnn", "train"),

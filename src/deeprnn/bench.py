@@ -308,12 +308,24 @@ def machine(device: torch.device) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cudnn"] = torch.backends.cudnn.version()
     return info
+
+
+def cpu_model() -> str | None:
+    """The CPU's name as Linux gives it (``platform.processor()`` says only ``x86_64`` there):
+    benchmark files made on different machines must say so."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            names = (line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+            return next(names, None)
+    except OSError:
+        return None
 
 
 def format_row(case: dict) -> str:
