@@ -67,6 +67,7 @@ class Stepper:
         self.order = _loop_columns(plan, weights[0].device)  # None: the model's order is the loop's
         self.row = 0
 
+    @torch.no_grad()  # in place in its own rows: no autograd history, whatever the caller's mode
     def __call__(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         self.row ^= 1
         self.run.pre[self.row].copy_(u if self.order is None else u[:, self.order])
