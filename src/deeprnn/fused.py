@@ -223,15 +223,13 @@ def _reordered(plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: b
 
 def _in_loop_order(plan: _Plan, u, recurrent_weight, *layer_weights) -> list[torch.Tensor]:
     """u's columns and the weights' rows (pre-activations) as the loop reads them."""
-    if not plan.pooled_layers:
-        return [u, recurrent_weight, *layer_weights]
-    return [
-        _reordered(plan, u, 2, range(len(plan.kinds)), True),
-        *_weights_in_loop_order(plan, recurrent_weight, *layer_weights),
-    ]
+    if plan.pooled_layers:
+        u = _reordered(plan, u, 2, range(len(plan.kinds)), True)
+    return [u, *_weights_in_loop_order(plan, recurrent_weight, *layer_weights)]
 
 
 def _weights_in_loop_order(plan: _Plan, recurrent_weight, *layer_weights) -> list[torch.Tensor]:
+    """The weights' rows (pre-activations) as the loop reads them."""
     if not plan.pooled_layers:
         return [recurrent_weight, *layer_weights]
     return [
