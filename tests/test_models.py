@@ -12,10 +12,10 @@ from reference import reference_forward
 
 from deeprnn import DeepRNN, ModelConfig, count_parameters
 from deeprnn.data.batching import MusicBatches
+from deeprnn.driver import fast_path_applies, unroll
 from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.operators.heads import Bernoulli, Categorical, make_head
 from deeprnn.operators.nade import NADE
-from deeprnn.recurrence import fast_path_applies, unroll
 from deeprnn.training import evaluation
 
 # Small configurations covering every kind of part: (name, config keywords).

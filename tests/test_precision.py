@@ -12,8 +12,8 @@ from test_training import TINY
 
 from deeprnn import fused
 from deeprnn.data.batching import Batch
+from deeprnn.driver import unroll
 from deeprnn.models import DeepRNN, ModelConfig
-from deeprnn.recurrence import unroll
 from deeprnn.training import evaluation, trainer
 from deeprnn.training.config import apply
 from deeprnn.training.precision import autocast

@@ -11,12 +11,13 @@
 
 __version__ = "0.1.0"
 
+from deeprnn.driver import unroll
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.outputs import DeepOutput
 from deeprnn.operators.transitions import DeepTransition
 from deeprnn.presets import preset
-from deeprnn.recurrence import Recurrence, unroll
+from deeprnn.recurrence import Recurrence
 
 __all__ = [
     "DeepOutput",

@@ -11,7 +11,7 @@ likes, carrying the state, which sidesteps a graph fixed at one T.
 
 The whole model as a ``torch.export`` program (:func:`export_sequence`), ``model(input)`` with
 the length T and the batch size both free: its loop over time is one ``scan`` in the graph
-(:func:`deeprnn.recurrence.scanned`), not T copies of the step.
+(:func:`deeprnn.driver.scanned`), not T copies of the step.
 """
 
 from __future__ import annotations

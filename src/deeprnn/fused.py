@@ -7,7 +7,7 @@ derivatives are computed for all steps at once, and the weight gradients are one
 product each, after the loop. Pooling layers (L_p, maxout) run with their pieces as contiguous
 rows (the model's column order is restored outside the loop); L_p takes x^p as exp(p ln x), in
 place. It serves every :class:`~deeprnn.operators.transitions.DeepTransition`;
-:func:`deeprnn.recurrence.unroll` chooses it (where no gradient is wanted,
+:func:`deeprnn.driver.unroll` chooses it (where no gradient is wanted,
 :func:`deeprnn.inference.evaluate`), and its results equal the plain loop's
 (``tests/test_models.py``).
 """

@@ -4,7 +4,7 @@ Evaluation, scoring and sampling need only the states, so nothing is kept for a 
 and nothing is copied: each step's pre-activations of every layer are computed where its input
 projections lie (a copy of u), one product for the layers that read h_{t-1}, one product for
 each later layer, each unit in place. :func:`evaluate` runs a whole sequence
-(:func:`deeprnn.recurrence.unroll` chooses it under ``torch.no_grad``); :class:`Stepper` runs a
+(:func:`deeprnn.driver.unroll` chooses it under ``torch.no_grad``); :class:`Stepper` runs a
 step a call in two preallocated rows, for a sampler. Their results equal the plain loop's
 (``tests/test_models.py``).
 """

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from deeprnn import published
+from deeprnn.driver import map_carry
 from deeprnn.errors import ConfigError
 from deeprnn.io import write_atomic, write_text
 from deeprnn.models import DeepRNN
 from deeprnn.published import Published
-from deeprnn.recurrence import map_carry
 
 MAX_ROLL_INCHES = 160  # the widest piano-roll picture: 16,000 pixels at 100 dpi
 

@@ -29,7 +29,7 @@ INIT_RANGE = 0.04  # weights drawn from U(-0.04, 0.04), as RHN's code
 class HighwayTransition(nn.Module):
     """⊕ with ``depth`` highway layers; state h is (batch, hidden_size)."""
 
-    fusable = False  # the gates need the plain loop (deeprnn.recurrence.unroll)
+    fusable = False  # the gates need the plain loop (deeprnn.driver.unroll)
     carries = 1  # the carry is h (deeprnn.operators.protocol)
 
     def __init__(

@@ -15,10 +15,11 @@ from torch import nn
 from deeprnn import published
 from deeprnn.data import MusicCorpus, TextCorpus, load
 from deeprnn.data.batching import Batch, MusicBatches, TextBatches
+from deeprnn.driver import map_carry
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
+from deeprnn.operators.protocol import Carry
 from deeprnn.published import Published
-from deeprnn.recurrence import Carry, map_carry
 from deeprnn.training import checkpoint
 from deeprnn.training.builder import batches, pick_device
 from deeprnn.training.config import TrainConfig

@@ -11,7 +11,7 @@ What a graph needs, and how a run gives it:
   (its lengths mark the valid steps: padded steps change nothing, ``deeprnn.recurrence``), so a
   run has one shape, two with a smaller last batch; the carried state is copied in as well;
 - no synchronisation inside: the checks of the input's values step aside while a stream is
-  captured (``deeprnn.recurrence.checks_values``), the loss's scale is a tensor, and a NADE
+  captured (``deeprnn.driver.checks_values``), the loss's scale is a tensor, and a NADE
   head, whose shapes follow each frame's notes, is refused;
 - fixed gradient buffers: every graph accumulates into the same ``.grad`` tensors, zeroed
   inside it, so clipping, the guard and the optimiser step stay outside, as in an eager update.
@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import torch
 
 from deeprnn.data.batching import Batch
+from deeprnn.driver import map_carry
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN
-from deeprnn.recurrence import Carry, map_carry
+from deeprnn.operators.protocol import Carry
 from deeprnn.training.console import Log
 
 # (batch, state, scale) -> (loss, state after): one segment's forward and backward pass.

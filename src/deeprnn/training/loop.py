@@ -25,10 +25,11 @@ from torch import nn
 
 from deeprnn import __version__
 from deeprnn.data.batching import Batch
+from deeprnn.driver import map_carry
 from deeprnn.errors import TrainingDiverged
 from deeprnn.io import write_json, write_text
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
-from deeprnn.recurrence import Carry, map_carry
+from deeprnn.operators.protocol import Carry
 from deeprnn.training import checkpoint, distributed
 from deeprnn.training.averaging import Averaging
 from deeprnn.training.builder import (

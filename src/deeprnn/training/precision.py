@@ -2,7 +2,7 @@
 
 bfloat16 keeps float32's exponent range, so no loss scaling is needed. The parameters, the
 optimiser's state, the loss and the carried state stay in float32; the matrix products and the
-recurrence (:func:`deeprnn.recurrence.fused_unroll`) run in bfloat16. The final valid and test
+recurrence (:func:`deeprnn.driver.fused_unroll`) run in bfloat16. The final valid and test
 scores of a run are computed in float32 whatever its precision: a table's number is the
 model's likelihood, not an approximation of it.
 """

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from deeprnn import __version__
+from deeprnn.driver import map_carry
 from deeprnn.errors import RunFolderError
 from deeprnn.models import DeepRNN, ModelConfig
-from deeprnn.recurrence import Carry, map_carry
+from deeprnn.operators.protocol import Carry
 from deeprnn.training import checkpoint, distributed
 from deeprnn.training.averaging import Averaging
 from deeprnn.training.config import TrainConfig
