@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
@@ -248,19 +249,28 @@ def test_a_transition_named_alone_means_its_row_of_the_nade_table():
     assert main(["reproduce", "ptb-word", "--models", "dots-rnn*", "--out", "unused"]) == 2  # not in it
 
 
+# a Penn Treebank run of a few seconds
+TINY_TEXT = ["hidden_size=12", "batch_size=4", "bptt_steps=20", "eval_every=2"]
+
+
+def tiny_ptb(root: Path) -> Path:
+    """A Penn Treebank folder of a few lines under ``root``, laid out as the real one; returns ``root``."""
+    words = ["the", "cat", "sat", "on", "a", "mat", "<unk>", "and", "N", "dogs", "ran"]
+    lines = [" " + " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(8)) + " \n" for i in range(60)]
+    ptb = root / "ptb"
+    ptb.mkdir(parents=True)
+    for split, part in [("train", lines[:40]), ("valid", lines[40:50]), ("test", lines[50:])]:
+        (ptb / f"ptb.{split}.txt").write_text("".join(part))
+    return root
+
+
 def test_ptb_char_skips_a_finished_run_and_resumes_an_interrupted_one(tmp_path, capsys):
     """``deeprnn reproduce ptb-char --models rnn`` at a tiny size, on a Penn Treebank folder of a few
     lines laid out as the real one: run, rerun (skipped), then killed after its last checkpoint
     (no results.json) and rerun with a higher limit (resumed where it stopped)."""
-    words = ["the", "cat", "sat", "on", "a", "mat", "<unk>", "and", "N", "dogs", "ran"]
-    lines = [" " + " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(8)) + " \n" for i in range(60)]
-    ptb = tmp_path / "data" / "ptb"
-    ptb.mkdir(parents=True)
-    for split, part in [("train", lines[:40]), ("valid", lines[40:50]), ("test", lines[50:])]:
-        (ptb / f"ptb.{split}.txt").write_text("".join(part))
     argv = ["reproduce", "ptb-char", "--models", "rnn", "--out", str(tmp_path / "out")]
-    argv += ["--data-dir", str(tmp_path / "data"), "--set", "hidden_size=12", "--set", "batch_size=4"]
-    argv += ["--set", "bptt_steps=20", "--set", "eval_every=2", "--set", "device=cpu"]
+    argv += ["--data-dir", str(tiny_ptb(tmp_path / "data"))]
+    argv += [arg for setting in TINY_TEXT for arg in ("--set", setting)] + ["--set", "device=cpu"]
 
     assert main([*argv, "--set", "max_updates=4"]) == 0
     (row,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]

@@ -1,0 +1,67 @@
+"""scripts/gpu-runs, dry-run on the CPU (``GPU_CHECKS_DEVICE=cpu``): what a GPU session brings
+back must land here. A lent GPU is too short-lived to find the script's mistakes there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+from conftest import REPO
+from test_reproduce import TINY_TEXT, tiny_ptb
+
+SCRIPT = REPO / "scripts" / "gpu-runs"
+
+
+def _gpu_runs(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "GPU_CHECKS_DEVICE": "cpu", "PYTHON": sys.executable}
+    environment.update(GPU_RUNS_WORK=str(tmp_path / "work"), **env)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
+def _unpacked(out, into):
+    """The pieces in ``out`` joined and unpacked into ``into``; the names of their files."""
+    joined = into.parent / "joined.tar"
+    joined.write_bytes(b"".join(piece.read_bytes() for piece in sorted(out.glob("runs.tar.*"))))
+    with tarfile.open(joined) as tar:
+        tar.extractall(into, filter="data")
+        return tar.getnames()
+
+
+def test_a_chain_with_settings_runs_in_its_own_folder_and_comes_back_with_its_checkpoints(tmp_path):
+    data = tiny_ptb(tmp_path / "data")
+    chain = "ptb-char:rnn:" + ",".join([*TINY_TEXT, "max_updates=4"])
+    done = _gpu_runs(tmp_path, str(tmp_path / "out"), "120", chain, DEEPRNN_DATA=str(data))
+    assert done.returncode == 0, done.stderr
+    names = _unpacked(tmp_path / "out", tmp_path / "back")
+    run = tmp_path / "back" / chain.replace(":", "-") / "runs" / "ptb-char" / "rnn"
+    results = json.loads((run / "results.json").read_text())
+    assert (results["updates"], results["device"]) == (4, "cpu")
+    config = json.loads((run / "config.json").read_text())
+    settings = (config["architecture"]["hidden_size"], config["batch_size"], config["cuda_graphs"])
+    assert settings == (12, 4, False)
+    assert (run / "checkpoints" / "best.pt").is_file()  # small enough to come back
+    assert not [name for name in names if "/tb/" in name]  # TensorBoard's files stay there
+
+
+def test_checkpoints_beyond_the_budget_stay_behind(tmp_path):
+    data = tiny_ptb(tmp_path / "data")
+    chain = "ptb-char:rnn:" + ",".join([*TINY_TEXT, "max_updates=2"])
+    done = _gpu_runs(tmp_path, str(tmp_path / "out"), "120", chain, DEEPRNN_DATA=str(data), RUNS_MAX_MB="0")
+    assert done.returncode == 0, done.stderr
+    names = _unpacked(tmp_path / "out", tmp_path / "back")
+    assert any(name.endswith("rnn/results.json") for name in names)
+    assert not [name for name in names if name.endswith(".pt")]
+
+
+def test_a_malformed_chain_or_deadline_is_refused_before_anything_runs(tmp_path):
+    for args in (["120", "ptb-char"], ["120", "ptb-char:rnn:lr 1"], ["soon", "ptb-char:rnn"]):
+        done = _gpu_runs(tmp_path, str(tmp_path / "out"), *args)
+        assert done.returncode == 2
+        assert "usage: scripts/gpu-runs OUT DEADLINE CHAIN" in done.stderr
+        assert "got" in done.stderr
+    assert not (tmp_path / "work").exists()
