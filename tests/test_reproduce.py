@@ -306,3 +306,25 @@ def test_ptb_char_skips_a_finished_run_and_resumes_an_interrupted_one(tmp_path, 
 )
 def test_a_row_is_full_scale_only_when_its_run_converged_or_ran_its_epochs(stop_reason, expected):
     assert reproduce.scale(stop_reason) == expected
+
+
+def test_a_gpu_run_brought_back_unfinished_resumes_on_the_cpu(tmp_path, capsys):
+    """What scripts/gpu-runs brings back: a run folder whose config says device=cuda and
+    cuda_graphs=true, stopped before its end. ``reproduce --set device=cpu`` carries it on here,
+    eagerly, from its checkpoint."""
+    argv = ["reproduce", "ptb-char", "--models", "rnn", "--out", str(tmp_path / "out")]
+    argv += ["--data-dir", str(tiny_ptb(tmp_path / "data"))]
+    argv += [arg for setting in TINY_TEXT for arg in ("--set", setting)] + ["--set", "device=cpu"]
+    assert main([*argv, "--set", "max_updates=4"]) == 0
+    run = tmp_path / "out" / "runs" / "ptb-char" / "rnn"
+    (run / "results.json").unlink()  # stopped at the deadline after its last checkpoint
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "device": "cuda", "cuda_graphs": True}))
+    capsys.readouterr()
+
+    assert main([*argv, "--set", "max_updates=6"]) == 0
+    out = capsys.readouterr().out
+    assert "ptb-char/rnn: resuming" in out
+    assert "cuda_graphs: the run now trains on cpu, without graphs" in out
+    results = json.loads((run / "results.json").read_text())
+    assert (results["updates"], results["device"]) == (6, "cpu")

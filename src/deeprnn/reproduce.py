@@ -151,7 +151,8 @@ def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: 
             return done
     if (folder / "checkpoints" / "last.pt").exists():
         log(f"{name}: resuming")
-        return train(None, folder, data_dir=data_dir, resume=True, limits=limits, log=log)
+        device = parse_sets(sets).get("device")  # a GPU's run may be carried on here
+        return train(None, folder, data_dir=data_dir, resume=True, limits=limits, device=device, log=log)
     log(f"{name}: training")
     return train(config, folder, data_dir=data_dir, force=True, log=log)
 

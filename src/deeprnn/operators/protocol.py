@@ -1,4 +1,4 @@
-"""The ⊕ contract, h_t = x_t ⊕ h_{t-1}: what the driver (:mod:`deeprnn.recurrence`) asks of a
+"""The ⊕ contract, h_t = x_t ⊕ h_{t-1}: what the driver (:mod:`deeprnn.driver`) asks of a
 transition, so that your own runs wherever deeprnn's do (stacked, under any ▷, with dropout,
 lengths, the trainer and its checkpoints).
 

@@ -55,6 +55,8 @@ def train(
     that stopped at its old limit then carries on, as if the new one had been set from the start.
     It may also set ``average_after_epochs`` to an epoch the run has not begun, which adds
     parameter averaging to a run (a finished one, too) exactly as if it had been set from the start.
+    ``device`` (resuming only) moves the run: a run begun on a GPU carries on on a CPU, without
+    its CUDA graphs (a speed setting: the eager path computes the same updates).
     The folder is locked while the run trains (``deeprnn.training.run_folder``). The run seeds
     PyTorch's generators from ``config.seed``; the caller's random state is given back after it.
     """
@@ -167,6 +169,9 @@ def _resume(
         if device:
             config = replace(config, device=device)
         device_used = distributed.setup(world, pick_device(config.device))
+        if config.cuda_graphs and device_used.type != "cuda":  # a GPU's run carried on elsewhere
+            logger(f"cuda_graphs: the run now trains on {device_used}, without graphs")
+            config = replace(config, cuda_graphs=False)
         model = parts["model"] or _model_config(out)
         corpus = load_corpus(config, data_dir)
         parts = {**parts, "model": model}
