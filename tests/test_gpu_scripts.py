@@ -24,12 +24,12 @@ def _gpu_runs(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def _unpacked(out, into):
-    """The pieces in ``out`` joined and unpacked into ``into``; the names of their files."""
+    """The pieces in ``out`` joined and unpacked into ``into``; the paths of their files."""
     joined = into.parent / "joined.tar"
     joined.write_bytes(b"".join(piece.read_bytes() for piece in sorted(out.glob("runs.tar.*"))))
     with tarfile.open(joined) as tar:
         tar.extractall(into, filter="data")
-        return tar.getnames()
+        return [name.removeprefix("./") for name in tar.getnames()]
 
 
 def test_a_chain_with_settings_runs_in_its_own_folder_and_comes_back_with_its_checkpoints(tmp_path):
@@ -53,15 +53,58 @@ def test_checkpoints_beyond_the_budget_stay_behind(tmp_path):
     chain = "ptb-char:rnn:" + ",".join([*TINY_TEXT, "max_updates=2"])
     done = _gpu_runs(tmp_path, str(tmp_path / "out"), "120", chain, DEEPRNN_DATA=str(data), RUNS_MAX_MB="0")
     assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "work").glob("*/runs/ptb-char/rnn/checkpoints/best.pt"))  # there to leave
     names = _unpacked(tmp_path / "out", tmp_path / "back")
     assert any(name.endswith("rnn/results.json") for name in names)
     assert not [name for name in names if name.endswith(".pt")]
 
 
+def test_runs_still_going_at_the_deadline_are_stopped_and_come_back_resumable(tmp_path):
+    data = tiny_ptb(tmp_path / "data")
+    endless = [
+        "max_updates=1000000",
+        "epochs=100000",
+        "patience=0",
+        "eval_every=50",
+        "checkpoint_every=5",
+        "schedule=constant",
+    ]
+    chain = "ptb-char:rnn:" + ",".join([*TINY_TEXT[:3], *endless])
+    done = _gpu_runs(tmp_path, str(tmp_path / "out"), "8", chain, DEEPRNN_DATA=str(data))
+    assert done.returncode == 0, done.stdout + done.stderr  # stopped at the deadline is not failed
+    assert "deadline: runs still going, stopped" in done.stdout
+    names = _unpacked(tmp_path / "out", tmp_path / "back")
+    run = chain.replace(":", "-") + "/runs/ptb-char/rnn"
+    assert f"{run}/checkpoints/last.pt" in names  # the checkpoint it resumes from
+    assert f"{run}/results.json" not in names
+
+
+def test_a_chain_that_fails_fails_the_script_and_the_others_still_come_back(tmp_path):
+    data = tiny_ptb(tmp_path / "data")
+    good = "ptb-char:rnn:" + ",".join([*TINY_TEXT, "max_updates=2"])
+    bad = "ptb-char:rnn:" + ",".join([*TINY_TEXT, "lr=-1"])
+    done = _gpu_runs(tmp_path, str(tmp_path / "out"), "120", good, bad, DEEPRNN_DATA=str(data))
+    assert done.returncode == 1
+    assert f"{bad.replace(':', '-')} FAILED (status 2)" in done.stdout
+    assert f"{good.replace(':', '-')}/runs/ptb-char/rnn/results.json" in _unpacked(
+        tmp_path / "out", tmp_path / "back"
+    )
+
+
 def test_a_malformed_chain_or_deadline_is_refused_before_anything_runs(tmp_path):
-    for args in (["120", "ptb-char"], ["120", "ptb-char:rnn:lr 1"], ["soon", "ptb-char:rnn"]):
+    malformed = [
+        ["120", "ptb-char"],  # no model
+        ["120", "ptb-word:,rnn"],  # an empty model name
+        ["120", "ptb-char:rnn:lr 1"],  # a space in a setting
+        ["120", "ptb-char:rnn:lr"],  # a setting without its value
+        ["120", "ptb-char:rnn:lr=1,,seed=2"],  # an empty setting
+        ["soon", "ptb-char:rnn"],  # a deadline that is not whole seconds
+    ]
+    for args in malformed:
         done = _gpu_runs(tmp_path, str(tmp_path / "out"), *args)
-        assert done.returncode == 2
+        assert done.returncode == 2, args
         assert "usage: scripts/gpu-runs OUT DEADLINE CHAIN" in done.stderr
-        assert "got" in done.stderr
+        assert f"'{args[0] if args[0] == 'soon' else args[1]}'" in done.stderr
+    twice = _gpu_runs(tmp_path, str(tmp_path / "out"), "120", "ptb-char:rnn", "ptb-char:rnn")
+    assert twice.returncode == 2 and "'ptb-char:rnn' given twice" in twice.stderr
     assert not (tmp_path / "work").exists()
