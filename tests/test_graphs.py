@@ -58,6 +58,18 @@ def test_a_graphed_music_run_follows_the_eager_run(tmp_path, data_root, replays)
     assert graphed["test_nll"] == pytest.approx(eager["test_nll"], rel=1e-6)
 
 
+def test_a_graphed_run_with_noise_and_dropout_draws_what_the_eager_run_draws(tmp_path, data_root, replays):
+    """The warm-up and the capture run the segment without using up the run's random numbers:
+    the replays draw the eager run's weight noise and dropout masks, so the curves are the same,
+    not only alike in distribution."""
+    settings = dict(weight_noise=0.075, state_dropout=0.2)
+    eager = _train(tmp_path, "eager", data_root, **settings)
+    graphed = _train(tmp_path, "graphed", data_root, **settings, cuda_graphs=True)
+    assert len(replays) == graphed["updates"] == 40
+    assert _curve(tmp_path / "graphed") == pytest.approx(_curve(tmp_path / "eager"), rel=1e-6)
+    assert graphed["test_nll"] == pytest.approx(eager["test_nll"], rel=1e-6)
+
+
 def test_a_graphed_text_run_carries_its_state_as_the_eager_run(tmp_path, replays, text_corpus):
     corpus = text_corpus()
     settings = dict(model="dts-rnn", data=str(corpus), hidden_size=10, transition_sizes=[8], batch_size=3)
@@ -87,8 +99,9 @@ def test_a_nade_head_is_refused(tmp_path, data_root, replays):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_graphs_give_the_eager_run_s_curve_on_a_gpu(tmp_path, data_root, precision):
-    """The goal of README "Speed": replayed graphs, results within 1e-5 of the eager path."""
-    settings = {**QUIET, "device": "cuda", "precision": precision}
+    """The goal of README "Speed": replayed graphs, results within 1e-5 of the eager path, weight
+    noise and dropout drawn as the eager run draws them."""
+    settings = {"weight_noise": 0.075, "state_dropout": 0.2, "device": "cuda", "precision": precision}
     eager = _train(tmp_path, "eager", data_root, **settings)
     logged: list[str] = []
     config = apply({**TINY, **settings, "cuda_graphs": True})

@@ -18,8 +18,11 @@ What a graph needs, and how a run gives it:
 
 If a capture fails, the run goes on eagerly, said once in the log. Token ids are checked
 before each replay (a graph checks nothing, and a bad id would end the CUDA context). The
-warm-up before a capture draws random numbers (weight noise, dropout) of its own, so a graphed
-run with noise follows the eager run's curve in distribution; without noise, within rounding.
+random numbers that the warm-up and the capture draw (weight noise, dropout) are given back, so
+that the replays draw the eager run's: a graphed run follows the eager run's curve within
+rounding, noise and dropout included (checked on the CPU with a stand-in for the capture; the
+GPU test, which passed without noise on an H200, now has noise and dropout too and has not run
+since).
 """
 
 from __future__ import annotations
@@ -161,8 +164,13 @@ class SegmentGraphs:
             outputs[:] = self.segment(static, start, scale)
 
         self.zero_grad()  # the buffers exist before the capture: it accumulates into them
+        devices = [self.device] if self.device.type == "cuda" else []
         try:
-            replay = capture(segment)
+            # the warm-up's and the capture's random numbers are given back: the first replay
+            # draws what an eager segment would (the captured kernels read the generator's state
+            # at each replay, and a replay moves it on as an eager segment does)
+            with torch.random.fork_rng(devices=devices):
+                replay = capture(segment)
         except Exception as error:  # noqa: BLE001  (any failure: the run goes on eagerly)
             self.failed = True
             self.log(
