@@ -83,6 +83,22 @@ def test_a_graphed_text_run_carries_its_state_as_the_eager_run(tmp_path, replays
     assert _curve(tmp_path / "graphed") == pytest.approx(_curve(tmp_path / "eager"), rel=1e-6)
 
 
+def test_by_default_graphs_are_used_wherever_they_can_run():
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert graphs.graphs_wanted(None, gpu, distributed=False, head="bernoulli")
+    assert not graphs.graphs_wanted(None, cpu, distributed=False, head="bernoulli")
+    assert not graphs.graphs_wanted(None, gpu, distributed=True, head="bernoulli")
+    assert not graphs.graphs_wanted(None, gpu, distributed=False, head="nade")
+    # asked for, they are wanted (and refused by check_possible where they cannot run); refused, never
+    assert graphs.graphs_wanted(True, cpu, distributed=True, head="nade")
+    assert not graphs.graphs_wanted(False, gpu, distributed=False, head="bernoulli")
+
+
+def test_a_run_left_to_the_default_on_the_cpu_trains_eagerly(tmp_path, data_root, replays):
+    _train(tmp_path, "a", data_root, weight_noise=0.0)
+    assert not replays
+
+
 def test_graphs_are_refused_where_they_cannot_run(tmp_path, data_root):
     with pytest.raises(ConfigError, match="cuda_graphs needs a CUDA device; this run is on cpu"):
         _train(tmp_path, "a", data_root, cuda_graphs=True)
@@ -98,15 +114,25 @@ def test_a_nade_head_is_refused(tmp_path, data_root, replays):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_graphs_give_the_eager_run_s_curve_on_a_gpu(tmp_path, data_root, precision):
+def test_cuda_graphs_give_the_eager_run_s_curve_on_a_gpu(tmp_path, data_root, precision, monkeypatch):
     """The goal of README "Speed": replayed graphs, results within 1e-5 of the eager path, weight
     noise and dropout drawn as the eager run draws them."""
+    replayed: list[bool] = []
+
+    def run(self, batch, state, scale, original=graphs.SegmentGraphs.run):
+        result = original(self, batch, state, scale)
+        replayed.append(result is not None)
+        return result
+
+    monkeypatch.setattr(graphs.SegmentGraphs, "run", run)
     settings = {"weight_noise": 0.075, "state_dropout": 0.2, "device": "cuda", "precision": precision}
-    eager = _train(tmp_path, "eager", data_root, **settings)
+    eager = _train(tmp_path, "eager", data_root, **settings, cuda_graphs=False)
+    assert not replayed
     logged: list[str] = []
-    config = apply({**TINY, **settings, "cuda_graphs": True})
+    config = apply({**TINY, **settings})  # cuda_graphs left to its default: wherever they can run
     graphed = trainer.train(config, tmp_path / "graphed", data_dir=str(data_root), log=logged.append)
     assert not [line for line in logged if "cuda_graphs" in line]  # every capture succeeded
+    assert len(replayed) == graphed["updates"] and all(replayed)  # every segment was replayed
     assert _curve(tmp_path / "graphed") == pytest.approx(_curve(tmp_path / "eager"), rel=1e-5)
     assert graphed["test_nll"] == pytest.approx(eager["test_nll"], rel=1e-5)
 

@@ -85,8 +85,9 @@ class TrainConfig:
     # "bf16": updates and validation under bfloat16 autocast; the final scores in float32
     # (deeprnn.training.precision).
     precision: str = "fp32"
-    # A GPU run's training segments captured as CUDA graphs and replayed (deeprnn.training.graphs).
-    cuda_graphs: bool = False
+    # A GPU run's training segments captured as CUDA graphs and replayed (deeprnn.training.graphs):
+    # None (the default) wherever they can run (one process on a GPU, no NADE ▷), true or false.
+    cuda_graphs: bool | None = None
     # The kind of data these settings were made for ("music" or "text"); a run refuses data of
     # the other kind. The committed configs set it; None: any.
     data_kind: str | None = None

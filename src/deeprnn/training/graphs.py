@@ -1,5 +1,5 @@
 """CUDA graphs: a training segment's forward and backward pass captured once per shape, then
-replayed for every batch of that shape (``cuda_graphs = true``).
+replayed for every batch of that shape (``cuda_graphs``: by default wherever they can run).
 
 On a GPU the per-step loop is bound by kernel launches, not arithmetic (README, "Speed"): a
 DT(S)-RNN update of 100 steps launches thousands of small kernels, each costing the CPU more
@@ -44,6 +44,14 @@ from deeprnn.training.console import Log
 Segment = Callable[[Batch, Carry, float | torch.Tensor], tuple[torch.Tensor, Carry]]
 WARMUP = 3  # eager passes on a side stream before a capture, as PyTorch's recipe asks
 SHAPES = 4  # graphs kept at most; a run has one or two shapes
+
+
+def graphs_wanted(setting: bool | None, device: torch.device, distributed: bool, head: str) -> bool:
+    """Whether a run captures its segments: as ``cuda_graphs`` says, or where it is None, wherever
+    graphs can run (one process on a GPU, a head of fixed shapes)."""
+    if setting is None:
+        return device.type == "cuda" and not distributed and head != "nade"
+    return setting
 
 
 def check_possible(device: torch.device, distributed: bool) -> None:

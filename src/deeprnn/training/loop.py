@@ -48,7 +48,7 @@ from deeprnn.training.config import TrainConfig
 from deeprnn.training.console import Log, NoWriter, ProgressBar
 from deeprnn.training.distributed import World
 from deeprnn.training.evaluation import batch_nll, evaluate, split_score
-from deeprnn.training.graphs import SegmentGraphs, check_possible
+from deeprnn.training.graphs import SegmentGraphs, check_possible, graphs_wanted
 from deeprnn.training.guard import NonfiniteGuard
 from deeprnn.training.metrics import from_nll, metric_name
 from deeprnn.training.noise import noisy, weight_matrices
@@ -98,7 +98,7 @@ class Run(RunState):
             torch.manual_seed(config.seed + world.rank)  # own dropout masks and weight noise
         self.optimizer = make_optimizer(config, self.model, self.pretrained)
         self.graphs: SegmentGraphs | None = None
-        if config.cuda_graphs:
+        if graphs_wanted(config.cuda_graphs, self.device, world.distributed, self.model.config.head):
             check_possible(self.device, world.distributed)
             self.graphs = SegmentGraphs(self.segment, self.model, config.bptt_steps, log)
         self.averaging = Averaging(config, self.model)
