@@ -86,7 +86,8 @@ class TrainConfig:
     # (deeprnn.training.precision).
     precision: str = "fp32"
     # A GPU run's training segments captured as CUDA graphs and replayed (deeprnn.training.graphs):
-    # None (the default) wherever they can run (one process on a GPU, no NADE ▷), true or false.
+    # None (the default) wherever they are known to run (one process on a GPU, the paper's ⊕, no
+    # NADE ▷: deeprnn.training.graphs.graphs_wanted), true or false.
     cuda_graphs: bool | None = None
     # The kind of data these settings were made for ("music" or "text"); a run refuses data of
     # the other kind. The committed configs set it; None: any.

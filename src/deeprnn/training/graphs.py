@@ -38,6 +38,7 @@ from deeprnn.driver import map_carry
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN
 from deeprnn.operators.protocol import Carry
+from deeprnn.operators.transitions import DeepTransition
 from deeprnn.training.console import Log
 
 # (batch, state, scale) -> (loss, state after): one segment's forward and backward pass.
@@ -46,11 +47,14 @@ WARMUP = 3  # eager passes on a side stream before a capture, as PyTorch's recip
 SHAPES = 4  # graphs kept at most; a run has one or two shapes
 
 
-def graphs_wanted(setting: bool | None, device: torch.device, distributed: bool, head: str) -> bool:
+def graphs_wanted(setting: bool | None, device: torch.device, distributed: bool, model: DeepRNN) -> bool:
     """Whether a run captures its segments: as ``cuda_graphs`` says, or where it is None, wherever
-    graphs can run (one process on a GPU, a head of fixed shapes)."""
+    graphs are known to run: one process on a GPU, a head of fixed shapes, and the paper's ⊕ at
+    every level (a transition of one's own may do what a capture cannot: ask for graphs with
+    ``cuda_graphs = true``)."""
     if setting is None:
-        return device.type == "cuda" and not distributed and head != "nade"
+        own_parts = all(isinstance(level, DeepTransition) for level in model.recurrence.levels)
+        return device.type == "cuda" and not distributed and model.config.head != "nade" and own_parts
     return setting
 
 
@@ -173,10 +177,12 @@ class SegmentGraphs:
 
         self.zero_grad()  # the buffers exist before the capture: it accumulates into them
         devices = [self.device] if self.device.type == "cuda" else []
+        # The warm-up's random numbers and its rounding are given back: the replays then draw
+        # what eager segments would (a replay reads the generator's state as it starts and moves
+        # it on as an eager segment does), from the parameters as they were (weight noise is
+        # added and taken away again, W + n - n, which may move W by a rounding).
+        before = [p.detach().clone() for p in self.parameters]
         try:
-            # the warm-up's and the capture's random numbers are given back: the first replay
-            # draws what an eager segment would (the captured kernels read the generator's state
-            # at each replay, and a replay moves it on as an eager segment does)
             with torch.random.fork_rng(devices=devices):
                 replay = capture(segment)
         except Exception as error:  # noqa: BLE001  (any failure: the run goes on eagerly)
@@ -186,6 +192,10 @@ class SegmentGraphs:
                 "the run goes on without graphs (restart it to free what the capture held)"
             )
             return None
+        finally:
+            with torch.no_grad():
+                for p, kept in zip(self.parameters, before, strict=True):
+                    p.copy_(kept)
         return _Graph(replay, static, start, scale, outputs)
 
 

@@ -98,7 +98,7 @@ class Run(RunState):
             torch.manual_seed(config.seed + world.rank)  # own dropout masks and weight noise
         self.optimizer = make_optimizer(config, self.model, self.pretrained)
         self.graphs: SegmentGraphs | None = None
-        if graphs_wanted(config.cuda_graphs, self.device, world.distributed, self.model.config.head):
+        if graphs_wanted(config.cuda_graphs, self.device, world.distributed, self.model):
             check_possible(self.device, world.distributed)
             self.graphs = SegmentGraphs(self.segment, self.model, config.bptt_steps, log)
         self.averaging = Averaging(config, self.model)
