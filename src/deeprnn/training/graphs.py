@@ -1,5 +1,5 @@
 """CUDA graphs: a training segment's forward and backward pass captured once per shape, then
-replayed for every batch of that shape (``cuda_graphs``: by default wherever they can run).
+replayed for every batch of that shape (``cuda_graphs``; by default where :func:`graphs_wanted` says).
 
 On a GPU the per-step loop is bound by kernel launches, not arithmetic (README, "Speed"): a
 DT(S)-RNN update of 100 steps launches thousands of small kernels, each costing the CPU more
@@ -20,9 +20,8 @@ If a capture fails, the run goes on eagerly, said once in the log. Token ids are
 before each replay (a graph checks nothing, and a bad id would end the CUDA context). The
 random numbers that the warm-up and the capture draw (weight noise, dropout) are given back, so
 that the replays draw the eager run's: a graphed run follows the eager run's curve within
-rounding, noise and dropout included (checked on the CPU with a stand-in for the capture; the
-GPU test, which passed without noise on an H200, now has noise and dropout too and has not run
-since).
+rounding, noise and dropout included (``tests/test_graphs.py``: on the CPU with a stand-in for
+the capture, and on a GPU).
 """
 
 from __future__ import annotations
