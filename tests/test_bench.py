@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from importlib.machinery import SourceFileLoader
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +174,24 @@ def test_bfloat16_cases_run_both_sides_under_autocast():
     assert [c["precision"] for c in cases.values()] == ["fp32", "bf16"]
     assert cases["bf16"]["saved_mb"] < 0.85 * cases["fp32"]["saved_mb"]
     assert "bf16 B=16" in format_row(cases["bf16"])
+
+
+def _bench_floor():
+    """scripts/bench-floor as a module (a script, without the .py its loader would need)."""
+    path = Path(__file__).parents[1] / "scripts" / "bench-floor"
+    loader = SourceFileLoader("bench_floor", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("bench_floor", loader))
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("task", ["music", "ptb-word"])
+@pytest.mark.parametrize("name", ["rnn", "dt-rnn", "dts-rnn", "dot-rnn", "srnn", "dots-rnn*"])
+def test_the_floor_multiplies_each_weight_the_bench_counts_once(task, name):
+    model = bench_model(name, 24, task)
+    whole, per_step = _bench_floor().products(model)
+    products = [(i, o) for i, o, _ in whole] + [shape for level in per_step for shape in level]
+    assert sum(i * o for i, o in products) == multiplied_weights(model)
+    # the data's map needs no input gradient; a second level's, reading the first's states, does
+    assert [needs for *_, needs in whole].count(False) == (task == "music")
+    assert len(per_step) == model.config.levels
