@@ -195,3 +195,24 @@ def test_the_floor_multiplies_each_weight_the_bench_counts_once(task, name):
     # the data's map needs no input gradient; a second level's, reading the first's states, does
     assert [needs for *_, needs in whole].count(False) == (task == "music")
     assert len(per_step) == model.config.levels
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("music:dts-rnn:32:256", "a case is TASK:MODEL:BATCH:HIDDEN:MODE"),
+        ("music:lstm:32:256:train", "the model a preset without a NADE head"),
+        ("music:rnn-nade:32:256:train", "the model a preset without a NADE head"),
+        ("music:rnn:32:256:sample", "the mode train or eval"),
+        ("music:rnn:8:256:train", "the batch is one of 32, 1"),
+        ("music:rnn:32:0:train", "the hidden size > 0"),
+    ],
+)
+def test_the_floor_refuses_a_malformed_case_saying_what_a_case_is(case, says):
+    with pytest.raises(ValueError, match=says):
+        _bench_floor().parse_case(case)
+
+
+def test_the_floor_reads_a_case():
+    expected = ("ptb-word", "dots-rnn*", 1, 400, "eval")
+    assert _bench_floor().parse_case("ptb-word:dots-rnn*:1:400:eval") == expected

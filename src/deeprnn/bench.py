@@ -189,7 +189,7 @@ def _data(task: str, batch: int, steps: int, device: torch.device) -> torch.Tens
     return torch.randint(0, size, (steps, batch), device=device)
 
 
-def _best_rounds(fns: list[Callable[[], object]], device: torch.device, seconds: float) -> list[float]:
+def best_rounds(fns: list[Callable[[], object]], device: torch.device, seconds: float) -> list[float]:
     """Seconds per call of each of ``fns``, measured in alternation over ROUNDS rounds so that a
     change of machine load affects them alike; the best round of each (the least disturbed)."""
     times: list[list[float]] = [[] for _ in fns]
@@ -231,7 +231,7 @@ def run_case(
         ours_fn, base_fn = (_step_fn(m, x, target, mode, precision) for m in (ours, base))
     # not a sampler (its loop depends on its draws), nor a NADE (its shapes on the notes)
     graphed = cuda_graphs and mode != "sample" and ours.config.head != "nade"
-    base_s, ours_s = _best_rounds(
+    base_s, ours_s = best_rounds(
         [capture(fn) if graphed else fn for fn in (base_fn, ours_fn)], device, seconds
     )
     parity = multiplied_weights(base) / multiplied_weights(ours)
