@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from deeprnn import memory
 from deeprnn.bench import bench_model, format_row, loop_weights, multiplied_weights, run_case
 from deeprnn.cli import main
 from deeprnn.models import count_parameters
+from deeprnn.operators.projection import Projection
 
 
 @pytest.mark.parametrize(
@@ -176,7 +178,8 @@ def test_bfloat16_cases_run_both_sides_under_autocast():
     assert "bf16 B=16" in format_row(cases["bf16"])
 
 
-def _bench_floor():
+@pytest.fixture(scope="module")
+def bench_floor():
     """scripts/bench-floor as a module (a script, without the .py its loader would need)."""
     path = Path(__file__).parents[1] / "scripts" / "bench-floor"
     loader = SourceFileLoader("bench_floor", str(path))
@@ -185,16 +188,35 @@ def _bench_floor():
     return module
 
 
+FLOOR_MODELS = ["rnn", "dt-rnn", "dts-rnn", "do-rnn", "dot-rnn", "dots-rnn", "srnn", "dots-rnn*"]
+
+
 @pytest.mark.parametrize("task", ["music", "ptb-word"])
-@pytest.mark.parametrize("name", ["rnn", "dt-rnn", "dts-rnn", "dot-rnn", "srnn", "dots-rnn*"])
-def test_the_floor_multiplies_each_weight_the_bench_counts_once(task, name):
+@pytest.mark.parametrize("name", FLOOR_MODELS)
+def test_the_floor_lists_each_weight_matrix_the_bench_counts_once(bench_floor, task, name):
     model = bench_model(name, 24, task)
-    whole, per_step = _bench_floor().products(model)
-    products = [(i, o) for i, o, _ in whole] + [shape for level in per_step for shape in level]
-    assert sum(i * o for i, o in products) == multiplied_weights(model)
+    whole, per_step = bench_floor.products(model)
+    listed = sorted([(i, o) for i, o, _ in whole] + [shape for level in per_step for shape in level])
+    # every (in, out) matrix multiplied, embeddings (a lookup) aside, as nn.Linear's weight is (out, in)
+    matrices = [m for m in model.parameters() if m.dim() == 2]
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, Projection) and m.tokens}
+    assert listed == sorted((m.shape[1], m.shape[0]) for m in matrices if id(m) not in tables)
+    assert sum(i * o for i, o in listed) == multiplied_weights(model)
     # the data's map needs no input gradient; a second level's, reading the first's states, does
     assert [needs for *_, needs in whole].count(False) == (task == "music")
     assert len(per_step) == model.config.levels
+
+
+@pytest.mark.parametrize("task", ["music", "ptb-word"])
+@pytest.mark.parametrize("name", FLOOR_MODELS)
+def test_the_floor_multiplies_each_weight_once_a_step_and_three_times_in_training(bench_floor, task, name):
+    model = bench_model(name, 8, task)
+    batch, steps, weights = 2, 3, multiplied_weights(model)
+    data_map = 0 if task != "music" else model.recurrence.levels[0].input.weight.numel()
+    for mode, times in (("eval", weights), ("train", 3 * weights - data_map)):
+        with FlopCounterMode(display=False) as flops:
+            bench_floor.floor_fn(model, batch, steps, mode)()
+        assert flops.get_total_flops() == 2 * steps * batch * times, mode
 
 
 @pytest.mark.parametrize(
@@ -208,11 +230,11 @@ def test_the_floor_multiplies_each_weight_the_bench_counts_once(task, name):
         ("music:rnn:32:0:train", "the hidden size > 0"),
     ],
 )
-def test_the_floor_refuses_a_malformed_case_saying_what_a_case_is(case, says):
+def test_the_floor_refuses_a_malformed_case_saying_what_a_case_is(bench_floor, case, says):
     with pytest.raises(ValueError, match=says):
-        _bench_floor().parse_case(case)
+        bench_floor.parse_case(case)
 
 
-def test_the_floor_reads_a_case():
+def test_the_floor_reads_a_case(bench_floor):
     expected = ("ptb-word", "dots-rnn*", 1, 400, "eval")
-    assert _bench_floor().parse_case("ptb-word:dots-rnn*:1:400:eval") == expected
+    assert bench_floor.parse_case("ptb-word:dots-rnn*:1:400:eval") == expected

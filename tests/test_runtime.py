@@ -78,3 +78,13 @@ def test_reduce_page_faults_keeps_a_huge_pages_switch_the_user_set():
     show += "print(os.environ['THP_MEM_ALLOC_ENABLE'])"
     assert _python(show) == ["1"]
     assert _python(show, THP_MEM_ALLOC_ENABLE="0") == ["0"]
+
+
+@linux_glibc
+@pytest.mark.parametrize(
+    "env", [{"MALLOC_MMAP_THRESHOLD_": "131072"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}]
+)
+def test_reduce_page_faults_leaves_glibc_as_the_user_configured_it(env):
+    show = "from deeprnn.runtime import reduce_page_faults; print(reduce_page_faults())"
+    assert _python(show, **env) == ["False"]
+    assert _python(show) == ["True"]

@@ -210,7 +210,10 @@ def run_case(
     task: str = "music",
     precision: str = "fp32",
     cuda_graphs: bool = False,
+    also: Callable[[], object] | None = None,
 ) -> dict:
+    """One case, both sides timed in alternation; ``also``, one more function timed in the same
+    alternation (``also_ms``: scripts/bench-floor's products alone)."""
     with own_random_state():
         torch.manual_seed(0)
         ours = bench_model(name, hidden, task).to(device)
@@ -231,9 +234,8 @@ def run_case(
         ours_fn, base_fn = (_step_fn(m, x, target, mode, precision) for m in (ours, base))
     # not a sampler (its loop depends on its draws), nor a NADE (its shapes on the notes)
     graphed = cuda_graphs and mode != "sample" and ours.config.head != "nade"
-    base_s, ours_s = best_rounds(
-        [capture(fn) if graphed else fn for fn in (base_fn, ours_fn)], device, seconds
-    )
+    timed = [capture(fn) if graphed else fn for fn in (base_fn, ours_fn)]
+    base_s, ours_s, *also_s = best_rounds(timed + ([also] if also else []), device, seconds)
     parity = multiplied_weights(base) / multiplied_weights(ours)
     loop_parity = loop_weights(base) / loop_weights(ours)
     ratio = base_s / ours_s
@@ -257,7 +259,7 @@ def run_case(
         "peak_mb": round(memory.peak(ours_fn, device) / 1e6, 2),
         "baseline_peak_mb": round(memory.peak(base_fn, device) / 1e6, 2),
         "saved_mb": round(memory.saved_for_backward(ours_fn, ours) / 1e6, 2) if mode == "train" else None,
-    }
+    } | ({"also_ms": round(also_s[0] * 1e3, 3)} if also else {})
 
 
 def run(

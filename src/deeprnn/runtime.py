@@ -9,9 +9,10 @@ as tcmalloc or jemalloc would (the usual advice for PyTorch on CPU), up to 1 GiB
 softmax's logits and their gradient (128 MB each at B=32, T=100) are then reused too, and a
 ptb-word training step faults 4x less and runs 10-15 % faster than with glibc's former ceiling
 of 32 MiB (measured here, glibc 2.36); an older glibc refuses more than that ceiling, and keeps
-it. The price: up to 1 GiB of freed memory stays with the process rather than going back to
-the system. PyTorch's own switch ``THP_MEM_ALLOC_ENABLE`` backs what is still mapped afresh with
-transparent huge pages, a fault per 2 MiB.
+it. The price: freed memory stays with the process, so that its heap stays near its peak (glibc
+returns only what is free at the heap's top, beyond the trim threshold). PyTorch's own switch
+``THP_MEM_ALLOC_ENABLE`` backs what is still mapped afresh with transparent huge pages, a fault
+per 2 MiB.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ def reduce_page_faults() -> bool:
     return them to the system, and PyTorch to put blocks it maps afresh on huge pages.
     Process-wide: the command line calls it, before its first tensor (PyTorch reads its switch
     once); the library never does. A value the user set in the environment for
-    ``THP_MEM_ALLOC_ENABLE`` is kept.
+    ``THP_MEM_ALLOC_ENABLE`` is kept, and so are glibc's own for these parameters
+    (``MALLOC_MMAP_THRESHOLD_`` and the like, or ``GLIBC_TUNABLES``): with any of them set, glibc
+    is left as the user configured it.
 
     Returns whether glibc took the setting (False off glibc, e.g. on macOS or Windows)."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _malloc_configured_by_user():
         return False
     name = ctypes.util.find_library("c")
     if name is None:
@@ -48,10 +51,21 @@ def reduce_page_faults() -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
         return False
-    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) or mallopt(_M_MMAP_THRESHOLD, _OLD_MMAP_CEILING)
-    ok &= mallopt(_M_TRIM_THRESHOLD, _MMAP_THRESHOLD)  # freed memory kept at the heap's top
-    ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
+    threshold = next((t for t in (_MMAP_THRESHOLD, _OLD_MMAP_CEILING) if mallopt(_M_MMAP_THRESHOLD, t)), 0)
+    ok = threshold and mallopt(_M_TRIM_THRESHOLD, max(threshold, 4 * _OLD_MMAP_CEILING))
+    ok = ok and mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
     return bool(ok)
+
+
+_PARAMETERS = ("mmap_threshold", "trim_threshold", "top_pad")  # what reduce_page_faults sets
+
+
+def _malloc_configured_by_user() -> bool:
+    """Whether the environment sets one of those parameters (glibc's variable or tunable)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(
+        f"MALLOC_{name.upper()}_" in os.environ or f"glibc.malloc.{name}" in tunables for name in _PARAMETERS
+    )
 
 
 @contextmanager
