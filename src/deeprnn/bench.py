@@ -199,6 +199,30 @@ def best_rounds(fns: list[Callable[[], object]], device: torch.device, seconds: 
     return [min(kept) for kept in times]
 
 
+def _sides(
+    name: str, batch: int, steps: int, hidden: int, mode: str, device: torch.device, task: str, precision: str
+) -> tuple[DeepRNN, _Baseline, Callable[[], object], Callable[[], object]]:
+    """Both models of a case, seeded alike, and the call that each side times."""
+    with own_random_state():
+        torch.manual_seed(0)
+        ours = bench_model(name, hidden, task).to(device)
+        base = _Baseline(TASKS[task][1], hidden, ours.config.levels, task != "music").to(device)
+        x, target = _data(task, batch, steps, device), _data(task, batch, steps, device)
+    if mode == "eval":
+        ours.eval()
+        base.eval()
+    if mode == "sample":
+        if task == "music":  # both draw about NOTES keys a frame, as trained models do
+            keys = TASKS[task][1]
+            with torch.no_grad():
+                for bias in (ours.output.logits.bias[:keys], base.output.bias):
+                    bias.fill_(math.log(NOTES / (keys - NOTES)))
+        ours_fn, base_fn = (_sample_fn(m, steps, device, precision) for m in (ours, base))
+    else:
+        ours_fn, base_fn = (_step_fn(m, x, target, mode, precision) for m in (ours, base))
+    return ours, base, ours_fn, base_fn
+
+
 def run_case(
     name: str,
     batch: int,
@@ -214,24 +238,8 @@ def run_case(
 ) -> dict:
     """One case, both sides timed in alternation; ``also``, one more function timed in the same
     alternation (``also_ms``: scripts/bench-floor's products alone)."""
-    with own_random_state():
-        torch.manual_seed(0)
-        ours = bench_model(name, hidden, task).to(device)
-        base = _Baseline(TASKS[task][1], hidden, ours.config.levels, task != "music").to(device)
-        x, target = _data(task, batch, steps, device), _data(task, batch, steps, device)
+    ours, base, ours_fn, base_fn = _sides(name, batch, steps, hidden, mode, device, task, precision)
     levels = ours.config.levels
-    if mode == "eval":
-        ours.eval()
-        base.eval()
-    if mode == "sample":
-        if task == "music":  # both draw about NOTES keys a frame, as trained models do
-            keys = TASKS[task][1]
-            with torch.no_grad():
-                for bias in (ours.output.logits.bias[:keys], base.output.bias):
-                    bias.fill_(math.log(NOTES / (keys - NOTES)))
-        ours_fn, base_fn = (_sample_fn(m, steps, device, precision) for m in (ours, base))
-    else:
-        ours_fn, base_fn = (_step_fn(m, x, target, mode, precision) for m in (ours, base))
     # not a sampler (its loop depends on its draws), nor a NADE (its shapes on the notes)
     graphed = cuda_graphs and mode != "sample" and ours.config.head != "nade"
     timed = [capture(fn) if graphed else fn for fn in (base_fn, ours_fn)]
