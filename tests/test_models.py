@@ -41,6 +41,14 @@ SMALL = {
     "maxout-lp-tanh": dict(
         hidden_size=5, transition_sizes=(6, 4), transition_units=("maxout:3", "lp:2", "tanh")
     ),
+    # pooling units outside ⊕: the deep input's and ▷'s layers pool their pieces in rows
+    "pooled-input-output": dict(
+        hidden_size=6,
+        input_sizes=(5, 4),
+        input_units=("lp:2", "maxout:3"),
+        output_sizes=(4,),
+        output_units="lp:3",
+    ),
     "dots-star": dict(
         hidden_size=6,
         transition_sizes=(5,),
@@ -128,7 +136,7 @@ def test_matches_reference(name, batch, lengths):
     compare(name, steps=6, batch=batch, lengths=lengths)
 
 
-@pytest.mark.parametrize("name", ["rnn", "dts", "srnn-3", "deep-input"])
+@pytest.mark.parametrize("name", ["rnn", "dts", "srnn-3", "deep-input", "pooled-input-output"])
 def test_token_inputs_match_reference(name):
     compare(name, steps=5, batch=3, lengths=[5, 2, 4], tokens=True)
 

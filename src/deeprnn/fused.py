@@ -5,11 +5,11 @@ The loop does only what must be sequential: two BLAS calls and one in-place nonl
 layer and step, into preallocated storage; nothing is recorded by autograd inside it. The unit
 derivatives are computed for all steps at once, and the weight gradients are one large matrix
 product each, after the loop. Pooling layers (L_p, maxout) run with their pieces as contiguous
-rows (the model's column order is restored outside the loop); L_p takes x^p as exp(p ln x), in
-place. It serves every :class:`~deeprnn.operators.transitions.DeepTransition`;
-:func:`deeprnn.driver.unroll` chooses it (where no gradient is wanted,
-:func:`deeprnn.inference.evaluate`), and its results equal the plain loop's
-(``tests/test_models.py``).
+rows (the model's column order is restored outside the loop); L_p takes x^p as exp(p/2 ln x²),
+in place, and keeps it for the backward pass. It serves every
+:class:`~deeprnn.operators.transitions.DeepTransition`; :func:`deeprnn.driver.unroll` chooses
+it (where no gradient is wanted, :func:`deeprnn.inference.evaluate`), and its results equal the
+plain loop's (``tests/test_models.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from deeprnn.operators.transitions import DeepTransition
-from deeprnn.operators.units import ELEMENTWISE, LP_FLOOR, POOLING, lp_derivatives, lp_order
+from deeprnn.operators.units import ELEMENTWISE, LP_SMOOTHING, POOLING, lp_derivatives, lp_order
 
 # Below this many steps the weights are read in place: copying them into the faster layout
 # costs about as much as a few steps' products (and a sampler runs one step a call).
@@ -76,7 +76,9 @@ class FusedUnroll(torch.autograd.Function):
         # compute theirs in the output slot and apply the unit in place.
         pre = {layer: u.new_empty(steps, batch, plan.pre_sizes[layer]) for layer in plan.pooled_layers}
         pre_slots = [pre[layer].unbind(0) if layer in pre else outputs[layer] for layer in range(depth)]
-        pre_groups = {layer: p.view(steps, *_grid(plan, layer, batch)).unbind(0) for layer, p in pre.items()}
+        pre_groups = {layer: _step_groups(plan, layer, p) for layer, p in pre.items()}
+        powers = {layer: torch.empty_like(pre[layer]) for layer in plan.lp_layers}  # x^p, for the backward
+        power_groups = {layer: _step_groups(plan, layer, p) for layer, p in powers.items()}
         reads_h, *between = (w.t() for w in (recurrent_weight, *layer_weights))
         if steps >= _STEPS_TO_TRANSPOSE:  # (H, P): the fast layout for h @ W, worth a copy
             reads_h, *between = (w.contiguous() for w in (reads_h, *between))
@@ -90,7 +92,9 @@ class FusedUnroll(torch.autograd.Function):
         units = [_POOLS.get(kind) or ELEMENTWISE[kind].into for kind in plan.kinds]
 
         def finish(layer: int, a: torch.Tensor, t: int) -> None:
-            if layer in pre_groups:
+            if layer in power_groups:
+                pool(layer, pre_groups[layer][t], outputs[layer][t], power_groups[layer][t])
+            elif layer in pre_groups:
                 units[layer](pool, layer, pre_groups[layer][t], outputs[layer][t])
             else:
                 units[layer](a, outputs[layer][t])
@@ -111,7 +115,8 @@ class FusedUnroll(torch.autograd.Function):
                 torch.addmm(source, outputs[layer - 1][t], between[layer - 1], out=a)
                 finish(layer, a, t)
         ctx.plan = plan
-        ctx.save_for_backward(states, mask, recurrent_weight, *layer_weights, *rhos, *inner, *pre.values())
+        kept = (*inner, *pre.values(), *powers.values())
+        ctx.save_for_backward(states, mask, recurrent_weight, *layer_weights, *rhos, *kept)
         return states
 
     @staticmethod
@@ -122,7 +127,9 @@ class FusedUnroll(torch.autograd.Function):
         states, mask, recurrent_weight, *rest = ctx.saved_tensors
         layer_weights, rest = rest[: depth - 1], rest[depth - 1 :]
         rhos, rest = rest[: len(lp_layers)], rest[len(lp_layers) :]
-        inner, pre = rest[: depth - 1], dict(zip(pooled, rest[depth - 1 :], strict=True))
+        inner, rest = rest[: depth - 1], rest[depth - 1 :]
+        pre = dict(zip(pooled, rest[: len(pooled)], strict=True))
+        powers = dict(zip(lp_layers, rest[len(pooled) :], strict=True))
         outputs = [*inner, states[1:]]
         steps, batch, hidden = outputs[-1].shape
         # One buffer for all layers, those that read h_{t-1} first: one product per step gives
@@ -132,7 +139,7 @@ class FusedUnroll(torch.autograd.Function):
         d_pre_steps = [d.unbind(0) for d in d_pre]
         d_reading = d_pre_all[..., : recurrent_weight.shape[0]]
         d_reading_steps = d_pre_steps[0] if plan.reading == 1 else d_reading.unbind(0)
-        local, d_order = _local_derivatives(plan, outputs, pre, rhos)
+        local, d_order = _local_derivatives(plan, outputs, pre, powers, rhos)
         incoming = {layer: torch.empty_like(outputs[layer]) for layer in lp_layers}
         incoming_steps = {layer: g.unbind(0) for layer, g in incoming.items()}
         d_state_steps = d_states.unbind(0)
@@ -174,22 +181,23 @@ class FusedUnroll(torch.autograd.Function):
 
 class _LpPool:
     """L_p pooling (:func:`~deeprnn.operators.units.lp_pool`) in place, for the loop: a step's
-    pieces in rows (piece-major), h = (Σ_i x_i^p / k)^(1/p) = exp(ln(Σ_i x_i^p) / p - ln(k) / p),
-    with p, 1/p and -ln(k)/p of each layer computed once, and |a|^p in ``scratch``."""
+    pieces in rows (piece-major), x^p = exp(p/2 ln(a² + ε²)) and h = (Σ_i x_i^p / k)^(1/p) =
+    exp(ln(Σ_i x_i^p) / p - ln(k) / p), with p/2, 1/p and -ln(k)/p of each layer computed once;
+    x^p into ``scratch``, or where the caller keeps it."""
 
     def __init__(self, plan: _Plan, rhos, scratch: torch.Tensor, batch: int) -> None:
-        self.orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
-        self.inverses = {layer: 1.0 / p for layer, p in self.orders.items()}
-        self.shifts = {layer: -math.log(plan.pieces(layer)) * self.inverses[layer] for layer in self.orders}
-        self.x = {
-            layer: scratch[: batch * plan.pre_sizes[layer]].view(_grid(plan, layer, batch))
-            for layer in self.orders
-        }
+        orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
+        self.halves = {layer: p / 2 for layer, p in orders.items()}
+        self.inverses = {layer: 1.0 / p for layer, p in orders.items()}
+        self.shifts = {layer: -math.log(plan.pieces(layer)) * self.inverses[layer] for layer in orders}
+        self.smoothing = scratch.new_tensor(LP_SMOOTHING**2)
+        self.x = {i: scratch[: batch * plan.pre_sizes[i]].view(_grid(plan, i, batch)) for i in orders}
 
-    def __call__(self, layer: int, groups: torch.Tensor, out: torch.Tensor) -> None:
-        """h = L_p of ``groups`` (batch, pieces, width), into ``out`` (batch, width)."""
-        x = torch.abs(groups, out=self.x[layer]).clamp_min_(LP_FLOOR)
-        torch.sum(x.log_().mul_(self.orders[layer]).exp_(), -2, out=out).log_()
+    def __call__(self, layer: int, groups: torch.Tensor, out: torch.Tensor, powers=None) -> None:
+        """h = L_p of ``groups`` (batch, pieces, width), into ``out`` (batch, width); x^p into
+        ``powers`` if given."""
+        x = torch.addcmul(self.smoothing, groups, groups, out=self.x[layer] if powers is None else powers)
+        torch.sum(x.log_().mul_(self.halves[layer]).exp_(), -2, out=out).log_()
         torch.addcmul(self.shifts[layer], out, self.inverses[layer], out=out).exp_()
 
 
@@ -203,6 +211,11 @@ _POOLS = {
 def _grid(plan: _Plan, layer: int, batch: int) -> tuple[int, int, int]:
     """An L_p layer's pre-activations at one step in the loop's order: (batch, pieces, width)."""
     return (batch, plan.pieces(layer), plan.widths[layer])
+
+
+def _step_groups(plan: _Plan, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A pooling layer's (T, B, pieces × width) tensor as its steps, each (batch, pieces, width)."""
+    return x.view(x.shape[0], *_grid(plan, layer, x.shape[1])).unbind(0)
 
 
 def _reordered(plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: bool) -> torch.Tensor:
@@ -250,11 +263,11 @@ def _in_model_order(plan: _Plan, d_u, d_recurrent, *d_between) -> list[torch.Ten
     ]
 
 
-def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[list, dict]:
+def _local_derivatives(plan: _Plan, outputs: list, pre: dict, powers: dict, rhos) -> tuple[list, dict]:
     """∂z/∂a of every layer and step at once, as a list of per-step views (None: the identity):
-    from the outputs (element-wise units) or from the kept pre-activations (pooling; L_p also
-    gives ∂z/∂p, by layer). Maxout's goes to the pieces at the maximum, shared among ties as
-    ``amax``'s is."""
+    from the outputs (element-wise units) or from the kept pre-activations (pooling; L_p, with
+    its kept powers x^p, also gives ∂z/∂p, by layer). Maxout's goes to the pieces at the
+    maximum, shared among ties as ``amax``'s is."""
     local, d_order = [], {}
     for layer, (kind, z) in enumerate(zip(plan.kinds, outputs, strict=True)):
         if kind in POOLING:
@@ -262,7 +275,8 @@ def _local_derivatives(plan: _Plan, outputs: list, pre: dict, rhos) -> tuple[lis
             groups = pre[layer].view(steps, *_grid(plan, layer, batch))
             if kind == "lp":
                 rho = rhos[plan.lp_layers.index(layer)]
-                d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho))
+                kept = powers[layer].view_as(groups)
+                d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho), kept)
             else:
                 at_max = (groups == z.unsqueeze(-2)).to(z.dtype)
                 d_a = at_max.div_(at_max.sum(-2, keepdim=True))

@@ -5,7 +5,8 @@ A unit maps a pre-activation of width ``width * pieces`` to ``width`` outputs. E
 pooling units of DOT(S)-RNN* read a group of pieces per output:
 
 - ``lp``: learned-norm pooling (Gulcehre et al., 2014), h_j = (mean_i |a_ji|^p_j)^(1/p_j) with
-  the order p_j = 1 + softplus(ρ_j) learned per unit (the centres are the layer's biases);
+  the order p_j = 1 + softplus(ρ_j) learned per unit (the centres are the layer's biases), |a|
+  smoothed to sqrt(a² + ε²) with ε = 1e-6 (:func:`lp_pool`);
 - ``maxout``: h_j = max_i a_ji (Goodfellow et al., 2013).
 
 Specs are strings: ``"sigmoid"``, ``"lp"`` (2 pieces), ``"lp:3"``, ``"maxout:4"``.
@@ -109,18 +110,29 @@ class Unit(nn.Module):
         return self.width * self.pieces
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
+        """The unit on pre-activations in the model's order (unit j: columns j·pieces … (j+1)·pieces-1)."""
         if self.kind in ELEMENTWISE:
             return ELEMENTWISE[self.kind].forward(a)
-        groups = a.unflatten(-1, (self.width, self.pieces))  # unit j: columns j·pieces … (j+1)·pieces-1
+        return self.pool(a.unflatten(-1, (self.width, self.pieces)).transpose(-1, -2))
+
+    def pool(self, groups: torch.Tensor) -> torch.Tensor:
+        """A pooling unit on its pieces as rows: (…, pieces, width) -> (…, width). Contiguous
+        rows (see :func:`piece_major`) pool several times faster than pieces side by side."""
         if self.kind == "maxout":
-            return groups.amax(-1)
-        return lp_pool(groups.transpose(-1, -2), lp_order(self.rho))
+            return groups.amax(-2)
+        return lp_pool(groups, lp_order(self.rho))
 
     def extra_repr(self) -> str:
         return f"{self.spec}, width={self.width}"
 
 
-LP_FLOOR = 1e-6  # |a| is floored here: keeps the gradient of x^(1/p) finite where all pieces are 0
+def piece_major(width: int, pieces: int, device: torch.device | None = None) -> torch.Tensor:
+    """The order that puts a pooling layer's pieces in rows: position i·width + j holds the
+    model's column j·pieces + i (piece i of unit j)."""
+    return torch.arange(width * pieces, device=device).view(width, pieces).t().reshape(-1)
+
+
+LP_SMOOTHING = 1e-6  # ε: |a| is taken as sqrt(a² + ε²), smooth, and x^(1/p) finite where all pieces are 0
 
 
 def lp_order(rho: torch.Tensor) -> torch.Tensor:
@@ -129,27 +141,25 @@ def lp_order(rho: torch.Tensor) -> torch.Tensor:
 
 
 def lp_pool(groups: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """h = (mean_i |a_i|^p)^(1/p) over the pieces of ``groups`` (…, pieces, width): the pieces
-    outer, so that p (width,) broadcasts and the mean adds whole rows. x^p is computed as
-    exp(p ln x), several times faster than ``pow`` with a tensor of exponents."""
-    x = groups.abs().clamp_min(LP_FLOOR)
-    return torch.exp(torch.log(torch.exp(x.log() * p).mean(-2)) / p)
+    """h = (mean_i x_i^p)^(1/p), x = sqrt(a² + ε²), over the pieces a of ``groups`` (…, pieces,
+    width): the pieces outer, so that p (width,) broadcasts and the mean adds whole rows. x^p is
+    computed as exp(p/2 ln x²), several times faster than ``pow`` with a tensor of exponents."""
+    powers = torch.exp(torch.log(groups.square() + LP_SMOOTHING**2) * (p / 2))
+    return torch.exp(torch.log(powers.mean(-2)) / p)
 
 
 def lp_derivatives(
-    groups: torch.Tensor, h: torch.Tensor, p: torch.Tensor
+    groups: torch.Tensor, h: torch.Tensor, p: torch.Tensor, powers: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """∂h/∂a (…, pieces, width) and ∂h/∂p (…, width) of :func:`lp_pool`, from a and h.
+    """∂h/∂a (…, pieces, width) and ∂h/∂p (…, width) of :func:`lp_pool`, from a, h and the
+    powers x^p that the forward pass computed.
 
-    With x = max(|a|, floor) and m = mean x^p = h^p:  ∂h/∂a_i = sign(a_i) x_i^(p-1) h / (k m)
-    (0 where |a_i| is below the floor), ∂h/∂p = h (-ln m / p² + mean(x^p ln x) / (m p))."""
+    With x² = a² + ε² and m = mean x^p = h^p:  ∂h/∂a_i = a_i x_i^p / x_i² · h / (k m) and
+    ∂h/∂p = h (mean(x^p ln x^p) / m - ln m) / p²: eight passes over the pieces, no exp."""
     pieces = groups.shape[-2]
-    x = groups.abs()
-    live = x > LP_FLOOR
-    log_x = x.clamp_min_(LP_FLOOR).log()
-    xp = torch.mul(log_x, p).exp_()
-    m = xp.mean(-2)
-    d_p = h * (-torch.log(m) / p**2 + log_x.mul_(xp).mean(-2) / (m * p))
-    # in place in xp, the one buffer of the pieces' size that is returned: sign(a) x^(p-1) h / (k m)
-    d_a = xp.div_(x).copysign_(groups).mul_(live).mul_((h / (pieces * m)).unsqueeze(-2))
+    m = powers.mean(-2)
+    scratch = torch.log(powers)  # (not xlogy: ten times slower on CPU)
+    d_p = h * (scratch.mul_(powers).mean(-2) / m - torch.log(m)) / p**2
+    squares = torch.addcmul(groups.new_tensor(LP_SMOOTHING**2), groups, groups, out=scratch)
+    d_a = torch.mul(powers, groups).div_(squares).mul_((h / (pieces * m)).unsqueeze(-2))
     return d_a, d_p
