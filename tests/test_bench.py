@@ -139,9 +139,9 @@ def test_a_training_step_saves_each_activation_once_and_nothing_more(name):
             "srnn": 2 * states + frames,  # level 2 reads level 1's states: the same storage
             "dots-rnn": states + step + step + frames,  # + ▷'s hidden layer (sigmoid: its output)
             # L_p in ⊕: both layers' pre-activations and powers x^p (2 pieces each); ▷'s maxout:
-            # its pre-activations and output, then dropout's output (read by the logits) and its
-            # (B, H) mask; the piece-major copies of the matrices of ⊕ (2·2H × H, 2H × H) and
-            # of ▷'s maxout layer (2H × H), with that copy's index (2H int64: 4H floats' bytes)
+            # its pre-activations (as rows) and output, then dropout's output (read by the
+            # logits) and its (B, H) mask; the loop's piece-major copies of the two matrices of
+            # ⊕ (2·2H × H, 2H × H)
             "dots-rnn*": states
             + step
             + 2 * 2 * 2 * step
@@ -150,8 +150,7 @@ def test_a_training_step_saves_each_activation_once_and_nothing_more(name):
             + step
             + batch * hidden
             + frames
-            + (2 * 2 * hidden * hidden + 2 * hidden * hidden)
-            + (2 * hidden * hidden + 4 * hidden),
+            + (2 * 2 * hidden * hidden + 2 * hidden * hidden),
         }[name]
         assert saved == 4 * expected, (steps, saved // 4, expected)
 

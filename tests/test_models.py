@@ -16,6 +16,7 @@ from deeprnn.driver import fast_path_applies, unroll
 from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.operators.heads import Bernoulli, Categorical, make_head
 from deeprnn.operators.nade import NADE
+from deeprnn.operators.units import LP_SMOOTHING, lp_derivatives, lp_order, lp_pool
 from deeprnn.training import evaluation
 
 # Small configurations covering every kind of part: (name, config keywords).
@@ -179,6 +180,36 @@ def test_hand_written_bptt_passes_gradcheck(name, dropout):
         return FusedUnroll.apply(plan, u, h0, mask, *ws)
 
     assert torch.autograd.gradcheck(fused, (u, h0, *weights))
+
+
+@pytest.mark.parametrize("dtype,order", [(torch.float64, None), (torch.float32, 8.0)])
+def test_lp_derivatives_equal_autograd_through_lp_pool(dtype, order):
+    """The closed forms of the hand-written backward against autograd through ``lp_pool``, with
+    a piece at 0 in every unit of one row (x = ε there), and in float32 at an order p = 8 at
+    which that piece's x^p = ε^8 underflows to 0: both gradients stay finite and equal."""
+    generator = torch.Generator().manual_seed(0)
+    groups = torch.randn(3, 2, 5, generator=generator, dtype=dtype)
+    groups[0, 0] = 0.0
+    if order is None:
+        rho = torch.randn(5, generator=generator, dtype=dtype)
+    else:  # softplus(ρ) = p - 1
+        rho = torch.full((5,), math.log(math.expm1(order - 1)), dtype=dtype)
+    weights = torch.randn(3, 5, generator=generator, dtype=dtype)
+    groups.requires_grad_()
+    rho.requires_grad_()
+    h = lp_pool(groups, lp_order(rho))
+    (h * weights).sum().backward()
+    with torch.no_grad():
+        p = lp_order(rho)
+        powers = (groups.square() + LP_SMOOTHING**2) ** (p / 2)
+        if order is not None:
+            assert (powers[0, 0] == 0).all()  # the case in question: x^p underflowed
+        d_a, d_p = lp_derivatives(groups, h, p, powers)
+        d_rho = (weights * d_p).sum(0) * torch.sigmoid(rho)
+    assert torch.isfinite(groups.grad).all() and torch.isfinite(rho.grad).all()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(d_a * weights.unsqueeze(-2), groups.grad, atol=tol, rtol=tol)
+    torch.testing.assert_close(d_rho, rho.grad, atol=tol, rtol=tol)
 
 
 def test_gradcheck_whole_model_float64():

@@ -66,7 +66,6 @@ class FusedUnroll(torch.autograd.Function):
         depth = len(plan.kinds)
         u, recurrent_weight, *layer_weights = _in_loop_order(plan, u, *params[:depth])
         rhos = params[depth:]
-        pool = _LpPool(plan, rhos, u.new_empty(batch * max(plan.pre_sizes)), batch)
         states = u.new_empty(steps + 1, batch, h0.shape[-1])
         states[0] = h0
         inner = [u.new_empty(steps, batch, w) for w in plan.widths[:-1]]
@@ -88,16 +87,7 @@ class FusedUnroll(torch.autograd.Function):
             whole = u.unbind(0)
         else:
             inputs = [part.unbind(0) for part in u.split(plan.pre_sizes, -1)]
-
-        units = [_POOLS.get(kind) or ELEMENTWISE[kind].into for kind in plan.kinds]
-
-        def finish(layer: int, a: torch.Tensor, t: int) -> None:
-            if layer in power_groups:
-                pool(layer, pre_groups[layer][t], outputs[layer][t], power_groups[layer][t])
-            elif layer in pre_groups:
-                units[layer](pool, layer, pre_groups[layer][t], outputs[layer][t])
-            else:
-                units[layer](a, outputs[layer][t])
+        units = _units_in_loop(plan, _LpPool(plan, rhos, u), outputs, pre_groups, power_groups)
 
         for t in range(steps):
             h = state_steps[t] if mask is None else state_steps[t] * mask
@@ -108,12 +98,12 @@ class FusedUnroll(torch.autograd.Function):
                     first = pre_slots[0][t].copy_(first)
             else:
                 first = torch.addmm(inputs[0][t], h, reads_h, out=pre_slots[0][t])
-            finish(0, first, t)
+            units[0](first, t)
             for layer in range(1, depth):
                 source = sources[layer] if plan.shortcut else inputs[layer][t]
                 a = pre_slots[layer][t]
                 torch.addmm(source, outputs[layer - 1][t], between[layer - 1], out=a)
-                finish(layer, a, t)
+                units[layer](a, t)
         ctx.plan = plan
         kept = (*inner, *pre.values(), *powers.values())
         ctx.save_for_backward(states, mask, recurrent_weight, *layer_weights, *rhos, *kept)
@@ -183,34 +173,44 @@ class _LpPool:
     """L_p pooling (:func:`~deeprnn.operators.units.lp_pool`) in place, for the loop: a step's
     pieces in rows (piece-major), x^p = exp(p/2 ln(a² + ε²)) and h = (Σ_i x_i^p / k)^(1/p) =
     exp(ln(Σ_i x_i^p) / p - ln(k) / p), with p/2, 1/p and -ln(k)/p of each layer computed once;
-    x^p into ``scratch``, or where the caller keeps it."""
+    x^p where the caller says (kept for the backward pass, or scratch)."""
 
-    def __init__(self, plan: _Plan, rhos, scratch: torch.Tensor, batch: int) -> None:
+    def __init__(self, plan: _Plan, rhos, like: torch.Tensor) -> None:
         orders = dict(zip(plan.lp_layers, (lp_order(r) for r in rhos), strict=True))
-        self.halves = {layer: p / 2 for layer, p in orders.items()}
+        self.half_orders = {layer: p / 2 for layer, p in orders.items()}
         self.inverses = {layer: 1.0 / p for layer, p in orders.items()}
         self.shifts = {layer: -math.log(plan.pieces(layer)) * self.inverses[layer] for layer in orders}
-        self.smoothing = scratch.new_tensor(LP_SMOOTHING**2)
-        self.x = {i: scratch[: batch * plan.pre_sizes[i]].view(_grid(plan, i, batch)) for i in orders}
+        self.smoothing = like.new_tensor(LP_SMOOTHING**2)
 
-    def __call__(self, layer: int, groups: torch.Tensor, out: torch.Tensor, powers=None) -> None:
-        """h = L_p of ``groups`` (batch, pieces, width), into ``out`` (batch, width); x^p into
-        ``powers`` if given."""
-        x = torch.addcmul(self.smoothing, groups, groups, out=self.x[layer] if powers is None else powers)
-        torch.sum(x.log_().mul_(self.halves[layer]).exp_(), -2, out=out).log_()
+    def __call__(self, layer: int, groups: torch.Tensor, out: torch.Tensor, powers: torch.Tensor) -> None:
+        """h = L_p of ``groups`` (batch, pieces, width) into ``out`` (batch, width), x^p into
+        ``powers`` (as ``groups``)."""
+        x = torch.addcmul(self.smoothing, groups, groups, out=powers)
+        torch.sum(x.log_().mul_(self.half_orders[layer]).exp_(), -2, out=out).log_()
         torch.addcmul(self.shifts[layer], out, self.inverses[layer], out=out).exp_()
-
-
-# A pooling layer's unit in the loop: (the L_p pool, layer, its pieces, out) -> out = h.
-_POOLS = {
-    "lp": lambda lp, layer, groups, out: lp(layer, groups, out),
-    "maxout": lambda lp, layer, groups, out: torch.amax(groups, -2, out=out),
-}
 
 
 def _grid(plan: _Plan, layer: int, batch: int) -> tuple[int, int, int]:
     """An L_p layer's pre-activations at one step in the loop's order: (batch, pieces, width)."""
     return (batch, plan.pieces(layer), plan.widths[layer])
+
+
+def _units_in_loop(plan: _Plan, pool: _LpPool, outputs: list, pre_groups: dict, power_groups: dict) -> list:
+    """The unit of each layer at step t, as ``unit(a, t)``: from its pre-activations a (a pooling
+    layer's kept pieces, with L_p's x^p kept too) into its output slot."""
+
+    def unit_of(layer: int):
+        out, kind = outputs[layer], plan.kinds[layer]
+        if kind == "lp":
+            pieces, kept = pre_groups[layer], power_groups[layer]
+            return lambda a, t: pool(layer, pieces[t], out[t], kept[t])
+        if kind == "maxout":
+            pieces = pre_groups[layer]
+            return lambda a, t: torch.amax(pieces[t], -2, out=out[t])
+        into = ELEMENTWISE[kind].into
+        return lambda a, t: into(a, out[t])
+
+    return [unit_of(layer) for layer in range(len(plan.kinds))]
 
 
 def _step_groups(plan: _Plan, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -275,8 +275,8 @@ def _local_derivatives(plan: _Plan, outputs: list, pre: dict, powers: dict, rhos
             groups = pre[layer].view(steps, *_grid(plan, layer, batch))
             if kind == "lp":
                 rho = rhos[plan.lp_layers.index(layer)]
-                kept = powers[layer].view_as(groups)
-                d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho), kept)
+                layer_powers = powers[layer].view_as(groups)
+                d_a, d_order[layer] = lp_derivatives(groups, z, lp_order(rho), layer_powers)
             else:
                 at_max = (groups == z.unsqueeze(-2)).to(z.dtype)
                 d_a = at_max.div_(at_max.sum(-2, keepdim=True))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from deeprnn.fused import (
-    _POOLS,
     _STEPS_TO_TRANSPOSE,
     _grid,
     _in_loop_order,
@@ -105,7 +104,13 @@ class _InPlaceSteps:
         ]
         self.reads_h, *between = (w.t().contiguous() if transpose else w.t() for w in weights)
         self.whole = pre_steps[0] if plan.reading == 1 else self.pre.unbind(0)
-        pool = _LpPool(plan, rhos, like.new_empty(batch * max(plan.pre_sizes)), batch)
+        lp_pool = _LpPool(plan, rhos, like)
+        scratch = like.new_empty(batch * max(plan.pre_sizes))  # an L_p layer's x^p, at every step
+        powers = {i: scratch[: batch * plan.pre_sizes[i]].view(_grid(plan, i, batch)) for i in plan.lp_layers}
+
+        def pool(layer: int, pieces: torch.Tensor, out: torch.Tensor) -> None:
+            lp_pool(layer, pieces, out, powers[layer])
+
         units = [_unit_in_place(plan, layer, pool, pre_steps, groups, outputs) for layer in range(depth)]
         self.first = units[0]
         self.later = list(zip(pre_steps[1:], outputs[:-1], between, units[1:], strict=True))
@@ -118,13 +123,16 @@ class _InPlaceSteps:
             unit(t)
 
 
-def _unit_in_place(plan: _Plan, layer: int, pool: _LpPool, pre_steps, groups, outputs):
+def _unit_in_place(plan: _Plan, layer: int, pool, pre_steps, groups, outputs):
     """The unit of ``layer`` at step t, as ``unit(t)``: in place on its pre-activation, or
-    pooled from its pieces into its output."""
+    pooled from its pieces into its output (L_p by ``pool(layer, pieces, out)``)."""
     kind, out = plan.kinds[layer], outputs[layer]
-    if kind in POOLING:
-        pooled, pieces = _POOLS[kind], groups[layer]
-        return lambda t: pooled(pool, layer, pieces[t], out[t])
+    if kind == "lp":
+        pieces = groups[layer]
+        return lambda t: pool(layer, pieces[t], out[t])
+    if kind == "maxout":
+        pieces = groups[layer]
+        return lambda t: torch.amax(pieces[t], -2, out=out[t])
     inplace, pre = ELEMENTWISE[kind].inplace, pre_steps[layer]
     return lambda t: inplace(pre[t])
 

@@ -14,7 +14,7 @@ from torch import nn
 from deeprnn.errors import ConfigError
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.projection import Projection
-from deeprnn.operators.units import Unit, piece_major
+from deeprnn.operators.units import Unit
 
 
 def per_layer(value: str | Sequence[str], count: int, what: str) -> list[str]:
@@ -60,9 +60,5 @@ class FeedForward(nn.Module):
         for i, (layer, unit) in enumerate(zip(self.layers, self.units, strict=True)):
             if i > 0:
                 x = locked_dropout(x, self.dropout, self.training)
-            if unit.elementwise:
-                x = unit(layer(x))
-            else:  # the pieces in rows, as the unit pools fastest
-                pieces = layer(x, piece_major(unit.width, unit.pieces, x.device))
-                x = unit.pool(pieces.unflatten(-1, (unit.pieces, unit.width)))
+            x = unit(layer(x))
         return x

@@ -26,16 +26,11 @@ class Projection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_size)) if bias else None
         nn.init.normal_(self.weight, std=0.1)
 
-    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """U x + b; ``order`` (indices of outputs), if given, gives the outputs in that order."""
-        weight, bias = self.weight, self.bias
-        if order is not None:  # the rows of U (its columns for tokens) and b: cheaper than the outputs
-            weight = weight[:, order] if self.tokens else weight[order]
-            bias = None if bias is None else bias[order]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tokens:
-            return F.linear(x, weight, bias)
-        y = F.embedding(x, weight)
-        return y if bias is None else y + bias
+            return F.linear(x, self.weight, self.bias)
+        y = F.embedding(x, self.weight)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         kind = "tokens" if self.tokens else "dense"
