@@ -16,6 +16,7 @@ from deeprnn.driver import fast_path_applies, unroll
 from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.operators.heads import Bernoulli, Categorical, make_head
 from deeprnn.operators.nade import NADE
+from deeprnn.operators.projection import Projection
 from deeprnn.operators.units import LP_SMOOTHING, lp_derivatives, lp_order, lp_pool
 from deeprnn.training import evaluation
 
@@ -391,6 +392,25 @@ def test_weights_count_only_matrices():
     counts = count_parameters(model)
     biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
     assert counts["params"] - counts["weights"] == biases
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda x: x[..., 3:],  # columns of a wider buffer: folds as a view
+        lambda x: x[..., 3:].transpose(0, 1),  # batch-first over a time-major buffer: copied
+        lambda x: x[0, :, 3:],  # one step (2-D)
+        lambda x: x[0, 0, 3:],  # one vector
+    ],
+)
+def test_a_dense_projection_of_any_layout_is_the_product_with_its_matrix(view):
+    torch.manual_seed(0)
+    projection = Projection(5, 7).double()
+    with torch.no_grad():
+        projection.bias.normal_()
+    x = view(torch.randn(4, 3, 8, dtype=torch.float64))
+    expected = torch.einsum("...i,oi->...o", x.contiguous(), projection.weight) + projection.bias
+    torch.testing.assert_close(projection(x), expected)
 
 
 def test_frame_nll_sums_the_keys_and_token_nll_is_cross_entropy():

@@ -28,7 +28,12 @@ class Projection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tokens:
-            return F.linear(x, self.weight, self.bias)
+            if x.dim() <= 2:
+                return F.linear(x, self.weight, self.bias)
+            # one product over the leading axes folded (a view where their strides allow, as for
+            # the evaluation path's states, columns of a wider buffer): F.linear folds only a
+            # contiguous input, and takes a slower matmul and a separate bias add otherwise
+            return F.linear(x.flatten(0, -2), self.weight, self.bias).unflatten(0, x.shape[:-1])
         y = F.embedding(x, self.weight)
         return y if self.bias is None else y + self.bias
 
