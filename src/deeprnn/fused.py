@@ -218,13 +218,16 @@ def _step_groups(plan: _Plan, layer: int, x: torch.Tensor) -> tuple[torch.Tensor
     return x.view(x.shape[0], *_grid(plan, layer, x.shape[1])).unbind(0)
 
 
-def _reordered(plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: bool) -> torch.Tensor:
-    """x, whose axis ``dim`` holds the pre-activations of ``layers``, with each L_p layer's in
-    the loop's piece-major order (``to_loop``: piece i of unit j from column j·pieces + i to
+def _reordered(
+    plan: _Plan, x: torch.Tensor, dim: int, layers: range, to_loop: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x, whose axis ``dim`` holds the pre-activations of ``layers``, with each pooling layer's
+    in the loop's piece-major order (``to_loop``: piece i of unit j from column j·pieces + i to
     i·width + j, so that each piece is a contiguous row and pooling adds whole rows, many
-    times faster than over pieces side by side), or back in the model's order."""
+    times faster than over pieces side by side), or back in the model's order; into ``out``
+    (x's shape) if given, else a new tensor."""
     sizes = [plan.pre_sizes[layer] for layer in layers]
-    ordered = torch.empty_like(x, memory_format=torch.contiguous_format)
+    ordered = torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
     for layer, part, into in zip(layers, x.split(sizes, dim), ordered.split(sizes, dim), strict=True):
         if plan.kinds[layer] in POOLING:
             grid = (plan.widths[layer], plan.pieces(layer))

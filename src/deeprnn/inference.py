@@ -16,7 +16,6 @@ import torch
 from deeprnn.fused import (
     _STEPS_TO_TRANSPOSE,
     _grid,
-    _in_loop_order,
     _LpPool,
     _Plan,
     _reordered,
@@ -37,11 +36,14 @@ def evaluate(
     of the buffer's state columns, (T+1, B, H)."""
     steps, batch, _ = u.shape
     depth = len(plan.kinds)
-    u, *weights = _in_loop_order(plan, u, *params[:depth])
+    weights = _weights_in_loop_order(plan, *params[:depth])
     run = _InPlaceSteps(
         plan, steps + 1, batch, h0.shape[-1], weights, params[depth:], steps >= _STEPS_TO_TRANSPOSE
     )
-    run.pre[1:] = u
+    if plan.pooled_layers:  # u in the loop's order, in the one pass that copies it in
+        _reordered(plan, u, 2, range(depth), True, out=run.pre[1:])
+    else:
+        run.pre[1:] = u
     run.states[0] = h0
     h = run.state_steps
     for t in range(1, steps + 1):
