@@ -57,7 +57,7 @@ SMALL = {
         shortcut=True,
         output_sizes=(4,),
         transition_units="lp:2",
-        output_units="maxout:3",
+        output_units="maxout:2",  # the preset's: without a gradient, a maximum over strided pieces
     ),
 }
 
