@@ -34,7 +34,9 @@ class Projection(nn.Module):
             # the evaluation path's states, columns of a wider buffer): F.linear folds only a
             # contiguous input, and takes a slower matmul and a separate bias add otherwise
             return F.linear(x.flatten(0, -2), self.weight, self.bias).unflatten(0, x.shape[:-1])
-        y = F.embedding(x, self.weight)  # a fresh tensor, which its backward does not read
+        # a fresh tensor, which its backward does not read (in place: the bias must have the
+        # weight's dtype, as module.to() gives it)
+        y = F.embedding(x, self.weight)
         return y if self.bias is None else y.add_(self.bias)
 
     def extra_repr(self) -> str:

@@ -112,11 +112,12 @@ class Unit(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if self.kind in ELEMENTWISE:
             return ELEMENTWISE[self.kind].forward(a)
-        if self.kind == "maxout" and self.pieces == 2 and not (torch.is_grad_enabled() and a.requires_grad):
+        pairs = self.kind == "maxout" and self.pieces == 2 and a.shape[-1] == 2 * self.width
+        if pairs and not (torch.is_grad_enabled() and a.requires_grad):
             # one pass, no copy (with a gradient, rows are faster: amax's backward beats maximum's)
             return torch.maximum(a[..., 0::2], a[..., 1::2])
         # unit j: columns j·pieces … (j+1)·pieces-1, copied into rows (…, pieces, width), as
-        # pooling reads whole rows several times faster than a stride of `pieces`
+        # L_p, and maxout with a gradient, read whole rows several times faster than a stride
         groups = a.unflatten(-1, (self.width, self.pieces)).transpose(-1, -2).contiguous()
         if self.kind == "maxout":
             return groups.amax(-2)
