@@ -47,7 +47,7 @@ SMALL = {
     "pooled-input-output": dict(
         hidden_size=6,
         input_sizes=(5, 4),
-        input_units=("lp:2", "maxout:3"),
+        input_units=("lp:2", "maxout:2"),  # maxout:2 without a gradient: a maximum of strided pieces
         output_sizes=(4,),
         output_units="lp:3",
     ),
@@ -57,7 +57,7 @@ SMALL = {
         shortcut=True,
         output_sizes=(4,),
         transition_units="lp:2",
-        output_units="maxout:2",  # the preset's: without a gradient, a maximum over strided pieces
+        output_units="maxout:3",
     ),
 }
 
