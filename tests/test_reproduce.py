@@ -328,3 +328,24 @@ def test_a_gpu_run_brought_back_unfinished_resumes_on_the_cpu(tmp_path, capsys):
     assert "cuda_graphs: the run now trains on cpu, without graphs" in out
     results = json.loads((run / "results.json").read_text())
     assert (results["updates"], results["device"]) == (6, "cpu")
+
+
+def test_each_published_value_is_drawn_in_its_rows_colour(tmp_path, monkeypatch):
+    """A row's paper value is a dashed line in the colour of the row's curve; a value that several
+    rows share, or whose row has no curve, is grey."""
+    curve = [[100, 150.0], [200, 140.0]]
+    rows = [
+        {"data": "ptb-word", "model": "rnn", "paper": 117.7, "curve": curve},
+        {"data": "ptb-word", "model": "dts-rnn", "paper": 112.0, "curve": curve},
+        {"data": "ptb-word", "model": "dots-rnn", "paper": 107.5},
+        {"data": "ptb-word", "model": "srnn", "paper": 112.0, "curve": curve},
+    ]
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    reproduce.plot_curves({"table": "ptb-word", "metric": "ppl", "rows": rows}, tmp_path, lambda _: None)
+    (fig,) = figures
+    lines = fig.axes[0].lines
+    solid = {line.get_label(): line.get_color() for line in lines if line.get_linestyle() == "-"}
+    dashed = {line.get_ydata()[0]: line.get_color() for line in lines if line.get_linestyle() == "--"}
+    assert dashed == {107.5: "grey", 112.0: "grey", 117.7: solid["rnn"]}
+    assert len(set(solid.values())) == 3

@@ -327,16 +327,21 @@ def plot_curves(result: dict, out: Path, log: Log = print) -> list[Path]:
         fig = Figure(figsize=(6, 4))
         ax = fig.subplots()
         lowest = min(v for r in drawn for _, v in r["curve"])
+        colours = {}  # the paper's (or the anchor's) test value -> the colours of its rows' lines
         for r in rows:
             if "curve" in r:
-                ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
+                (line,) = ax.plot([u for u, _ in r["curve"]], [v for _, v in r["curve"]], label=r["model"])
+                colours.setdefault(r.get("paper"), []).append(line.get_color())
             else:  # a legend entry only, in no colour of the cycle
                 ax.plot([], [], " ", color="none", label=f"{r['model']}: no curve stored")
                 log(f"{target.name}: {r['model']} has no stored curve")
         published = sorted({r["paper"] for r in rows if r.get("paper") is not None})
-        for value in published:  # the paper's (or the anchor's) test value, for reference
-            ax.axhline(value, color="grey", linestyle="--", linewidth=0.8)
-        ax.set(xlabel="updates", ylabel=f"valid {result['metric']} (dashed: published test)", title=data)
+        for value in published:  # in its row's colour; grey where rows share it (or none is drawn)
+            shared = colours.get(value, [])
+            colour = shared[0] if len(shared) == 1 else "grey"
+            ax.axhline(value, color=colour, linestyle="--", linewidth=0.8)
+        ylabel = f"valid {result['metric']} (dashed: published test, in its row's colour)"
+        ax.set(xlabel="updates", ylabel=ylabel, title=data)
         low = min([lowest, *published])
         ax.set_ylim(
             low - 0.02 * abs(low), max([lowest + 0.25 * abs(lowest) + 0.1, *published]) + 0.02 * abs(low)
