@@ -112,13 +112,17 @@ class Unit(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if self.kind in ELEMENTWISE:
             return ELEMENTWISE[self.kind].forward(a)
-        pairs = self.kind == "maxout" and self.pieces == 2 and a.shape[-1] == 2 * self.width
-        if pairs and not (torch.is_grad_enabled() and a.requires_grad):
-            # one pass, no copy (with a gradient, rows are faster: amax's backward beats maximum's)
-            return torch.maximum(a[..., 0::2], a[..., 1::2])
-        # unit j: columns j·pieces … (j+1)·pieces-1, copied into rows (…, pieces, width), as
-        # L_p, and maxout with a gradient, read whole rows several times faster than a stride
-        groups = a.unflatten(-1, (self.width, self.pieces)).transpose(-1, -2).contiguous()
+        # unit j: columns j·pieces … (j+1)·pieces-1
+        grid = a.unflatten(-1, (self.width, self.pieces))
+        if self.kind == "maxout" and torch.is_grad_enabled() and a.requires_grad:
+            # max's backward puts the gradient where its indices say (a tie: on the first piece),
+            # 1.6x faster than rows' copy and amax's backward, which compares with the maximum
+            return grid.max(-1).values
+        if self.kind == "maxout" and self.pieces == 2:
+            return torch.maximum(grid[..., 0], grid[..., 1])  # one pass, no copy
+        # copied into rows (…, pieces, width): L_p, and maxout of more pieces, read whole rows
+        # several times faster than a stride
+        groups = grid.transpose(-1, -2).contiguous()
         if self.kind == "maxout":
             return groups.amax(-2)
         return lp_pool(groups, lp_order(self.rho))
