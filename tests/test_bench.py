@@ -139,14 +139,13 @@ def test_a_training_step_saves_each_activation_once_and_nothing_more(name):
             "srnn": 2 * states + frames,  # level 2 reads level 1's states: the same storage
             "dots-rnn": states + step + step + frames,  # + ▷'s hidden layer (sigmoid: its output)
             # L_p in ⊕: both layers' pre-activations and powers x^p (2 pieces each); ▷'s maxout:
-            # its pre-activations (as rows) and output, then dropout's output (read by the
-            # logits) and its (B, H) mask; the loop's piece-major copies of the two matrices of
-            # ⊕ (2·2H × H, 2H × H)
+            # the piece of each unit's maximum (int64: two float32's worth), then dropout's
+            # output (read by the logits) and its (B, H) mask; the loop's piece-major copies of
+            # the two matrices of ⊕ (2·2H × H, 2H × H)
             "dots-rnn*": states
             + step
             + 2 * 2 * 2 * step
             + 2 * step
-            + step
             + step
             + batch * hidden
             + frames
