@@ -22,8 +22,7 @@ from torch import nn
 from deeprnn.errors import ConfigError
 
 ORDERS = ("ascending", "descending")  # low to high, high to low
-_FRAMES_PER_CHUNK = 256  # frames scored at once (few: each chunk pads to its most notes)
-_ELEMENTS_PER_CHUNK = 1 << 23  # and at most frames × keys × (keys + hidden units) of them
+_ELEMENTS_PER_CHUNK = 1 << 23  # stretches × (keys + hidden units) scored at once, at most
 
 
 def check(keys: int, hidden: int, order: str) -> None:
@@ -56,46 +55,52 @@ class NADE(nn.Module):
         """The logit of p(v_k = 1 | v_<k) for every key k of the 0/1 ``frames``:
         (…, K + H), (…, K) -> (…, K).
 
-        a_k only changes after a key that is on, so it takes S + 1 values in a frame of S notes:
-        the hidden units are computed once per stretch of keys between two notes, and each key
-        reads its stretch's (the same numbers as a_k key by key, at a fraction of the work)."""
+        a_k only changes after a key that is on, so it takes S + 1 values in a frame of S notes,
+        a_s = c + W_1 + … + W_s over its first s notes: the hidden units are computed once per
+        stretch of keys between two notes, and each key reads its stretch's (the same numbers as
+        a_k key by key, at a fraction of the work). The frames are taken in groups of equal S,
+        so that a group's stretches are one dense block, with no padding."""
         b, c = self._biases(logits, frames)
         shape = b.shape
         b, c = b.reshape(-1, self.keys), c.reshape(-1, self.hidden)
         on = self._ordered(frames).reshape(-1, self.keys) > 0.5
-        w, u = self._weights()
-        keys = torch.arange(self.keys, device=on.device)
         notes = on.sum(-1)
-        most = int(notes.max()) if notes.numel() else 0
-        # the keys that are on, in order, then keys that are off as padding (masked out by real)
-        played = torch.where(on, keys, keys + self.keys).argsort(-1)[:, :most]
-        real = torch.arange(most, device=on.device) < notes.unsqueeze(-1)
-        added = w[played] * real.unsqueeze(-1).to(w.dtype)  # (N, S, H): W_j of the j-th note
-        first = torch.ones(most + 1, most, dtype=w.dtype, device=w.device).tril(-1)  # row s: notes < s
-        a = c.unsqueeze(-2) + first @ added  # (N, S + 1, H), stretch by stretch
-        scores = torch.sigmoid(a) @ u.T  # (N, S + 1, K): V_k · σ(a) for every stretch and key
-        stretch = (on.cumsum(-1) - on.long()).unsqueeze(-2)  # notes before key k: its stretch
-        return self._ordered((b + scores.gather(-2, stretch).squeeze(-2)).view(shape))
+        order = notes.argsort(stable=True)  # the frames by their number of notes
+        on, c = on[order], c[order]
+        stretch = on.cumsum(-1) - on.long()  # notes before key k: its stretch
+        played = on.nonzero()[:, 1]  # the keys of every note, frame after frame, low keys first
+        w, v = self._weights()
+        chunks = [
+            (n, s) for s, count in enumerate(torch.bincount(notes).tolist()) for n in self._chunks(count, s)
+        ]
+        parts = [
+            _stretch_scores(c_n, keys_n.view(n, s), stretch_n, w, v)
+            for (n, s), c_n, keys_n, stretch_n in zip(
+                chunks,
+                c.split([n for n, _ in chunks]),
+                played.split([n * s for n, s in chunks]),
+                stretch.split([n for n, _ in chunks]),
+                strict=True,
+            )
+        ]
+        scores = (
+            b.new_empty(b.shape).index_copy(0, order, torch.cat(parts)) if parts else b
+        )  # none: no frames
+        return self._ordered((b + scores).view(shape))
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Exact negative log-likelihood of each frame, in nats: (…, K + H), (…, K) 0/1 -> (…).
         It neither shifts nor masks (see :meth:`deeprnn.DeepRNN.loss`)."""
-        self._biases(logits, targets)
-        flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1, self.keys)
-        # frames in order of their number of notes, in chunks: each chunk pads to its own most
-        order = (flat_targets > 0.5).sum(-1).argsort()
-        size = self._chunk_frames()
-        parts = [
-            F.binary_cross_entropy_with_logits(self.key_logits(lg, t), t, reduction="none").sum(-1)
-            for lg, t in zip(
-                flat_logits[order].split(size), flat_targets[order].to(logits.dtype).split(size), strict=True
-            )
-        ]
-        nll = torch.cat(parts) if parts else flat_logits.new_zeros(0)
-        return nll[order.argsort()].view(targets.shape[:-1])
+        key_logits = self.key_logits(logits, targets)
+        return F.binary_cross_entropy_with_logits(
+            key_logits, targets.to(key_logits.dtype), reduction="none"
+        ).sum(-1)
 
-    def _chunk_frames(self) -> int:
-        return max(1, min(_FRAMES_PER_CHUNK, _ELEMENTS_PER_CHUNK // (self.keys * (self.keys + self.hidden))))
+    def _chunks(self, frames: int, notes: int) -> list[int]:
+        """``frames`` of ``notes`` notes each, in chunks whose stretches hold at most
+        _ELEMENTS_PER_CHUNK of the hidden units' and the keys' numbers."""
+        most = max(1, _ELEMENTS_PER_CHUNK // ((notes + 1) * (self.keys + self.hidden)))
+        return [min(most, frames - start) for start in range(0, frames, most)]
 
     forward = nll
 
@@ -153,3 +158,15 @@ class NADE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"keys={self.keys}, hidden={self.hidden}, order={self.order}"
+
+
+def _stretch_scores(
+    c: torch.Tensor, keys: torch.Tensor, stretch: torch.Tensor, w: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """V_k · σ(a) of the stretch each key k reads, for n frames of S notes each: c (n, H), the
+    keys of their notes (n, S), the stretch of each key (n, K) -> (n, K). The stretches lie
+    stretch-major, (S + 1, n, H), so that a_s = c + W_1 + … + W_s is one product for all s."""
+    terms = torch.cat([c[None], w[keys.T]])
+    partial_sums = torch.ones(len(terms), len(terms), dtype=w.dtype, device=w.device).tril()
+    a = (partial_sums @ terms.flatten(1)).view_as(terms)
+    return (torch.sigmoid(a) @ v.T).gather(0, stretch[None])[0]
