@@ -69,8 +69,25 @@ def test_chunks_of_frames_give_the_same_nll(monkeypatch):
     logits = torch.randn(50, head.logit_size, dtype=torch.float64)
     frames = (torch.rand(50, 10) < 0.4).double()
     whole = head.nll(logits, frames)
-    monkeypatch.setattr(module, "_ELEMENTS_PER_CHUNK", 7 * 10 * 3)  # 1-12 frames a chunk, by notes
-    torch.testing.assert_close(head.nll(logits, frames), whole)
+    for elements in (7 * 10 * 3, 1):  # 1-12 frames a chunk, by their notes; one frame, however many
+        monkeypatch.setattr(module, "_ELEMENTS_PER_CHUNK", elements)
+        torch.testing.assert_close(head.nll(logits, frames), whole)
+
+
+def test_a_nade_of_one_key_and_one_hidden_unit():
+    head = nade(keys=1, hidden=1)
+    logits = torch.randn(4, 2, dtype=torch.float64)
+    frames = torch.tensor([[0.0], [1.0], [1.0], [0.0]], dtype=torch.float64)
+    torch.testing.assert_close(head.nll(logits, frames), loop_nll(head, logits, frames))
+
+
+def test_the_initial_weights_have_their_stated_scale():
+    """W ~ N(0, 1/K): a frame of a few notes moves the hidden units by about one; V ~ N(0, 0.01²):
+    the keys start nearly independent, each scored by its bias."""
+    torch.manual_seed(0)
+    head = NADE(88, 150)
+    assert head.W.std().item() == pytest.approx(88**-0.5, rel=0.02)
+    assert head.V.std().item() == pytest.approx(0.01, rel=0.02)
 
 
 def test_gradients_pass_gradcheck():
