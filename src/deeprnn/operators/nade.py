@@ -73,19 +73,20 @@ class NADE(nn.Module):
         chunks = [
             (n, s) for s, count in enumerate(torch.bincount(notes).tolist()) for n in self._chunks(count, s)
         ]
+        if not chunks:  # no frames
+            return self._ordered(b.view(shape))
+        sizes = [n for n, _ in chunks]
         parts = [
             _stretch_scores(c_n, keys_n.view(n, s), stretch_n, w, v)
             for (n, s), c_n, keys_n, stretch_n in zip(
                 chunks,
-                c.split([n for n, _ in chunks]),
+                c.split(sizes),
                 played.split([n * s for n, s in chunks]),
-                stretch.split([n for n, _ in chunks]),
+                stretch.split(sizes),
                 strict=True,
             )
         ]
-        scores = (
-            b.new_empty(b.shape).index_copy(0, order, torch.cat(parts)) if parts else b
-        )  # none: no frames
+        scores = b.new_empty(b.shape).index_copy(0, order, torch.cat(parts))  # back in the frames' order
         return self._ordered((b + scores).view(shape))
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
