@@ -230,6 +230,28 @@ def test_two_trainings_on_one_folder_one_is_refused(tmp_path, rolls):
     assert json.loads((run / "results.json").read_text())["updates"] == 300
 
 
+@pytest.mark.usefixtures("at_once")
+def test_a_refused_training_leaves_the_folder_it_did_not_create_to_its_holder(tmp_path, rolls, monkeypatch):
+    """The race of the test above, made certain: the folder is new when the second process looks,
+    and the first takes its lock before the second asks for it (while it loads its data, say).
+    The refused process must not remove the folder, nor the lock file, under its holder."""
+    run, holder = tmp_path / "run", []
+    real_locked = run_folder.locked
+
+    def taken_first(folder):
+        holder.append(real_locked(folder))
+        holder[0].__enter__()  # the winner, holding the lock on the empty new folder
+        return real_locked(folder)
+
+    monkeypatch.setattr(run_folder, "locked", taken_first)
+    try:
+        with pytest.raises(RunFolderError, match="is in use"):
+            trainer.train(config(rolls), run, **QUIET)
+        assert (run / run_folder.LOCK).is_file()
+    finally:
+        holder[0].__exit__(None, None, None)
+
+
 # -- 3. divergence is detected and named --------------------------------------------------------
 
 

@@ -87,13 +87,14 @@ def _train(config, out, data_dir, resume, limits, force, device, log, parts) -> 
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise RunFolderError(f"--out {out}: a file is in the way; a run needs a folder") from None
-    try:
-        with run_folder.locked(out):
+    with run_folder.locked(out):  # a refused process leaves the folder alone: it is the holder's
+        try:
             return _start(config, out, data_dir, force, log, world, parts)
-    finally:
-        if created and out.is_dir() and not run_folder.entries(out):  # nothing came of it
-            (out / run_folder.LOCK).unlink(missing_ok=True)
-            out.rmdir()
+        finally:
+            if created and not run_folder.entries(out):  # nothing came of it
+                (out / run_folder.LOCK).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # another process's lock file came meanwhile
+                    out.rmdir()
 
 
 def _start(
