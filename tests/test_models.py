@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from reference import reference_forward
 
-from deeprnn import DeepRNN, ModelConfig, count_parameters
+from deeprnn import DeepRNN, ModelConfig, count_parameters, recurrence
 from deeprnn.data.batching import MusicBatches
 from deeprnn.driver import fast_path_applies, unroll
 from deeprnn.fused import FusedUnroll, plan_of
+from deeprnn.inference import evaluate_input
 from deeprnn.operators.heads import Bernoulli, Categorical, make_head
 from deeprnn.operators.nade import NADE
 from deeprnn.operators.projection import Projection
@@ -331,6 +332,26 @@ def test_evaluation_without_gradients_matches_reference(name, batch, lengths, mo
     torch.testing.assert_close(h_n, ref_hn, atol=1e-5, rtol=1e-5)
     with torch.no_grad():  # contiguous, as nn.RNN's: users .view() them
         assert model.recurrence(x, h0)[0].is_contiguous()
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+@pytest.mark.parametrize("name", ["rnn", "dt-3", "dts", "linear-nobias", "srnn-dts", "lp-mixed"])
+def test_evaluation_projects_the_input_straight_into_its_buffer(name, tokens, monkeypatch):
+    """In evaluation, a level without pooling layers projects x into the in-place loop's buffer
+    (a dense product or an embedding's rows, then the later layers' biases or zeros), and its
+    numbers are those of the path that builds u and copies it in; a pooling level takes that path."""
+    model = make(name, tokens=tokens, dtype=torch.float64).eval()
+    x, lengths = inputs(model, 7, 3, torch.float64), torch.tensor([7, 2, 5])
+    calls = []
+    monkeypatch.setattr(recurrence, "evaluate_input", lambda *a: calls.append(1) or evaluate_input(*a))
+    with torch.no_grad():
+        direct = model(x, lengths=lengths)
+        monkeypatch.setattr(recurrence, "projects_in_place", lambda *_: False)
+        copied = model(x, lengths=lengths)
+    pooled = bool(plan_of(model.recurrence.levels[0]).pooled_layers)
+    assert len(calls) == (0 if pooled else model.config.levels)
+    for a, b in zip(direct, copied, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(SMALL) if make(n).recurrence.levels[0].fusable])

@@ -7,7 +7,8 @@ U x_t + b are already computed for all steps:
 - the fast path, for a transition that says it can take it (``cell.fusable``: the paper's
   ⊕, :class:`~deeprnn.operators.transitions.DeepTransition`): hand-written back-propagation
   through time (:mod:`deeprnn.fused`), or where no gradient is wanted the in-place loop of
-  :mod:`deeprnn.inference`;
+  :mod:`deeprnn.inference` (in evaluation, :func:`projects_in_place`, it takes x itself and
+  projects it straight into its buffer);
 - otherwise (highway layers, your own ⊕), and wherever PyTorch must see the plain operations
   (tracing, ``torch.compile`` and ``torch.export``), a plain loop over ``cell.step``; under
   ``torch.export`` that loop is one ``scan``, so that the exported program keeps T free.
@@ -103,6 +104,18 @@ def fast_path_applies(cell: Transition) -> bool:
     """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, and nothing
     needs to see the operations one by one (a tracer, the compiler)."""
     return cell.fusable and not traced()
+
+
+def projects_in_place(cell: Transition, x: torch.Tensor) -> bool:
+    """Whether an evaluation may project x straight into the in-place loop's buffer
+    (:func:`~deeprnn.inference.evaluate_input`): the fast path, no gradient, no autocast, and no
+    pooling layer (whose pieces the loop reorders, as it copies u in)."""
+    return (
+        fast_path_applies(cell)
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled(x.device.type)
+        and not plan_of(cell).pooled_layers
+    )
 
 
 def traced() -> bool:

@@ -2,10 +2,11 @@
 
 Evaluation, scoring and sampling need only the states, so nothing is kept for a backward pass
 and nothing is copied: each step's pre-activations of every layer are computed where its input
-projections lie (a copy of u), one product for the layers that read h_{t-1}, one product for
-each later layer, each unit in place. :func:`evaluate` runs a whole sequence
-(:func:`deeprnn.driver.unroll` chooses it under ``torch.no_grad``); :class:`Stepper` runs a
-step a call in two preallocated rows, for a sampler. Their results equal the plain loop's
+projections lie, one product for the layers that read h_{t-1}, one product for each later
+layer, each unit in place. :func:`evaluate` runs a whole sequence over a copy of u
+(:func:`deeprnn.driver.unroll` chooses it under ``torch.no_grad``), :func:`evaluate_input` over
+U x_t + b projected straight into its buffer (a model in evaluation mode chooses it);
+:class:`Stepper` runs a step a call in two preallocated rows, for a sampler. Their results equal the plain loop's
 (``tests/test_models.py``).
 """
 
@@ -34,21 +35,29 @@ def evaluate(
     so that a step is one product and one unit per layer (the layers that read h_{t-1}: one
     product for all), with no copy and nothing kept for a backward pass. The result is a view
     of the buffer's state columns, (T+1, B, H)."""
-    steps, batch, _ = u.shape
-    depth = len(plan.kinds)
-    weights = _weights_in_loop_order(plan, *params[:depth])
-    run = _InPlaceSteps(
-        plan, steps + 1, batch, h0.shape[-1], weights, params[depth:], steps >= _STEPS_TO_TRANSPOSE
-    )
+    run = _in_place_run(plan, u.shape[0], h0, params)
     if plan.pooled_layers:  # u in the loop's order, in the one pass that copies it in
-        _reordered(plan, u, 2, range(depth), True, out=run.pre[1:])
+        _reordered(plan, u, 2, range(len(plan.kinds)), True, out=run.pre[1:])
     else:
         run.pre[1:] = u
-    run.states[0] = h0
-    h = run.state_steps
-    for t in range(1, steps + 1):
-        run.step(t, h[t - 1] if mask is None else h[t - 1] * mask)
-    return run.states
+    return run.unroll(h0, mask)
+
+
+def evaluate_input(cell: DeepTransition, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """:func:`evaluate` of the input x itself, for a cell without pooling layers: ``cell.project``
+    writes U x_t + b straight into the buffer's rows, so u is neither built nor copied in."""
+    plan = plan_of(cell)
+    run = _in_place_run(plan, x.shape[0], h0, (cell.recurrent_weight, *cell.layer_weights))
+    cell.project(x, out=run.pre[1:])
+    return run.unroll(h0, None)
+
+
+def _in_place_run(plan: _Plan, steps: int, h0: torch.Tensor, params) -> _InPlaceSteps:
+    """The buffer and steps of a sequence of ``steps`` steps from h0 (B, H)."""
+    depth = len(plan.kinds)
+    weights = _weights_in_loop_order(plan, *params[:depth])
+    transpose = steps >= _STEPS_TO_TRANSPOSE
+    return _InPlaceSteps(plan, steps + 1, h0.shape[0], h0.shape[-1], weights, params[depth:], transpose)
 
 
 class Stepper:
@@ -116,6 +125,15 @@ class _InPlaceSteps:
         units = [_unit_in_place(plan, layer, pool, pre_steps, groups, outputs) for layer in range(depth)]
         self.first = units[0]
         self.later = list(zip(pre_steps[1:], outputs[:-1], between, units[1:], strict=True))
+
+    def unroll(self, h0: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Every row after the first from h0 (row 0), each step reading the row before
+        (times ``mask``, if given): the states, (rows, B, H)."""
+        self.states[0] = h0
+        h = self.state_steps
+        for t in range(1, len(h)):
+            self.step(t, h[t - 1] if mask is None else h[t - 1] * mask)
+        return self.states
 
     def step(self, t: int, h: torch.Tensor) -> None:
         self.whole[t].addmm_(h, self.reads_h)

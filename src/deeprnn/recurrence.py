@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from deeprnn.driver import checks_values, fast_path_applies, map_carry, unroll
-from deeprnn.inference import Stepper
+from deeprnn.driver import checks_values, fast_path_applies, map_carry, projects_in_place, unroll
+from deeprnn.inference import Stepper, evaluate_input
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.protocol import Carry, Transition
@@ -123,14 +123,18 @@ class Recurrence(nn.Module):
             x = self.input_map(x)
         finals = []
         for index, level in enumerate(self.levels):
-            u = level.project(x)
-            if index == 0:
-                u = locked_dropout(u, self.input_dropout, self.training)
-            drop = None
-            if self.training and self.recurrent_dropout > 0:
-                keep = 1.0 - self.recurrent_dropout
-                drop = u.new_empty(batch, self.hidden_size).bernoulli_(keep).div_(keep)
-            states = unroll(level, u, map_carry(lambda part, i=index: part[i], hx), drop)
+            h0 = map_carry(lambda part, i=index: part[i], hx)
+            if not self.training and projects_in_place(level, x):  # no dropout, nothing copied
+                states = evaluate_input(level, x, h0)
+            else:
+                u = level.project(x)
+                if index == 0:
+                    u = locked_dropout(u, self.input_dropout, self.training)
+                drop = None
+                if self.training and self.recurrent_dropout > 0:
+                    keep = 1.0 - self.recurrent_dropout
+                    drop = u.new_empty(batch, self.hidden_size).bernoulli_(keep).div_(keep)
+                states = unroll(level, u, h0, drop)
             seen = states if self.carries == 1 else states[0]  # h, what the level above reads
             if lengths is None:
                 output, final = seen[1:], map_carry(lambda part: part[-1], states)

@@ -26,7 +26,11 @@ class Projection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_size)) if bias else None
         nn.init.normal_(self.weight, std=0.1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """U x (+ b); written into ``out`` (x's leading shape, ``out_size``), a view whose
+        leading axes fold into rows (as columns of the evaluation path's buffer), when given."""
+        if out is not None:
+            return self._into(x, out)
         if not self.tokens:
             if x.dim() <= 2:
                 return F.linear(x, self.weight, self.bias)
@@ -38,6 +42,18 @@ class Projection(nn.Module):
         # weight's dtype, as module.to() gives it)
         y = F.embedding(x, self.weight)
         return y if self.bias is None else y.add_(self.bias)
+
+    def _into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        rows = out.flatten(0, -2)  # a view: the product and the gather write into the buffer itself
+        if self.tokens:
+            torch.index_select(self.weight, 0, x.flatten(), out=rows)
+            if self.bias is not None:
+                rows.add_(self.bias)
+        elif self.bias is None:
+            torch.mm(x.flatten(0, -2), self.weight.t(), out=rows)
+        else:
+            torch.addmm(self.bias, x.flatten(0, -2), self.weight.t(), out=rows)
+        return out
 
     def extra_repr(self) -> str:
         kind = "tokens" if self.tokens else "dense"

@@ -88,9 +88,18 @@ class DeepTransition(nn.Module):
             for m in matrices:
                 m.copy_(sparse_scaled(m.shape, nonzeros, scale))
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """U x_t + b for every step at once: (T, B, …) -> (T, B, sum of pre-activation widths);
-        a layer that does not read x_t gets its bias (or zeros) there."""
+        a layer that does not read x_t gets its bias (or zeros) there. Written into ``out`` when
+        given (the evaluation path's buffer, :func:`deeprnn.inference.evaluate_input`)."""
+        if out is not None:
+            read = self.input.out_size
+            self.input(x, out=out[..., :read])
+            if self.layer_bias is None:
+                out[..., read:].zero_()
+            else:
+                out[..., read:].copy_(self.layer_bias)
+            return out
         u = self.input(x)
         later = sum(self.pre_sizes) - u.shape[-1]
         if not later:
