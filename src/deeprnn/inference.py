@@ -6,8 +6,8 @@ projections lie, one product for the layers that read h_{t-1}, one product for e
 layer, each unit in place. :func:`evaluate` runs a whole sequence over a copy of u
 (:func:`deeprnn.driver.unroll` chooses it under ``torch.no_grad``), :func:`evaluate_input` over
 U x_t + b projected straight into its buffer (a model in evaluation mode chooses it);
-:class:`Stepper` runs a step a call in two preallocated rows, for a sampler. Their results equal the plain loop's
-(``tests/test_models.py``).
+:class:`Stepper` runs a step a call in two preallocated rows, for a sampler. Their results
+equal the plain loop's (``tests/test_models.py``).
 """
 
 from __future__ import annotations
