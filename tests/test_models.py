@@ -334,14 +334,17 @@ def test_evaluation_without_gradients_matches_reference(name, batch, lengths, mo
         assert model.recurrence(x, h0)[0].is_contiguous()
 
 
+@pytest.mark.parametrize("steps,lengths", [(7, [7, 2, 5]), (9, None)])  # 9: transposed weights
 @pytest.mark.parametrize("tokens", [False, True])
 @pytest.mark.parametrize("name", ["rnn", "dt-3", "dts", "linear-nobias", "srnn-dts", "lp-mixed"])
-def test_evaluation_projects_the_input_straight_into_its_buffer(name, tokens, monkeypatch):
+def test_evaluation_projects_the_input_straight_into_its_buffer(name, tokens, steps, lengths, monkeypatch):
     """In evaluation, a level without pooling layers projects x into the in-place loop's buffer
-    (a dense product or an embedding's rows, then the later layers' biases or zeros), and its
-    numbers are those of the path that builds u and copies it in; a pooling level takes that path."""
+    (a dense product or an embedding's rows, then the later layers' biases or zeros; a level
+    above reads the states below where they lie), and its numbers are those of the path that
+    builds u and copies it in; a pooling level takes that path."""
     model = make(name, tokens=tokens, dtype=torch.float64).eval()
-    x, lengths = inputs(model, 7, 3, torch.float64), torch.tensor([7, 2, 5])
+    x = inputs(model, steps, 3, torch.float64)
+    lengths = None if lengths is None else torch.tensor(lengths)
     calls = []
     monkeypatch.setattr(recurrence, "evaluate_input", lambda *a: calls.append(1) or evaluate_input(*a))
     with torch.no_grad():
@@ -352,6 +355,14 @@ def test_evaluation_projects_the_input_straight_into_its_buffer(name, tokens, mo
     assert len(calls) == (0 if pooled else model.config.levels)
     for a, b in zip(direct, copied, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_evaluation_of_an_input_of_another_dtype_names_the_dtypes():
+    """The in-place path steps aside, so the error is the product's, not one about a buffer."""
+    model = make("linear-nobias").eval()  # without a bias: a plain product, whose check names the dtypes
+    with torch.no_grad(), pytest.raises(RuntimeError, match="dtype") as error:
+        model(torch.randn(4, 2, 9, dtype=torch.float64))
+    assert "out" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(SMALL) if make(n).recurrence.levels[0].fusable])

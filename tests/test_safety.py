@@ -252,6 +252,22 @@ def test_a_refused_training_leaves_the_folder_it_did_not_create_to_its_holder(tm
         holder[0].__exit__(None, None, None)
 
 
+def test_a_lock_file_removed_before_it_was_locked_is_refused(tmp_path, monkeypatch):
+    """A lock taken on a lock file that its holder removed meanwhile (a run that came to nothing)
+    would lock nothing: a second process could lock the new file at the same time."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    real_flock = run_folder.fcntl.flock
+
+    def removed_first(fd, operation):
+        (folder / run_folder.LOCK).unlink()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", removed_first)
+    with pytest.raises(RunFolderError, match="removed or replaced"), run_folder.locked(folder):
+        pytest.fail("the block ran under a lock on a removed file")
+
+
 # -- 3. divergence is detected and named --------------------------------------------------------
 
 

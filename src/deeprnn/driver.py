@@ -112,6 +112,7 @@ def projects_in_place(cell: Transition, x: torch.Tensor) -> bool:
     pooling layer (whose pieces the loop reorders, as it copies u in)."""
     return (
         fast_path_applies(cell)
+        and (cell.tokens or x.dtype == cell.recurrent_weight.dtype)  # else the product's own error
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled(x.device.type)
         and not plan_of(cell).pooled_layers

@@ -94,6 +94,8 @@ def locked(folder: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunFolderError(f"{folder} is in use: {_holder(fd)} trains in it") from None
+        if not _still_at(fd, path):  # its holder removed it (a run that came to nothing) meanwhile
+            raise RunFolderError(f"{folder} was removed or replaced while this process opened it; run again")
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -105,6 +107,15 @@ def locked(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether the file open as ``fd`` is still the one at ``path``: a lock on a removed file
+    would let a second process lock the new one at the same time."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _holder(fd: int) -> str:

@@ -91,7 +91,7 @@ def _train(config, out, data_dir, resume, limits, force, device, log, parts) -> 
         try:
             return _start(config, out, data_dir, force, log, world, parts)
         finally:
-            if created and not run_folder.entries(out):  # nothing came of it
+            if created and out.is_dir() and not run_folder.entries(out):  # nothing came of it
                 (out / run_folder.LOCK).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):  # another process's lock file came meanwhile
                     out.rmdir()
