@@ -3,6 +3,8 @@ torch.export program of the whole model agrees with it at any length and batch s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -64,8 +66,13 @@ def test_the_exported_step_of_a_trained_run_matches_the_sequence_model(rolls, tm
 def test_an_lstm_token_model_exports_its_h_and_c(tmp_path):
     torch.manual_seed(0)
     config = ModelConfig(input_size=20, output_size=20, hidden_size=10, head="categorical", input_sizes=(8,))
-    model = DeepRNN(config, transitions=[TorchCell(nn.LSTMCell(8, 10))]).eval()
-    export_step(model, tmp_path / "lstm.onnx")
+    model = DeepRNN(config, transitions=[TorchCell(nn.LSTMCell(8, 10))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_step(model, tmp_path / "lstm.onnx")
+    assert not [w for w in caught if "training mode" in str(w.message)], "exported in evaluation mode"
+    assert model.training, "the model's mode is given back"
+    model.eval()
     ids = torch.randint(0, 20, (STEPS, BATCH))
     with torch.no_grad():
         want, (want_h, want_c) = model(ids)

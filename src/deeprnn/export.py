@@ -66,7 +66,7 @@ def export_step(model: DeepRNN, path: str | os.PathLike, opset: int | None = Non
     state = [x.new_zeros(config.levels, 2, config.hidden_size, dtype=_dtype(model)) for _ in names]
     with _evaluating(model), torch.no_grad():
         program = torch.onnx.export(
-            OneStep(model),
+            OneStep(model).eval(),  # the wrapper too, or the exporter warns of training mode
             (x, *state),
             input_names=["x", *names],
             output_names=["logits", *(f"new_{name}" for name in names)],
