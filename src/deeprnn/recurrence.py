@@ -100,6 +100,21 @@ class Recurrence(nn.Module):
         # contiguous in time-major order, as nn.RNN's (the evaluation path's states are a view)
         return self.restore_layout(output.contiguous(), unbatched), self.restore_state(h_n, unbatched)
 
+    def _states(self, index: int, level: Transition, x: torch.Tensor, h0: Carry) -> Carry:
+        """One level's states (T+1, B, H) from its input x: in evaluation, x projected straight
+        into the in-place loop's buffer (no dropout, nothing copied); else its projection u, with
+        the input dropout (first level) and the recurrent dropout mask, run by the driver."""
+        if not self.training and projects_in_place(level, x):
+            return evaluate_input(level, x, h0)
+        u = level.project(x)
+        if index == 0:
+            u = locked_dropout(u, self.input_dropout, self.training)
+        drop = None
+        if self.training and self.recurrent_dropout > 0:
+            keep = 1.0 - self.recurrent_dropout
+            drop = u.new_empty(u.shape[1], self.hidden_size).bernoulli_(keep).div_(keep)
+        return unroll(level, u, h0, drop)
+
     def run(
         self,
         input: torch.Tensor,
@@ -123,18 +138,7 @@ class Recurrence(nn.Module):
             x = self.input_map(x)
         finals = []
         for index, level in enumerate(self.levels):
-            h0 = map_carry(lambda part, i=index: part[i], hx)
-            if not self.training and projects_in_place(level, x):  # no dropout, nothing copied
-                states = evaluate_input(level, x, h0)
-            else:
-                u = level.project(x)
-                if index == 0:
-                    u = locked_dropout(u, self.input_dropout, self.training)
-                drop = None
-                if self.training and self.recurrent_dropout > 0:
-                    keep = 1.0 - self.recurrent_dropout
-                    drop = u.new_empty(batch, self.hidden_size).bernoulli_(keep).div_(keep)
-                states = unroll(level, u, h0, drop)
+            states = self._states(index, level, x, map_carry(lambda part, i=index: part[i], hx))
             seen = states if self.carries == 1 else states[0]  # h, what the level above reads
             if lengths is None:
                 output, final = seen[1:], map_carry(lambda part: part[-1], states)
