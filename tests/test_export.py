@@ -4,6 +4,7 @@ torch.export program of the whole model agrees with it at any length and batch s
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -93,13 +94,15 @@ def _carry(h) -> tuple[torch.Tensor, ...]:
 
 
 @needs_exporter
-@pytest.mark.parametrize("name", ["rnn", "dots-rnn*", "srnn", "lstm", "batch-first"])
+@pytest.mark.parametrize("name", ["rnn", "dots-rnn*", "srnn", "lstm", "batch-first", "tied-dts-rnn"])
 def test_the_exported_program_takes_any_length_and_batch_size(name):
     """Exported once at T=3, B=2; run at other lengths and batch sizes (an unrolled loop would be
     fixed at T=3): the same logits and h_n as the model, from L_p/maxout units to an LSTM's (h, c)."""
     torch.manual_seed(0)
     if name in ("lstm", "batch-first"):
         model = _lstm_token_model(batch_first=name == "batch-first")
+    elif name == "tied-dts-rnn":  # ▷'s softmax a view of the input embedding
+        model = DeepRNN(replace(resized(preset("dts-rnn", "ptb-word"), 16), tie_weights=True))
     else:
         model = DeepRNN(resized(preset(name, "jsb"), 16))
     program = export_sequence(model)

@@ -517,13 +517,18 @@ def test_nonfinite_updates_are_skipped_then_the_good_state_restored(tmp_path, da
         assert torch.isfinite(p).all()
 
 
-def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch, text_corpus):
+@pytest.mark.parametrize(
+    "variant",
+    [{"transition_sizes": [8]}, {"transition_sizes": [10], "tie_weights": True, "average_after_epochs": 0}],
+    ids=["untied", "tied-averaged"],  # tied: the embedding is ▷'s softmax, averaged by a copy of the model
+)
+def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch, text_corpus, variant):
     corpus = text_corpus(train=30)
     settings = {
         "model": "dts-rnn",
         "data": str(corpus),
         "hidden_size": 10,
-        "transition_sizes": [8],
+        **variant,
         "batch_size": 3,
         "bptt_steps": 7,
         "max_updates": 40,
@@ -550,6 +555,9 @@ def test_text_run_crash_and_resume_carries_the_state(tmp_path, monkeypatch, text
     monkeypatch.setattr(loop.Run, "update", original)
     resumed = trainer.train(None, tmp_path / "crashed", resume=True, log=lambda _: None)
     assert resumed["test_ppl"] == pytest.approx(whole["test_ppl"], rel=1e-6)
+    if variant.get("tie_weights"):  # the run's model loads with its softmax still the embedding
+        model = DeepRNN.from_run(tmp_path / "crashed")
+        assert model.output.logits.weight.data_ptr() == model.recurrence.levels[0].input.weight.data_ptr()
 
 
 def test_per_piece_scores_refuse_a_text_run(tmp_path, capsys):

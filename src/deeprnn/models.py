@@ -28,6 +28,7 @@ from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.heads import check_head, make_head
 from deeprnn.operators.highway import HighwayTransition
 from deeprnn.operators.outputs import DeepOutput
+from deeprnn.operators.projection import Projection
 from deeprnn.operators.protocol import Carry, Transition
 from deeprnn.operators.transitions import DeepTransition
 from deeprnn.recurrence import Recurrence
@@ -58,6 +59,8 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     output_dropout: float = 0.0
     output_init_std: float = 0.01
+    # ▷'s softmax matrix is the input embedding's first layer (token data; Press & Wolf 2017)
+    tie_weights: bool = False
     nade_hidden: int = 150  # hidden units of the NADE head (RNN-NADE's)
     nade_order: str = "ascending"  # the order in which the NADE reads the keys: low to high
     name: str = ""  # the preset it came from, if any
@@ -138,8 +141,10 @@ class DeepRNN(nn.Module):
             units=c.output_units,
             bias=c.bias,
             dropout=c.output_dropout,
+            tied_to=tied_embedding(c, self.recurrence) if c.tie_weights else None,
         )
-        nn.init.normal_(self.output.logits.weight, std=c.output_init_std)
+        if not c.tie_weights:  # tied, V is the embedding, initialised as one
+            nn.init.normal_(self.output.logits.weight, std=c.output_init_std)
 
     @classmethod
     def from_run(cls, path: str | os.PathLike, device: str | None = None) -> DeepRNN:
@@ -231,6 +236,28 @@ def _check_transitions(transitions: Sequence[Transition], c: ModelConfig) -> Non
             )
 
 
+def tied_embedding(c: ModelConfig, recurrence: Recurrence) -> Projection:
+    """The embedding whose first layer's columns ▷ scores tokens with (``tie_weights``): the
+    input map's first layer, else the first ⊕ level's input (its U_1 columns)."""
+    if not c.tokens:
+        raise ConfigError("tie_weights shares the input embedding with the softmax: it needs token data")
+    if recurrence.input_map is not None:
+        embedding, first = recurrence.input_map.layers[0], recurrence.input_map.units[0].in_width
+    else:
+        level = recurrence.levels[0]
+        if not isinstance(level, DeepTransition | HighwayTransition):
+            raise ConfigError(f"tie_weights: {type(level).__name__} has no input embedding to share")
+        embedding = level.input
+        first = level.pre_sizes[0] if isinstance(level, DeepTransition) else level.hidden_size
+    read = c.output_sizes[-1] if c.output_sizes else c.hidden_size
+    if first != read:
+        raise ConfigError(
+            f"tie_weights: the embedding's first layer is {first} wide and ▷'s softmax reads {read}; "
+            "they must be equal (the first transition or input width; ▷'s last width or the hidden size)"
+        )
+    return embedding
+
+
 TRANSITION_KINDS = ("mlp", "highway")
 
 
@@ -287,7 +314,8 @@ def describe(model: DeepRNN) -> list[dict]:
         _row(
             "▷",
             out,
-            f"{'deep' if out.depth > 1 else 'shallow'} output: {out.hidden_size} -> {shape} ({units})",
+            f"{'deep' if out.depth > 1 else 'shallow'} output: {out.hidden_size} -> {shape} ({units})"
+            + (", softmax tied to the input embedding" if model.config.tie_weights else ""),
         )
     )
     if isinstance(model.head, nn.Module):

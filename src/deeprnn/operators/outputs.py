@@ -3,7 +3,8 @@
     shallow:  y_t = V h_t + c
     deep:     o_t = φ(V_1 h_t + c_1) (one or more layers),  y_t = V_L o_t + c_L
 
-The result is the logits of the head (see :mod:`deeprnn.operators.heads`). As in the paper
+The result is the logits of the head (see :mod:`deeprnn.operators.heads`). With ``tied_to``, V_L
+is the first columns of the input embedding (token data: weight tying). As in the paper
 (and unlike GroundHog's tutorial), ▷ reads only h_t: there is no input-to-output path.
 Input is time-major (T, B, H): dropout uses one mask per sequence.
 """
@@ -18,7 +19,7 @@ from torch import nn
 from deeprnn.errors import ConfigError
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
-from deeprnn.operators.projection import Projection
+from deeprnn.operators.projection import Projection, TiedProjection
 
 
 class DeepOutput(nn.Module):
@@ -33,12 +34,19 @@ class DeepOutput(nn.Module):
         units: str | Sequence[str] = "sigmoid",
         bias: bool = True,
         dropout: float = 0.0,
+        tied_to: Projection | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"output dropout must be in [0, 1), got {dropout}")
         self.hidden = FeedForward(hidden_size, inner_sizes, units, bias=bias, dropout=dropout)
-        self.logits = Projection(self.hidden.out_size, out_size, bias=bias)
+        width = self.hidden.out_size
+        if tied_to is not None and tied_to.in_size != out_size:
+            raise ConfigError(f"tied weights: the embedding reads {tied_to.in_size} tokens, ▷ {out_size}")
+        if tied_to is None:
+            self.logits = Projection(width, out_size, bias=bias)
+        else:
+            self.logits = TiedProjection(tied_to, width, bias=bias)
         self.hidden_size, self.out_size, self.dropout = hidden_size, out_size, dropout
 
     @property

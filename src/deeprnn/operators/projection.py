@@ -1,4 +1,5 @@
-"""The affine map that reads an input: a dense matrix, or an embedding for token ids.
+"""The affine map that reads an input: a dense matrix, or an embedding for token ids; and the
+map that scores tokens through that embedding (tied weights).
 
 Reading token ids through an embedding is exactly the product of the one-hot input with a
 matrix (the paper's U for words and characters), without building the one-hot vectors.
@@ -58,3 +59,33 @@ class Projection(nn.Module):
     def extra_repr(self) -> str:
         kind = "tokens" if self.tokens else "dense"
         return f"{self.in_size} -> {self.out_size}, {kind}, bias={self.bias is not None}"
+
+
+class TiedProjection(nn.Module):
+    """o ↦ E[:, :k] o + c: the logits of every token read through the first k columns of an
+    input embedding E (vocab, ≥ k), so that one matrix both reads a token and scores it (weight
+    tying: Press & Wolf 2017, Inan et al. 2017). E stays the embedding's own parameter: nothing
+    is copied, and the state dict holds it once."""
+
+    def __init__(self, embedding: Projection, in_size: int, *, bias: bool = True) -> None:
+        super().__init__()
+        if not embedding.tokens:
+            raise ConfigError("tied weights score tokens through an embedding: this projection reads vectors")
+        if not 1 <= in_size <= embedding.out_size:
+            raise ConfigError(
+                f"tied weights: the embedding has {embedding.out_size} columns, the logits read {in_size}"
+            )
+        object.__setattr__(self, "embedding", embedding)  # not a submodule: its owner holds it
+        self.in_size, self.out_size = in_size, embedding.in_size
+        self.bias = nn.Parameter(torch.zeros(self.out_size)) if bias else None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """E[:, :k], (vocab, k): a view of the embedding's parameter."""
+        return self.embedding.weight[:, : self.in_size]
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        return F.linear(o, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_size} -> {self.out_size}, tied to the input embedding, bias={self.bias is not None}"
