@@ -423,6 +423,7 @@ BAD = {
     "input_units": "softmax",
     "shortcut": "maybe",
     "bias": 1,
+    "tie_weights": "often",
     "output_init_std": -0.01,
     "head": "gaussian",
     "nade_hidden": 0,
