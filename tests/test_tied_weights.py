@@ -121,6 +121,12 @@ def test_a_tie_that_cannot_be_made_says_why(config, message):
         DeepRNN(ModelConfig(VOCAB, VOCAB, **settings))
 
 
+def test_a_tie_across_two_vocabularies_says_why():
+    config = ModelConfig(VOCAB, VOCAB + 1, 4, head="categorical", tie_weights=True)
+    with pytest.raises(ConfigError, match="maps 11 tokens to 4 columns; the logits would read 4 and score"):
+        DeepRNN(config)
+
+
 def test_your_own_transition_is_tied_through_an_input_map_only():
     config = ModelConfig(
         VOCAB, VOCAB, 4, head="categorical", input_sizes=(3,), output_sizes=(3,), tie_weights=True

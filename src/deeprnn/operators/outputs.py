@@ -41,12 +41,10 @@ class DeepOutput(nn.Module):
             raise ConfigError(f"output dropout must be in [0, 1), got {dropout}")
         self.hidden = FeedForward(hidden_size, inner_sizes, units, bias=bias, dropout=dropout)
         width = self.hidden.out_size
-        if tied_to is not None and tied_to.in_size != out_size:
-            raise ConfigError(f"tied weights: the embedding reads {tied_to.in_size} tokens, ▷ {out_size}")
         if tied_to is None:
             self.logits = Projection(width, out_size, bias=bias)
         else:
-            self.logits = TiedProjection(tied_to, width, bias=bias)
+            self.logits = TiedProjection(tied_to, width, out_size, bias=bias)
         self.hidden_size, self.out_size, self.dropout = hidden_size, out_size, dropout
 
     @property

@@ -67,16 +67,17 @@ class TiedProjection(nn.Module):
     tying: Press & Wolf 2017, Inan et al. 2017). E stays the embedding's own parameter: nothing
     is copied, and the state dict holds it once."""
 
-    def __init__(self, embedding: Projection, in_size: int, *, bias: bool = True) -> None:
+    def __init__(self, embedding: Projection, in_size: int, out_size: int, *, bias: bool = True) -> None:
         super().__init__()
         if not embedding.tokens:
             raise ConfigError("tied weights score tokens through an embedding: this projection reads vectors")
-        if not 1 <= in_size <= embedding.out_size:
+        if not 1 <= in_size <= embedding.out_size or out_size != embedding.in_size:
             raise ConfigError(
-                f"tied weights: the embedding has {embedding.out_size} columns, the logits read {in_size}"
+                f"tied weights: the embedding maps {embedding.in_size} tokens to {embedding.out_size} "
+                f"columns; the logits would read {in_size} and score {out_size}"
             )
         object.__setattr__(self, "embedding", embedding)  # not a submodule: its owner holds it
-        self.in_size, self.out_size = in_size, embedding.in_size
+        self.in_size, self.out_size = in_size, out_size
         self.bias = nn.Parameter(torch.zeros(self.out_size)) if bias else None
 
     @property
