@@ -135,4 +135,18 @@ def publish(run: str | Path, folder: str | Path) -> Path:
     if (run / "vocab.json").exists():
         meta["vocab"] = (run / "vocab.json").read_text(encoding="utf-8")
     target = Path(folder) / data_name(config.data) / f"{file_name(config.model)}{SUFFIX}"
+    if _holds(target, tensors, meta):
+        return target  # safetensors orders the metadata at random: a rewrite would change bytes alone
     return write_bytes(target, save(tensors, metadata=meta))
+
+
+def _holds(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bool:
+    """Whether the file ``path`` already holds these tensors and this metadata."""
+    from safetensors.torch import load_file
+
+    if not path.exists() or read_metadata(path) != meta:
+        return False
+    held = load_file(path)
+    return held.keys() == tensors.keys() and all(
+        held[key].dtype == value.dtype and torch.equal(held[key], value) for key, value in tensors.items()
+    )
