@@ -12,7 +12,11 @@ import tarfile
 from conftest import REPO
 from test_reproduce import TINY_TEXT, tiny_ptb
 
+from deeprnn.cli import main
+from deeprnn.training import checkpoint
+
 SCRIPT = REPO / "scripts" / "gpu-runs"
+CARRY = REPO / "scripts" / "gpu-carry"
 
 
 def _gpu_runs(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -89,6 +93,80 @@ def test_a_chain_that_fails_fails_the_script_and_the_others_still_come_back(tmp_
     assert f"{good.replace(':', '-')}/runs/ptb-char/rnn/results.json" in _unpacked(
         tmp_path / "out", tmp_path / "back"
     )
+
+
+def _carry(*args: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(
+        ["bash", str(CARRY), *args], cwd=REPO, env=environment, capture_output=True, text=True
+    )
+
+
+def test_a_run_carried_from_here_starts_a_chain_there_and_stays_there(tmp_path):
+    """A pretraining run made here (scripts/gpu-carry) seeds a chain there (GPU_RUNS_FROM): the
+    chain starts from it and does not train it again, and it does not come back."""
+    data = tiny_ptb(tmp_path / "data")
+    argv = [
+        "reproduce",
+        "ptb-char",
+        "--models",
+        "rnn",
+        "--out",
+        str(tmp_path / "here"),
+        "--data-dir",
+        str(data),
+    ]
+    assert main([*argv, *[a for s in [*TINY_TEXT, "max_updates=4"] for a in ("--set", s)]]) == 0
+    made = tmp_path / "here" / "runs" / "ptb-char" / "rnn"
+    done = _carry(str(tmp_path / "carried"), str(made))
+    assert done.returncode == 0, done.stderr
+    carried = tmp_path / "carried" / "runs" / "ptb-char" / "rnn"
+    assert sorted(p.name for p in (carried / "checkpoints").iterdir()) == ["best.pt"]  # no last.pt
+    assert (
+        not (carried / "tb").exists()
+        and (carried / "results.json").read_bytes() == (made / "results.json").read_bytes()
+    )
+    light, full = (
+        checkpoint.load(carried / "checkpoints" / "best.pt"),
+        checkpoint.load(made / "checkpoints" / "best.pt"),
+    )
+    assert "resume" not in light and "resume" in full and light.keys() == full.keys() - {"resume"}
+    assert all(light["model"][name].equal(tensor) for name, tensor in full["model"].items())
+
+    chain = "ptb-char:srnn:" + ",".join([*TINY_TEXT, "max_updates=2"])
+    done = _gpu_runs(
+        tmp_path,
+        str(tmp_path / "out"),
+        "120",
+        chain,
+        DEEPRNN_DATA=str(data),
+        GPU_RUNS_FROM=str(tmp_path / "carried"),
+    )
+    assert done.returncode == 0, done.stderr
+    names = _unpacked(tmp_path / "out", tmp_path / "back")
+    folder = chain.replace(":", "-")
+    config = json.loads(
+        (tmp_path / "back" / folder / "runs" / "ptb-char" / "srnn" / "config.json").read_text()
+    )
+    assert config["init_from"] == str(tmp_path / "work" / folder / "runs" / "ptb-char" / "rnn")
+    assert f"{folder}/runs/ptb-char/srnn/checkpoints/best.pt" in names
+    assert not [name for name in names if name.startswith(f"{folder}/runs/ptb-char/rnn/checkpoints")]
+
+
+def test_gpu_carry_refuses_a_run_it_cannot_carry(tmp_path):
+    loose = tmp_path / "loose"  # not under runs/<data>/
+    loose.mkdir()
+    unfinished = tmp_path / "out" / "runs" / "ptb-char" / "rnn"
+    unfinished.mkdir(parents=True)
+    for run, why in [(loose, "is not in a reproduce folder"), (unfinished, "is not a finished run")]:
+        done = _carry(str(tmp_path / "dest"), str(run))
+        assert done.returncode == 2 and why in done.stderr, done.stderr
+    assert _carry(str(tmp_path / "dest")).returncode == 2
+    assert not (tmp_path / "dest").exists()
+    missing = _gpu_runs(
+        tmp_path, str(tmp_path / "out"), "120", "ptb-char:rnn", GPU_RUNS_FROM=str(tmp_path / "no")
+    )
+    assert missing.returncode == 2 and "holds no runs/ folder" in missing.stderr
 
 
 def test_a_malformed_chain_or_deadline_is_refused_before_anything_runs(tmp_path):
