@@ -62,7 +62,7 @@ def test_set_parses_types_and_defaults_come_from_the_paper_config():
     nottingham = resolve("dts-rnn", "nottingham")
     assert nottingham.bptt_steps == 200 and nottingham.weight_noise == pytest.approx(0.075)
     ptb = resolve("rnn", "ptb-word")
-    assert (ptb.optimizer, ptb.schedule, ptb.architecture["state_dropout"]) == ("adam", "plateau", 0.3)
+    assert (ptb.optimizer, ptb.schedule, ptb.architecture["state_dropout"]) == ("adam", "plateau", 0.2)
 
 
 def test_your_own_data_starts_from_the_defaults_the_readme_lists(tmp_path):
