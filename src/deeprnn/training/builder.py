@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,16 +11,16 @@ import torch
 from torch import nn
 
 from deeprnn.data import MusicCorpus, TextCorpus, load
-from deeprnn.data.batching import MusicBatches, TextBatches
+from deeprnn.data.batching import Batch, MusicBatches, TextBatches
 from deeprnn.data.music import KEYS
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.names import DATA_SETS
 from deeprnn.presets import preset, resized
-from deeprnn.training import checkpoint
+from deeprnn.training import checkpoint, stacking
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.distributed import World
-from deeprnn.training.ranges import INIT_PARTS
+from deeprnn.training.ranges import INIT_PARTS, UNCHECKED_ON_INIT
 
 Corpus = MusicCorpus | TextCorpus
 ONE_PROCESS = World()
@@ -180,25 +181,20 @@ def make_optimizer(config: TrainConfig, model: nn.Module, pretrained: set[str]) 
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-# What a second stage may change in the model it starts from (init_parts = "all").
-UNCHECKED_ON_INIT = (
-    "name",
-    "input_dropout",
-    "state_dropout",
-    "recurrent_dropout",
-    "output_dropout",
-    "output_init_std",
-)
-
-
-def load_pretrained(model: DeepRNN, run: Path, parts: str = "recurrence") -> set[str]:
+def load_pretrained(
+    model: DeepRNN, run: Path, parts: str = "recurrence", segments: Iterable[Batch] = ()
+) -> set[str]:
     """Copy parameters of a finished run's best point into ``model``; return their names.
 
     ``parts = "recurrence"``: layer-wise pretraining, the input map and ⊕ levels whose names and
     shapes match (▷ starts afresh). ``"all"``: the whole model, a second stage of the same model:
-    the run must have this model's parameters, no others, and its architecture (dropout aside)."""
+    the run must have this model's parameters, no others, and its architecture (dropout aside).
+    ``"stack"``: a stack of more levels, grown from the run's (:mod:`deeprnn.training.stacking`,
+    whose fit reads the training ``segments``)."""
     saved = checkpoint.load(run / "checkpoints" / "best.pt")
     best, own = saved["model"], model.state_dict()
+    if parts == "stack":
+        return stacking.grow(model, best, saved.get("model_config"), run, segments)
     if parts == "all":
         check_same_model(model, best, saved.get("model_config"), run)
         matched = set(own)

@@ -88,7 +88,9 @@ class Run(RunState):
         self.weights = weight_matrices(self.model)  # where weight noise goes
         self.pretrained: set[str] = set()
         if config.init_from:
-            self.pretrained = load_pretrained(self.model, Path(config.init_from), config.init_parts)
+            self.pretrained = load_pretrained(
+                self.model, Path(config.init_from), config.init_parts, self.train_data.batches(0)
+            )
         self.net: nn.Module = self.model  # what training calls: the model, or its DDP wrapper
         if world.distributed:
             from torch.nn.parallel import DistributedDataParallel

@@ -18,7 +18,16 @@ from deeprnn.operators.nade import ORDERS
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
 from deeprnn.training.precision import PRECISIONS
 
-INIT_PARTS = ("recurrence", "all")  # what init_from copies (TrainConfig)
+INIT_PARTS = ("recurrence", "all", "stack")  # what init_from copies (TrainConfig)
+# What a second stage may change in the model it starts from (init_parts = "all"; "stack" its levels too).
+UNCHECKED_ON_INIT = (
+    "name",
+    "input_dropout",
+    "state_dropout",
+    "recurrent_dropout",
+    "output_dropout",
+    "output_init_std",
+)
 
 CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
