@@ -19,7 +19,8 @@ from deeprnn.operators.units import UNIT_SPECS, parse_unit
 from deeprnn.training.precision import PRECISIONS
 
 INIT_PARTS = ("recurrence", "all", "stack")  # what init_from copies (TrainConfig)
-# What a second stage may change in the model it starts from (init_parts = "all"; "stack" its levels too).
+# What a second stage may change in the model it starts from (init_parts = "all"; "stack":
+# these and its levels).
 UNCHECKED_ON_INIT = (
     "name",
     "input_dropout",

@@ -6,16 +6,18 @@ network (Chen, Goodfellow and Shlens 2016), adapted to saturating units. The sou
 and ▷ are copied; each added level l reads the level below through U = α I, W = 0 and a bias
 that centres its units where they are most nearly linear,
 
-    h^l_t = φ(α (h^{l-1}_t - m)),   m = 1/2 for sigmoid units, 0 for tanh;
+    h^l_t = φ(α (h^{l-1}_t - m)),   m = 1/2 and α = 4 for sigmoid units, m = 0 and α = 1 for tanh;
 
 then, per unit, the source's top state is fitted as an affine map of the new top state over
 the first training segments, h^src ≈ a ⊙ h^top + b (least squares), and ▷'s affine output
 absorbs it: V' = V diag(a), c' = c + V b. The stack then scores as its source did, up to the
-curvature of φ over the states' range.
+curvature of φ over the states' range. (Under dropout on the top states, V b is no longer
+dropped with them as it was in the source: the same on average.)
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
@@ -28,12 +30,11 @@ from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.operators.transitions import DeepTransition
 from deeprnn.training.ranges import UNCHECKED_ON_INIT
 
-# where each unit is most nearly linear: φ(α (x - m)) ≈ φ(0) + φ'(0) α (x - m)
-CENTRES = {"sigmoid": 0.5, "tanh": 0.0}
-# α: larger follows saturated states more closely (a sigmoid state near 0 or 1 stays near it,
-# so dropout on the new level's states removes what it removed before), smaller follows the
-# states in between more closely; 4 scores within 0.01 nats of the source on PTB characters
-IDENTITY_GAIN = 4.0
+# Each unit's most nearly linear region: its centre m and the gain α = 1 / φ'(0) that gives
+# φ(α (x - m)) a slope of 1 there. A sigmoid level's states near 0 or 1 stay near them (so dropout
+# on the new level's states removes what it removed before), and those in between are bent a
+# little: on PTB characters the grown stack scores within 0.01 nats of its source.
+LINEAR_REGIONS = {"sigmoid": (0.5, 4.0), "tanh": (0.0, 1.0)}
 FIT_SEGMENTS = 8  # training segments whose states the least-squares fit reads
 
 
@@ -42,23 +43,24 @@ def grow(
 ) -> set[str]:
     """Start ``model``, a stack of more levels than the run ``run`` (its parameters ``best``, its
     model configuration ``saved_config``), from it as the module docstring says; return the
-    names of the parameters copied (the pretrained ones: the source's levels and ▷)."""
-    device = next(model.parameters()).device
-    source = DeepRNN(_source_config(model, saved_config, run)).to(device)
+    names of the parameters copied (the pretrained ones: the source's levels and ▷). The stack
+    is grown aside and copied in at the end: an error leaves ``model`` as it was."""
+    config = _source_config(model, saved_config, run)
+    source = DeepRNN(config).to(next(model.parameters()).device)
     source.load_state_dict(best)
-    own = model.state_dict()
-    copied = set(best)
+    stack = copy.deepcopy(model)
     with torch.no_grad():
-        for name in copied:
-            own[name].copy_(best[name])
-        for level in list(model.recurrence.levels)[source.config.levels :]:
+        own = stack.state_dict()
+        for name, value in best.items():
+            own[name].copy_(value)
+        for level in list(stack.recurrence.levels)[config.levels :]:
             _near_identity(level)
-        a, b = _affine_fit(source, model, segments)
-        logits = model.output.logits
-        weight, bias = logits.weight.clone(), logits.bias.clone()
-        logits.weight.copy_(weight * a)
-        logits.bias.copy_(bias + weight @ b)
-    return copied
+        a, b = _affine_fit(source, stack, segments, run)
+        logits = stack.output.logits
+        logits.bias.add_(logits.weight @ b)
+        logits.weight.mul_(a)
+        model.load_state_dict(stack.state_dict())
+    return set(best)
 
 
 def _source_config(model: DeepRNN, saved_config: dict | None, run: Path) -> ModelConfig:
@@ -82,32 +84,32 @@ def _source_config(model: DeepRNN, saved_config: dict | None, run: Path) -> Mode
     if why is None:
         added = list(model.recurrence.levels)[saved_config["levels"] :]
         if not all(_growable(t) for t in added):
-            why = f"an added level must be a shallow transition of {' or '.join(CENTRES)} units"
+            why = f"an added level must be a shallow transition of {' or '.join(LINEAR_REGIONS)} units"
     if why is not None:
         raise ConfigError(f'init_from {run} with init_parts = "stack": {why}')
     return ModelConfig(**saved_config)
 
 
 def _growable(level: object) -> bool:
-    return isinstance(level, DeepTransition) and level.depth == 1 and level.units[0].kind in CENTRES
+    return isinstance(level, DeepTransition) and level.depth == 1 and level.units[0].kind in LINEAR_REGIONS
 
 
 def _near_identity(level: DeepTransition) -> None:
     """h_t = φ(α (x_t - m)): U = α I, W = 0, b = -α m."""
-    gain, centre = IDENTITY_GAIN, CENTRES[level.units[0].kind]
+    centre, gain = LINEAR_REGIONS[level.units[0].kind]
     level.input.weight.copy_(gain * torch.eye(level.hidden_size))
     level.input.bias.fill_(-gain * centre)
     level.recurrent_weight.zero_()
 
 
 def _affine_fit(
-    source: DeepRNN, stack: DeepRNN, segments: Iterable[Batch]
+    source: DeepRNN, stack: DeepRNN, segments: Iterable[Batch], run: Path
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per unit, a and b of h^src ≈ a ⊙ h^top + b by least squares over the segments' valid steps
     (each model's state carried from one segment to the next, as training carries it)."""
     olds, news = [], []
     old_state = new_state = None
-    device, was_training = next(stack.parameters()).device, stack.training
+    device = next(stack.parameters()).device
     source.eval()
     stack.eval()
     for batch in islice(segments, FIT_SEGMENTS):
@@ -121,7 +123,8 @@ def _affine_fit(
             valid = torch.arange(len(valid), device=device).unsqueeze(1) < batch.lengths
         olds.append(old[valid])
         news.append(new[valid])
-    stack.train(was_training)
+    if not sum(len(o) for o in olds):
+        raise ConfigError(f'init_from {run} with init_parts = "stack": no training steps to fit ▷ on')
     old, new = torch.cat(olds).double(), torch.cat(news).double()
     old_mean, new_mean = old.mean(0), new.mean(0)
     spread = (new - new_mean).square().mean(0)
