@@ -417,6 +417,7 @@ def test_a_second_stage_of_the_whole_model_starts_at_the_first_ones_best_point(t
     assert head and not any(torch.equal(fresh.model.state_dict()[n], best[n]) for n in head)
     with pytest.raises(ConfigError, match="init_parts=all copies from a run: set init_from=RUN too"):
         apply({**SETTINGS, "init_parts": "all"})
+    assert apply({**SETTINGS, "init_parts": "stack"}).init_from is None  # reproduce sets it
 
 
 # -- locked dropout and sampling ------------------------------------------------------------------

@@ -93,6 +93,29 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root):
     assert not (tmp_path / "scratch" / "runs" / "jsb" / "rnn-400").exists()
 
 
+def test_the_pretraining_copies_what_the_models_config_says(tmp_path, data_root, monkeypatch):
+    """init_parts of the sRNN's config (here "stack") is how it starts from its RNN; without
+    pretraining it trains from scratch."""
+    committed = config.paper_config_file
+    own = tmp_path / "srnn.toml"
+    own.write_text(committed("srnn", "jsb").read_text() + '\ninit_parts = "stack"\n')
+    monkeypatch.setattr(
+        config, "paper_config_file", lambda m, d: own if (m, d) == ("srnn", "jsb") else committed(m, d)
+    )
+    argv = ["reproduce", "music", "--models", "rnn", "srnn", "--data", "jsb", "--data-dir", str(data_root)]
+    for s in ["hidden_size=10", "max_updates=2", "eval_every=2", "batch_size=16", "device=cpu"]:
+        argv += ["--set", s]  # the RNN as wide as the sRNN
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    runs = tmp_path / "out" / "runs" / "jsb"
+    settings = json.loads((runs / "srnn" / "config.json").read_text())
+    assert (settings["init_from"], settings["init_parts"]) == (str(runs / "rnn"), "stack")
+    source = json.loads((runs / "rnn" / "config.json").read_text())
+    assert (source["init_from"], source["init_parts"]) == (None, "recurrence")
+    assert main([*argv, "--out", str(tmp_path / "scratch"), "--no-pretraining"]) == 0
+    settings = json.loads((tmp_path / "scratch" / "runs" / "jsb" / "srnn" / "config.json").read_text())
+    assert settings["init_from"] is None
+
+
 def test_a_finetune_stage_trains_from_the_first_and_gives_the_row(tmp_path, data_root, monkeypatch, capsys):
     """A config's [finetune] table: a second run from the first's best, whose settings win over
     --set, and whose numbers (with both stages' cost) make the row."""

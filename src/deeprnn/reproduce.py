@@ -105,13 +105,13 @@ def run_cell(
         width = hidden_size(model, data, sets)
         if hidden_size(source, data, sets) == width:
             if (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
-                extra += [f"init_from={run_dir(out, data, source)}", "init_parts=recurrence"]
+                extra.append(f"init_from={run_dir(out, data, source)}")
         else:  # a source of the model's own width, trained for it
             widened = run_dir(out, data, f"{source}-{width}")
             train_folder(
                 widened, resolve(source, data, sets=[*sets, f"hidden_size={width}"]), data_dir, sets, log
             )
-            extra += [f"init_from={widened}", "init_parts=recurrence"]
+            extra.append(f"init_from={widened}")
     result = train_folder(folder, resolve(model, data, sets=extra), data_dir, sets, log)
     table = finetune_table(model, data)
     if table is None:

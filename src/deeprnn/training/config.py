@@ -68,8 +68,9 @@ class TrainConfig:
     # its recurrence (the input map and ⊕, ▷ afresh: the paper's layer-wise pretraining), or
     # with init_parts = "all" the whole model (a second stage of the same model, AWD-LSTM's
     # fine-tuning), which must then be this model, or with "stack" a stack of more levels grown
-    # from it (deeprnn.training.stacking). pretrained_lr_scale × lr is the rate of what was
-    # copied: with "all", of the whole model.
+    # from it (deeprnn.training.stacking). "recurrence" and "stack", layer-wise pretraining, may
+    # stand in a config without init_from: deeprnn reproduce sets it to the run it trains first.
+    # pretrained_lr_scale × lr is the rate of what was copied: with "all", of the whole model.
     init_from: str | None = None
     init_parts: str = "recurrence"
     pretrained_lr_scale: float = 0.1
@@ -107,7 +108,7 @@ class TrainConfig:
                 f"unknown architecture setting(s) {', '.join(unknown)}; valid: {', '.join(ARCHITECTURE)}"
             )
         self.architecture = {k: check(k, v, ARCHITECTURE[k]) for k, v in self.architecture.items()}
-        if self.init_parts != "recurrence" and self.init_from is None:
+        if self.init_parts == "all" and self.init_from is None:
             raise ConfigError(f"--set init_parts={self.init_parts} copies from a run: set init_from=RUN too")
 
     @property
