@@ -17,10 +17,10 @@ from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.names import DATA_SETS
 from deeprnn.presets import preset, resized
-from deeprnn.training import checkpoint, stacking
+from deeprnn.training import checkpoint, growing
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.distributed import World
-from deeprnn.training.ranges import INIT_PARTS, UNCHECKED_ON_INIT
+from deeprnn.training.ranges import GROWN, INIT_PARTS, UNCHECKED_ON_INIT
 
 Corpus = MusicCorpus | TextCorpus
 ONE_PROCESS = World()
@@ -189,12 +189,12 @@ def load_pretrained(
     ``parts = "recurrence"``: layer-wise pretraining, the input map and ⊕ levels whose names and
     shapes match (▷ starts afresh). ``"all"``: the whole model, a second stage of the same model:
     the run must have this model's parameters, no others, and its architecture (dropout aside).
-    ``"stack"``: a stack of more levels, grown from the run's (:mod:`deeprnn.training.stacking`,
-    whose fit reads the training ``segments``)."""
+    ``"stack"`` and ``"deep-output"``: a model of more levels or a deep ▷, grown from the run's
+    (:mod:`deeprnn.training.growing`, whose fit reads the training ``segments``)."""
     saved = checkpoint.load(run / "checkpoints" / "best.pt")
     best, own = saved["model"], model.state_dict()
-    if parts == "stack":
-        return stacking.grow(model, best, saved.get("model_config"), run, segments)
+    if parts in GROWN:
+        return growing.grow(model, best, saved.get("model_config"), run, segments, parts)
     if parts == "all":
         check_same_model(model, best, saved.get("model_config"), run)
         matched = set(own)

@@ -67,9 +67,10 @@ class TrainConfig:
     # Pretraining: start from a finished run's best parameters where names and shapes match:
     # its recurrence (the input map and ⊕, ▷ afresh: the paper's layer-wise pretraining), or
     # with init_parts = "all" the whole model (a second stage of the same model, AWD-LSTM's
-    # fine-tuning), which must then be this model, or with "stack" a stack of more levels grown
-    # from it (deeprnn.training.stacking). "recurrence" and "stack", layer-wise pretraining, may
-    # stand in a config without init_from: deeprnn reproduce sets it to the run it trains first.
+    # fine-tuning), which must then be this model, or with "stack" a stack of more levels, with
+    # "deep-output" a deep ▷ from its shallow one, grown from it (deeprnn.training.growing).
+    # Those but "all", layer-wise pretraining, may stand in a config without init_from:
+    # deeprnn reproduce sets it to the run it trains first.
     # pretrained_lr_scale × lr is the rate of what was copied: with "all", of the whole model.
     init_from: str | None = None
     init_parts: str = "recurrence"

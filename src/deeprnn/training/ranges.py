@@ -18,9 +18,10 @@ from deeprnn.operators.nade import ORDERS
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
 from deeprnn.training.precision import PRECISIONS
 
-INIT_PARTS = ("recurrence", "all", "stack")  # what init_from copies (TrainConfig)
+GROWN = ("stack", "deep-output")  # the init_parts that grow a model (deeprnn.training.growing)
+INIT_PARTS = ("recurrence", "all", *GROWN)  # what init_from copies (TrainConfig)
 # What a second stage may change in the model it starts from (init_parts = "all"; "stack":
-# these and its levels).
+# these and its levels; "deep-output": these and ▷'s layers).
 UNCHECKED_ON_INIT = (
     "name",
     "input_dropout",
