@@ -176,14 +176,23 @@ def test_a_checkpoint_without_its_model_configuration_is_refused(tmp_path):
         builder.load_pretrained(DeepRNN(config(2)), tmp_path, "stack", segments())
 
 
-def test_the_optimiser_gives_the_copied_parts_the_pretrained_rate(tmp_path):
-    trained_run(tmp_path, config(1))
-    stack = DeepRNN(config(2))
-    copied = builder.load_pretrained(stack, tmp_path, "stack", segments())
-    optimizer = builder.make_optimizer(TrainConfig(pretrained_lr_scale=0.1), stack, copied)
+@pytest.mark.parametrize(
+    ("parts", "target", "added"),
+    [
+        ("stack", config(2), "recurrence.levels.1."),
+        ("deep-output", config(1, output_sizes=(8,)), "output.hidden."),
+    ],
+)
+def test_the_optimiser_gives_the_copied_parts_the_pretrained_rate(tmp_path, parts, target, added):
+    """The added layers learn at the full rate; the rest, ▷'s refitted last map with its new
+    columns included, at the pretrained one."""
+    trained_run(tmp_path, config(1, output_units="tanh"))  # a shallow ▷'s units play no part
+    model = DeepRNN(target)
+    copied = builder.load_pretrained(model, tmp_path, parts, segments())
+    optimizer = builder.make_optimizer(TrainConfig(pretrained_lr_scale=0.1), model, copied)
     scales = {id(p): g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
-    for name, t in stack.named_parameters():
-        assert scales[id(t)] == (1.0 if name.startswith("recurrence.levels.1.") else 0.1), name
+    for name, t in model.named_parameters():
+        assert scales[id(t)] == (1.0 if name.startswith(added) else 0.1), name
 
 
 @pytest.mark.parametrize(
@@ -224,20 +233,30 @@ def outputs(model: DeepRNN, pieces: list[Batch]) -> torch.Tensor:
         return model.eval().output.hidden(tops)
 
 
-@pytest.mark.parametrize(("units", "centre", "gain"), [("sigmoid", 0.5, 4.0), ("tanh", 0.0, 1.0)])
-def test_a_deep_output_starts_with_its_first_units_carrying_the_state(tmp_path, units, centre, gain):
-    """Each ▷ layer's first H rows are [gain I, 0] with bias -gain centre, its other rows as the
+CENTRE = {"sigmoid": 0.5, "tanh": 0.0}  # the middle of each unit's range
+GAIN = {"sigmoid": 4.0, "tanh": 1.0}  # 1 / φ'(0)
+
+
+@pytest.mark.parametrize("state", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("units", ["sigmoid", "tanh"])
+def test_a_deep_output_starts_with_its_first_units_carrying_the_state(tmp_path, state, units):
+    """Each ▷ layer's first H rows are [gain I, 0] with bias -gain centre, the gain its units',
+    the centre that of the units it reads (⊕'s, then its own layer's), its other rows as the
     model had them; the last map reads nothing from the units past H; ⊕ is the source's."""
-    source = trained_run(tmp_path, config(2))
-    deep = DeepRNN(config(2, output_sizes=(HIDDEN + 3, HIDDEN + 2), output_units=units))
+    source = trained_run(tmp_path, config(2, transition_units=state))
+    deep = DeepRNN(
+        config(2, transition_units=state, output_sizes=(HIDDEN + 3, HIDDEN + 2), output_units=units)
+    )
     before = {n: t.clone() for n, t in deep.state_dict().items()}
     own = grown_copying_the_recurrence(deep, source, tmp_path, "deep-output")
-    for k, width in enumerate((HIDDEN, HIDDEN + 3)):
+    for k, (width, reads) in enumerate([(HIDDEN, state), (HIDDEN + 3, units)]):
         weight, bias = own[f"output.hidden.layers.{k}.weight"], own[f"output.hidden.layers.{k}.bias"]
+        gain = GAIN[units]
         identity = torch.cat([gain * torch.eye(HIDDEN), torch.zeros(HIDDEN, width - HIDDEN)], 1)
         assert torch.equal(weight[:HIDDEN], identity)
-        assert torch.equal(bias[:HIDDEN], torch.full((HIDDEN,), -gain * centre))
+        assert torch.equal(bias[:HIDDEN], torch.full((HIDDEN,), -gain * CENTRE[reads]))
         assert torch.equal(weight[HIDDEN:], before[f"output.hidden.layers.{k}.weight"][HIDDEN:])
+        assert torch.equal(bias[HIDDEN:], before[f"output.hidden.layers.{k}.bias"][HIDDEN:])
     assert torch.equal(own["output.logits.weight"][:, HIDDEN:], torch.zeros(VOCAB, 2))
 
 
@@ -258,15 +277,22 @@ def test_a_deep_outputs_last_map_absorbs_the_least_squares_fit_of_the_state_on_i
     torch.testing.assert_close(logits.bias.double(), c + V @ torch.tensor(b), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize(("sizes", "units"), [((HIDDEN,), "sigmoid"), ((HIDDEN + 3, HIDDEN + 1), "tanh")])
-def test_the_grown_deep_output_predicts_nearly_as_its_source_did(tmp_path, sizes, units):
-    source = trained_run(tmp_path, config(1))
+@pytest.mark.parametrize(
+    ("state", "sizes", "units"),
+    [
+        ("sigmoid", (HIDDEN,), "sigmoid"),
+        ("sigmoid", (HIDDEN + 3, HIDDEN + 1), "tanh"),
+        ("tanh", (HIDDEN,), "sigmoid"),  # centred at 1/2, as sigmoid states are: 0.52 off, 0.28 here
+    ],
+)
+def test_the_grown_deep_output_predicts_nearly_as_its_source_did(tmp_path, state, sizes, units):
+    source = trained_run(tmp_path, config(1, transition_units=state))
     pieces = segments()
     _, wanted = states(source, pieces)
-    grown = DeepRNN(config(1, output_sizes=sizes, output_units=units))
+    grown = DeepRNN(config(1, transition_units=state, output_sizes=sizes, output_units=units))
     builder.load_pretrained(grown, tmp_path, "deep-output", pieces)
     _, got = states(grown, pieces)
-    paper = DeepRNN(config(1, output_sizes=sizes, output_units=units))  # ▷ afresh, as the paper
+    paper = DeepRNN(config(1, transition_units=state, output_sizes=sizes, output_units=units))
     builder.load_pretrained(paper, tmp_path, "recurrence")
     _, fresh = states(paper, pieces)
     assert (got - wanted).abs().mean() < 0.1 * (fresh - wanted).abs().mean()
@@ -277,8 +303,13 @@ def test_the_grown_deep_output_predicts_nearly_as_its_source_did(tmp_path, sizes
 
 
 DEEP_OUTPUT_REFUSALS = [
-    (config(1), config(1), "its ▷ must be one affine map and this model's deep"),
-    (config(1, output_sizes=(8,)), config(1, output_sizes=(8, 8)), "its ▷ must be one affine map"),
+    (config(1), config(1), "this model's ▷ is one affine map, with no layer to grow"),
+    (config(1, output_sizes=(8,)), config(1, output_sizes=(8, 8)), "its ▷ is deep already"),
+    (
+        config(1, transition_units="relu"),
+        config(1, transition_units="relu", output_sizes=(8,)),
+        "must be of sigmoid or tanh units",
+    ),
     (config(1), config(2, output_sizes=(8,)), "differs from this one in more than ▷ and dropout: levels"),
     (config(1), config(1, output_sizes=(HIDDEN,), tie_weights=True), "▷'s last map must be untied"),
     (config(1), config(1, output_sizes=(HIDDEN - 1,)), r"at least as wide as the state \(6\)"),

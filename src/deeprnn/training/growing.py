@@ -7,16 +7,21 @@ the new model starts far behind the one it grew from. Here it starts near it, as
 a network (Chen, Goodfellow and Shlens 2016), adapted to saturating units. The source's
 parameters are copied; each added layer, a level of the stack or a layer of ▷, carries the
 state it reads in its first H units through U = α I (the rest of its input 0) and a bias that
-centres them where they are most nearly linear,
+puts the middle of that state's range where its own units are most nearly linear,
 
-    o_i = φ(α (x_i - m)),   m = 1/2 and α = 4 for sigmoid units, m = 0 and α = 1 for tanh;
+    o_i = φ(α (x_i - m)),   α = 1 / φ'(0): 4 for sigmoid units, 1 for tanh;
+                            m = 1/2 if x comes from sigmoid units, 0 from tanh;
 
 (a deep ▷'s other units keep their random start, their outgoing weights 0). Then, per unit, the
 source's top state is fitted as an affine map of the first H units of what the new ▷'s last
 affine map reads, h^src ≈ a ⊙ o + b (least squares over the first training segments), and that
 map absorbs it: V' = [V diag(a), 0], c' = c + V b. The model then scores as its source did, up
-to the curvature of φ over the states' range. (Under dropout on o, V b is no longer dropped
-with it as it was in the source: the same on average.)
+to the curvature of φ over the states' range. It counts as pretrained (``pretrained_lr_scale``),
+its new columns too.
+
+In training mode, dropout differs: on a stack's top states, V b is no longer dropped with them as
+it was in the source (the same on average); dropout in ▷ (``output_dropout``) is new, the source's
+▷ having had none, and between two of its layers it passes through φ and is biased.
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ from deeprnn.operators.projection import Projection
 from deeprnn.operators.transitions import DeepTransition
 from deeprnn.training.ranges import UNCHECKED_ON_INIT
 
-# Each unit's most nearly linear region: its centre m and the gain α = 1 / φ'(0) that gives
-# φ(α (x - m)) a slope of 1 there. A sigmoid level's states near 0 or 1 stay near them (so dropout
-# on the new level's states removes what it removed before), and those in between are bent a
-# little: on PTB characters the grown stack scores within 0.01 nats of its source.
+# Per kind of unit: the middle m of the range of its outputs (where a layer reading them centres
+# them), and the gain α = 1 / φ'(0) that gives φ(α (x - m)) a slope of 1 at x = m. A sigmoid
+# level reading a sigmoid level keeps states near 0 or 1 near them (so dropout on the new level's
+# states removes what it removed before) and bends those in between a little: on PTB characters
+# the grown stack scores within 0.01 nats of its source.
 LINEAR_REGIONS = {"sigmoid": (0.5, 4.0), "tanh": (0.0, 1.0)}
 FIT_SEGMENTS = 8  # training segments whose states the least-squares fit reads
 
@@ -51,7 +57,7 @@ def grow(
     the names of the parameters copied (the pretrained ones: all of the source's). The model is
     grown aside and copied in at the end: an error leaves ``model`` as it was."""
     where = f'init_from {run} with init_parts = "{parts}"'
-    config = _source_config(model, saved_config, where, parts == "stack")
+    config = _source_config(model, saved_config, where, parts)
     source = DeepRNN(config).to(next(model.parameters()).device)
     source.load_state_dict(best)
     grown = copy.deepcopy(model)
@@ -61,12 +67,12 @@ def grow(
         for name, value in best.items():
             if name != "output.logits.weight":
                 own[name].copy_(value)
-        width = config.hidden_size
+        width, reads = config.hidden_size, source.recurrence.levels[-1].units[-1].kind
         for level in list(grown.recurrence.levels)[config.levels :]:
-            _near_identity(level.input, level.units[0].kind, width)
+            reads = _near_identity(level.input, level.units[0].kind, reads, width)
             level.recurrent_weight.zero_()
         for layer, unit in zip(output.hidden.layers, output.hidden.units, strict=True):
-            _near_identity(layer, unit.kind, width)
+            reads = _near_identity(layer, unit.kind, reads, width)
         a, b = _affine_fit(source, grown, segments, where)
         old = source.output.logits
         output.logits.weight.zero_()
@@ -76,11 +82,11 @@ def grow(
     return set(best)
 
 
-def _source_config(model: DeepRNN, saved_config: dict | None, where: str, stack: bool) -> ModelConfig:
-    """The run's model configuration, if ``model`` can grow from it, by more levels (``stack``)
-    or a deep ▷ (else a ConfigError that says ``where``)."""
+def _source_config(model: DeepRNN, saved_config: dict | None, where: str, parts: str) -> ModelConfig:
+    """The run's model configuration, if ``model`` can grow from it by ``parts`` (else a
+    ConfigError that says ``where``)."""
     c = model.config
-    mine = c.to_dict()
+    stack = parts == "stack"
     why = None
     if saved_config is None:
         why = "its checkpoint does not record its model's configuration"
@@ -90,11 +96,13 @@ def _source_config(model: DeepRNN, saved_config: dict | None, where: str, stack:
         why = 'the stack\'s ▷ must be one affine map (a deep ▷ grows with init_parts = "deep-output")'
     elif stack and not 1 <= saved_config.get("levels", 1) < c.levels:
         why = f"it has {saved_config.get('levels', 1)} level(s), the stack {c.levels}: it must have fewer"
-    elif not stack and (saved_config.get("output_sizes") or not c.output_sizes):
-        why = "its ▷ must be one affine map and this model's deep"
+    elif not stack and saved_config.get("output_sizes"):
+        why = 'its ▷ is deep already: it must be one affine map (a second stage: init_parts = "all")'
+    elif not stack and not c.output_sizes:
+        why = "this model's ▷ is one affine map, with no layer to grow: give it output_sizes"
     else:
-        grown = ("levels",) if stack else ("output_sizes", "output_units")
-        free = (*UNCHECKED_ON_INIT, *grown)
+        free = (*UNCHECKED_ON_INIT, "output_units", "levels" if stack else "output_sizes")
+        mine = c.to_dict()
         differ = [k for k in mine if k not in free and k in saved_config and saved_config[k] != mine[k]]
         if differ:
             grows = "levels" if stack else "▷"
@@ -109,10 +117,13 @@ def _source_config(model: DeepRNN, saved_config: dict | None, where: str, stack:
 def _why_not_growable(model: DeepRNN, source_levels: int) -> str | None:
     """Why the model's added layers cannot start near the identity, if they cannot."""
     kinds = " or ".join(LINEAR_REGIONS)
+    top = model.recurrence.levels[source_levels - 1]
+    if not (isinstance(top, DeepTransition) and top.units[-1].kind in LINEAR_REGIONS):
+        return f'the state it grows from must be of {kinds} units, from a transition_kind = "mlp" level'
     for level in list(model.recurrence.levels)[source_levels:]:
         shallow = isinstance(level, DeepTransition) and level.depth == 1
         if not (shallow and level.units[0].kind in LINEAR_REGIONS):
-            return f"an added level must be a shallow transition of {kinds} units"
+            return f'an added level must be a shallow transition (transition_kind = "mlp") of {kinds} units'
     hidden = model.output.hidden
     for layer, unit in zip(hidden.layers, hidden.units, strict=True):
         if unit.kind not in LINEAR_REGIONS:
@@ -122,13 +133,15 @@ def _why_not_growable(model: DeepRNN, source_levels: int) -> str | None:
     return None
 
 
-def _near_identity(layer: Projection, kind: str, width: int) -> None:
-    """o_i = φ(α (x_i - m)) for the first ``width`` inputs and outputs: U = [α I, 0] and
-    b = -α m in those rows, the layer's other rows as they were."""
-    centre, gain = LINEAR_REGIONS[kind]
+def _near_identity(layer: Projection, kind: str, reads: str, width: int) -> str:
+    """o_i = φ(α (x_i - m)) for the first ``width`` inputs and outputs, α from the layer's units
+    (``kind``), m from those of its input (``reads``): U = [α I, 0] and b = -α m in those rows,
+    the layer's other rows as they were. Returns ``kind``, what the next layer reads."""
+    gain, centre = LINEAR_REGIONS[kind][1], LINEAR_REGIONS[reads][0]
     layer.weight[:width].zero_()
     layer.weight[:width, :width] = gain * torch.eye(width)
     layer.bias[:width] = -gain * centre
+    return kind
 
 
 def _affine_fit(
