@@ -153,6 +153,7 @@ def _affine_fit(
     olds, news = [], []
     old_state = new_state = None
     device = next(grown.parameters()).device
+    stacked = grown.config.levels > source.config.levels
     source.eval()
     grown.eval()
     for batch in islice(segments, FIT_SEGMENTS):
@@ -160,7 +161,9 @@ def _affine_fit(
         if batch.reset:
             old_state = new_state = None
         old, old_state, _ = source.recurrence.run(batch.inputs, old_state, batch.lengths)
-        new, new_state, _ = grown.recurrence.run(batch.inputs, new_state, batch.lengths)
+        new = old
+        if stacked:  # else the grown recurrence is the source's: its states are the same
+            new, new_state, _ = grown.recurrence.run(batch.inputs, new_state, batch.lengths)
         new = grown.output.hidden(new)[..., : old.shape[-1]]
         valid = torch.ones(old.shape[:2], dtype=torch.bool, device=device)
         if batch.lengths is not None:
