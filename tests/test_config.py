@@ -80,8 +80,8 @@ def test_your_own_data_starts_from_the_defaults_the_readme_lists(tmp_path):
 def test_every_architecture_field_is_settable_by_its_own_name(tmp_path):
     """Each knob of ModelConfig is written once: --set, a TOML file (flat or as an
     [architecture] table) and an old run's config.json (flat, None where unchanged) all reach it."""
-    # test_nade.py, test_highway.py, test_tied_weights.py (it needs token data)
-    elsewhere = {"head", "nade_hidden", "nade_order", "transition_kind", "tie_weights"}
+    # test_nade.py, test_highway.py, test_tied_weights.py, test_embedding_dropout.py (token data)
+    elsewhere = {"head", "nade_hidden", "nade_order", "transition_kind", "tie_weights", "embedding_dropout"}
     fixed = {"input_size", "output_size", "name", *elsewhere}
     settable = {f.name for f in dataclasses.fields(ModelConfig)} - fixed
     assert set(ARCHITECTURE) == settable | elsewhere
@@ -284,6 +284,7 @@ EDGES = {  # the setting: (values it takes, values it refuses), at and around ea
     **dict.fromkeys(["pretrained_lr_scale", "time_budget_s"], NOT_NEGATIVE),
     **dict.fromkeys(["tempo_bpm", "lr", "lr_decay_beta"], POSITIVE),
     **dict.fromkeys(["input_dropout", "state_dropout", "recurrent_dropout", "output_dropout"], PROBABILITY),
+    "embedding_dropout": PROBABILITY,
     "momentum": PROBABILITY,
     **dict.fromkeys(["average_after_epochs", "max_updates", "patience", "eval_every"], COUNT),
     "seed": ([0, 2**63 - 1], [-1, 2**63, 2**64]),

@@ -433,6 +433,7 @@ BAD = {
     "state_dropout": -0.1,
     "recurrent_dropout": "nan",
     "output_dropout": 2,
+    "embedding_dropout": -0.1,
     "batch_size": 0,
     "bptt_steps": -5,
     "eval_batch_size": 0,

@@ -58,6 +58,8 @@ class ModelConfig:
     state_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     output_dropout: float = 0.0
+    # whole token types dropped from the input embedding, one mask per batch (token data)
+    embedding_dropout: float = 0.0
     output_init_std: float = 0.01
     # ▷'s softmax matrix is the input embedding's first layer (token data; Press & Wolf 2017)
     tie_weights: bool = False
@@ -143,6 +145,10 @@ class DeepRNN(nn.Module):
             dropout=c.output_dropout,
             tied_to=tied_embedding(c, self.recurrence) if c.tie_weights else None,
         )
+        if c.embedding_dropout:
+            if not 0.0 <= c.embedding_dropout < 1.0:
+                raise ConfigError(f"embedding_dropout must be in [0, 1), got {c.embedding_dropout}")
+            input_embedding(c, self.recurrence, "embedding_dropout").type_dropout = c.embedding_dropout
         if not c.tie_weights:  # tied, V is the embedding, initialised as one
             nn.init.normal_(self.output.logits.weight, std=c.output_init_std)
 
@@ -172,7 +178,7 @@ class DeepRNN(nn.Module):
         ``forward``'s numbers over one step in evaluation mode (up to rounding), at a fraction
         of its cost per call (see :meth:`~deeprnn.recurrence.Recurrence.step`). Prime hx with
         ``forward`` over the context."""
-        if self.training and self.output.dropout > 0:
+        if self.training and (self.output.dropout > 0 or self.config.embedding_dropout > 0):
             raise RuntimeError("step computes the model without dropout: call .eval() first")
         h, hx = self.recurrence.step(x, hx)
         return self.output(h), hx
@@ -236,18 +242,27 @@ def _check_transitions(transitions: Sequence[Transition], c: ModelConfig) -> Non
             )
 
 
-def tied_embedding(c: ModelConfig, recurrence: Recurrence) -> Projection:
-    """The embedding whose first layer's columns ▷ scores tokens with (``tie_weights``): the
-    input map's first layer, else the first ⊕ level's input (its U_1 columns)."""
+def input_embedding(c: ModelConfig, recurrence: Recurrence, setting: str) -> Projection:
+    """The embedding that reads the token ids (for ``setting``, which needs one): the input
+    map's first layer, else the first ⊕ level's input (its U_1 columns)."""
     if not c.tokens:
-        raise ConfigError("tie_weights shares the input embedding with the softmax: it needs token data")
+        raise ConfigError(f"{setting} acts on the input embedding of tokens: it needs token data")
     if recurrence.input_map is not None:
-        embedding, first = recurrence.input_map.layers[0], recurrence.input_map.units[0].in_width
+        return recurrence.input_map.layers[0]
+    level = recurrence.levels[0]
+    if not isinstance(level, DeepTransition | HighwayTransition):
+        raise ConfigError(f"{setting}: {type(level).__name__} has no input embedding")
+    return level.input
+
+
+def tied_embedding(c: ModelConfig, recurrence: Recurrence) -> Projection:
+    """The input embedding whose first layer's columns ▷ scores tokens with (``tie_weights``),
+    checked to be as wide as what ▷'s softmax reads."""
+    embedding = input_embedding(c, recurrence, "tie_weights")
+    if recurrence.input_map is not None:
+        first = recurrence.input_map.units[0].in_width
     else:
         level = recurrence.levels[0]
-        if not isinstance(level, DeepTransition | HighwayTransition):
-            raise ConfigError(f"tie_weights: {type(level).__name__} has no input embedding to share")
-        embedding = level.input
         first = level.pre_sizes[0] if isinstance(level, DeepTransition) else level.hidden_size
     read = c.output_sizes[-1] if c.output_sizes else c.hidden_size
     if first != read:

@@ -12,16 +12,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeprnn.errors import ConfigError
+from deeprnn.operators.dropout import type_dropout
 
 
 class Projection(nn.Module):
-    """x ↦ U x (+ b): ``x`` is (..., in_size) floats, or (...) token ids when ``tokens``."""
+    """x ↦ U x (+ b): ``x`` is (..., in_size) floats, or (...) token ids when ``tokens``.
+
+    ``type_dropout`` (token ids only; training only, 0 unless set): the probability with which
+    each token type's row of U is dropped for a whole call (embedding dropout)."""
 
     def __init__(self, in_size: int, out_size: int, *, tokens: bool = False, bias: bool = True):
         super().__init__()
         if in_size < 1 or out_size < 1:
             raise ConfigError(f"a projection needs positive sizes, got {in_size} -> {out_size}")
         self.in_size, self.out_size, self.tokens = in_size, out_size, tokens
+        self.type_dropout = 0.0
         shape = (in_size, out_size) if tokens else (out_size, in_size)
         self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(out_size)) if bias else None
@@ -41,7 +46,7 @@ class Projection(nn.Module):
             return F.linear(x.flatten(0, -2), self.weight, self.bias).unflatten(0, x.shape[:-1])
         # a fresh tensor, which its backward does not read (in place: the bias must have the
         # weight's dtype, as module.to() gives it)
-        y = F.embedding(x, self.weight)
+        y = F.embedding(x, type_dropout(self.weight, self.type_dropout, self.training))
         return y if self.bias is None else y.add_(self.bias)
 
     def _into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -58,7 +63,8 @@ class Projection(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "tokens" if self.tokens else "dense"
-        return f"{self.in_size} -> {self.out_size}, {kind}, bias={self.bias is not None}"
+        dropout = f", type_dropout={self.type_dropout}" if self.type_dropout else ""
+        return f"{self.in_size} -> {self.out_size}, {kind}, bias={self.bias is not None}{dropout}"
 
 
 class TiedProjection(nn.Module):

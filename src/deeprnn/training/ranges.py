@@ -28,6 +28,7 @@ UNCHECKED_ON_INIT = (
     "state_dropout",
     "recurrent_dropout",
     "output_dropout",
+    "embedding_dropout",
     "output_init_std",
 )
 
@@ -91,6 +92,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "state_dropout": _PROBABILITY,
     "recurrent_dropout": _PROBABILITY,
     "output_dropout": _PROBABILITY,
+    "embedding_dropout": _PROBABILITY,
     "batch_size": _AT_LEAST_1,
     "bptt_steps": _AT_LEAST_1,
     "eval_batch_size": _AT_LEAST_1,
