@@ -149,9 +149,9 @@ def test_the_grown_stack_predicts_nearly_as_its_source_did(tmp_path, units):
 STACK_REFUSALS = [
     (config(2), config(2), r"it has 2 level\(s\), the stack 2: it must have fewer"),
     (config(1, hidden_size=HIDDEN + 1), config(2), "more than levels and dropout"),
-    (config(1), config(2, tie_weights=True), "▷'s last map must be untied, with a bias"),
+    (config(1, tie_weights=True), config(2, tie_weights=True), "a stack grows untied"),
     (config(1), config(2, output_sizes=(8,)), "the stack's ▷ must be one affine map"),
-    (config(1, bias=False), config(2, bias=False), "▷'s last map must be untied, with a bias"),
+    (config(1, bias=False), config(2, bias=False), "▷'s last map must have a bias"),
     (config(1, transition_units="relu"), config(2, transition_units="relu"), "sigmoid or tanh units"),
     (config(1, transition_sizes=(4,)), config(2, transition_sizes=(4,)), "shallow transition"),
 ]
@@ -302,6 +302,52 @@ def test_the_grown_deep_output_predicts_nearly_as_its_source_did(tmp_path, state
         assert np.corrcoef(o[:, j].numpy(), h[:, j].numpy())[0, 1] > 0.9
 
 
+@pytest.mark.parametrize(
+    ("state", "sizes"), [("sigmoid", (HIDDEN,)), ("tanh", (HIDDEN,)), ("sigmoid", (HIDDEN + 2, HIDDEN))]
+)
+def test_a_tied_deep_output_takes_the_fit_in_its_last_layer_and_keeps_the_mean_logits(tmp_path, state, sizes):
+    """Tied, V is the embedding and stays the source's: ▷'s last layer has per-unit gains, each
+    no worse than the near-identity's, and the bias absorbs the mean of h^src - o, so that the
+    mean logits over the fit's steps are the source's; it predicts nearly as the source did (▷'s
+    units those of the state, whose range the tied V cannot rescale)."""
+    tied = dict(transition_units=state, output_units=state, tie_weights=True)
+    source = trained_run(tmp_path, config(1, **tied))
+    pieces = segments()
+    h, wanted = states(source, pieces)
+    grown = DeepRNN(config(1, output_sizes=sizes, **tied))
+    builder.load_pretrained(grown, tmp_path, "deep-output", pieces)
+    assert grown.output.logits.embedding is grown.recurrence.levels[0].input
+    assert torch.equal(grown.recurrence.levels[0].input.weight, source.recurrence.levels[0].input.weight)
+    _, got = states(grown, pieces)
+    torch.testing.assert_close(got.mean(0), wanted.mean(0), rtol=0, atol=1e-4)
+    last = grown.output.hidden.layers[-1]
+    gains = torch.diagonal(last.weight.detach())
+    padding = torch.zeros(HIDDEN, last.in_size - HIDDEN)
+    assert torch.equal(last.weight.detach(), torch.cat([torch.diag(gains), padding], 1))
+    torch.testing.assert_close(last.bias.detach(), -gains * CENTRE[state])
+    o = outputs(grown, pieces)
+    near_identity = states_through(grown, pieces, GAIN[state])
+    assert ((h - o).var(0) <= (h - near_identity).var(0) + 1e-6).all()
+    paper = DeepRNN(config(1, output_sizes=sizes, **tied))
+    builder.load_pretrained(paper, tmp_path, "recurrence")
+    _, fresh = states(paper, pieces)
+    assert (got - wanted).abs().mean() < 0.1 * (fresh - wanted).abs().mean()
+
+
+def states_through(model: DeepRNN, pieces: list[Batch], gain: float) -> torch.Tensor:
+    """What ▷'s last layer would give with the near-identity's gain for every unit."""
+    last = model.output.hidden.layers[-1]
+    saved = last.weight.detach().clone(), last.bias.detach().clone()
+    with torch.no_grad():
+        scale = gain / torch.diagonal(saved[0])
+        last.weight.mul_(scale.unsqueeze(1))
+        last.bias.mul_(scale)
+        o = outputs(model, pieces)
+        last.weight.copy_(saved[0])
+        last.bias.copy_(saved[1])
+    return o
+
+
 DEEP_OUTPUT_REFUSALS = [
     (config(1), config(1), "this model's ▷ is one affine map, with no layer to grow"),
     (config(1, output_sizes=(8,)), config(1, output_sizes=(8, 8)), "its ▷ is deep already"),
@@ -311,7 +357,7 @@ DEEP_OUTPUT_REFUSALS = [
         "must be of sigmoid or tanh units",
     ),
     (config(1), config(2, output_sizes=(8,)), "differs from this one in more than ▷ and dropout: levels"),
-    (config(1), config(1, output_sizes=(HIDDEN,), tie_weights=True), "▷'s last map must be untied"),
+    (config(1), config(1, output_sizes=(HIDDEN,), tie_weights=True), "more than ▷ and dropout: tie_weights"),
     (config(1), config(1, output_sizes=(HIDDEN - 1,)), r"at least as wide as the state \(6\)"),
     (config(1), config(1, output_sizes=(8,), output_units="maxout:2"), "sigmoid or tanh units"),
     (config(1), config(1, output_sizes=(8,), output_units="relu"), "sigmoid or tanh units"),

@@ -19,6 +19,11 @@ map absorbs it: V' = [V diag(a), 0], c' = c + V b. The model then scores as its 
 to the curvature of φ over the states' range. It counts as pretrained (``pretrained_lr_scale``),
 its new columns too.
 
+With tied weights (a deep ▷ only) V is the input embedding, which must stay as it is: ▷'s last
+layer takes the fit instead, a gain per unit, o_i = φ(g_i (x_i - m)), the one that brings o_i
+nearest to h^src_i up to a constant b_i, and c' = c + V b. That needs ▷'s units to span the
+state's range (sigmoid on sigmoid states, as in the paper's models).
+
 In training mode, dropout differs: on a stack's top states, V b is no longer dropped with them as
 it was in the source (the same on average); dropout in ▷ (``output_dropout``) is new, the source's
 ▷ having had none, and between two of its layers it passes through φ and is biased.
@@ -47,6 +52,7 @@ from deeprnn.training.ranges import UNCHECKED_ON_INIT
 # the grown stack scores within 0.01 nats of its source.
 LINEAR_REGIONS = {"sigmoid": (0.5, 4.0), "tanh": (0.0, 1.0)}
 FIT_SEGMENTS = 8  # training segments whose states the least-squares fit reads
+GAIN_SCALES = torch.logspace(-1, 3, 81, base=2.0).tolist()  # the tied fit's grid: 1/2 to 8 times α
 
 
 def grow(
@@ -71,12 +77,18 @@ def grow(
         for level in list(grown.recurrence.levels)[config.levels :]:
             reads = _near_identity(level.input, level.units[0].kind, reads, width)
             level.recurrent_weight.zero_()
+        last_reads = reads  # what ▷'s last layer reads (the top state if ▷ is one map)
         for layer, unit in zip(output.hidden.layers, output.hidden.units, strict=True):
-            reads = _near_identity(layer, unit.kind, reads, width)
-        a, b = _affine_fit(source, grown, segments, where)
+            last_reads, reads = reads, _near_identity(layer, unit.kind, reads, width)
+        h, x = _fit_pairs(source, grown, segments, where)
         old = source.output.logits
-        output.logits.weight.zero_()
-        output.logits.weight[:, : len(a)] = old.weight * a
+        if model.config.tie_weights:  # V' is the embedding: ▷'s last layer takes the fit instead
+            b = _fit_gains(output.hidden.layers[-1], output.hidden.units[-1].kind, last_reads, h, x)
+        else:
+            last = output.hidden.units[-1](output.hidden.layers[-1](x)) if output.hidden.layers else x
+            a, b = _least_squares(h, last)
+            output.logits.weight.zero_()
+            output.logits.weight[:, :width] = old.weight * a
         output.logits.bias.copy_(old.bias + old.weight @ b)
         model.load_state_dict(grown.state_dict())
     return set(best)
@@ -90,8 +102,10 @@ def _source_config(model: DeepRNN, saved_config: dict | None, where: str, parts:
     why = None
     if saved_config is None:
         why = "its checkpoint does not record its model's configuration"
-    elif c.tie_weights or not c.bias:
-        why = "▷'s last map must be untied, with a bias, to absorb the fit"
+    elif not c.bias:
+        why = "▷'s last map must have a bias, to absorb the fit"
+    elif stack and c.tie_weights:
+        why = "a stack grows untied (tied, the softmax is the embedding: ▷'s last map cannot absorb the fit)"
     elif stack and c.output_sizes:
         why = 'the stack\'s ▷ must be one affine map (a deep ▷ grows with init_parts = "deep-output")'
     elif stack and not 1 <= saved_config.get("levels", 1) < c.levels:
@@ -144,12 +158,12 @@ def _near_identity(layer: Projection, kind: str, reads: str, width: int) -> str:
     return kind
 
 
-def _affine_fit(
+def _fit_pairs(
     source: DeepRNN, grown: DeepRNN, segments: Iterable[Batch], where: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per unit, a and b of h^src ≈ a ⊙ o + b by least squares over the segments' valid steps,
-    o the first H units of what the grown ▷'s last map reads (each model's state carried from
-    one segment to the next, as training carries it)."""
+    """The source's top states h^src (steps, H) and what the grown ▷'s last layer reads at the
+    same steps (the grown top state if ▷ is one map), over the segments' valid steps (each
+    model's state carried from one segment to the next, as training carries it)."""
     olds, news = [], []
     old_state = new_state = None
     device = next(grown.parameters()).device
@@ -164,7 +178,9 @@ def _affine_fit(
         new = old
         if stacked:  # else the grown recurrence is the source's: its states are the same
             new, new_state, _ = grown.recurrence.run(batch.inputs, new_state, batch.lengths)
-        new = grown.output.hidden(new)[..., : old.shape[-1]]
+        hidden = grown.output.hidden
+        for layer, unit in zip(hidden.layers[:-1], hidden.units[:-1], strict=True):
+            new = unit(layer(new))
         valid = torch.ones(old.shape[:2], dtype=torch.bool, device=device)
         if batch.lengths is not None:
             valid = torch.arange(len(valid), device=device).unsqueeze(1) < batch.lengths
@@ -172,9 +188,33 @@ def _affine_fit(
         news.append(new[valid])
     if not sum(len(o) for o in olds):
         raise ConfigError(f"{where}: no training steps to fit ▷ on")
-    old, new = torch.cat(olds).double(), torch.cat(news).double()
+    return torch.cat(olds), torch.cat(news)
+
+
+def _least_squares(old: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit, a and b of old ≈ a ⊙ new + b by least squares (over the first H units of new)."""
+    old, new = old.double(), new[:, : old.shape[1]].double()
     old_mean, new_mean = old.mean(0), new.mean(0)
     spread = (new - new_mean).square().mean(0)
     a = ((new - new_mean) * (old - old_mean)).mean(0) / spread.clamp_min(1e-12)
     a = torch.where(spread > 1e-12, a, 0.0)  # a unit that never moves: its mean goes into b
     return a.float(), (old_mean - a * new_mean).float()
+
+
+def _fit_gains(layer: Projection, kind: str, reads: str, old: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Tied weights: per unit, the gain g of ▷'s last layer, o_i = φ(g_i (x_i - m)), that makes
+    o_i most nearly h^src_i up to a constant b_i (the least variance of h^src_i - o_i over a grid
+    from half to eight times the near-identity's gain); sets the layer's first H rows to it and
+    returns b, for the softmax's bias to absorb (V b: its weight is the embedding)."""
+    width, centre = old.shape[1], LINEAR_REGIONS[reads][0]
+    old, x = old.double(), x[:, :width].double() - centre
+    phi = torch.sigmoid if kind == "sigmoid" else torch.tanh
+    best, gains = torch.full_like(old[0], float("inf")), torch.zeros_like(old[0])
+    for scale in GAIN_SCALES:
+        gain = LINEAR_REGIONS[kind][1] * scale
+        spread = (old - phi(gain * x)).var(0)
+        better = spread < best
+        best, gains = torch.where(better, spread, best), torch.where(better, gain, gains)
+    layer.weight[:width, :width] = torch.diag(gains)
+    layer.bias[:width] = -gains * centre
+    return (old - phi(gains * x)).mean(0).float()
