@@ -53,11 +53,13 @@ def test_types_are_dropped_with_probability_p_and_afresh_at_each_call():
 def test_the_gradient_reaches_only_the_kept_rows_scaled():
     embedding = _embedding(0.5)
     x = torch.randint(0, VOCAB, (7, 4))
-    embedding(x).sum().backward()
-    reference = torch.zeros(VOCAB, 5, dtype=torch.float64)
-    kept = embedding.weight.grad.abs().sum(-1) > 0
+    y = embedding(x)
+    y.sum().backward()
+    kept_at = ~(y == embedding.bias).all(-1)  # from the forward's own output
+    kept = torch.zeros(VOCAB, dtype=torch.bool)
+    kept[x[kept_at]] = True
     counts = torch.bincount(x.flatten(), minlength=VOCAB).double()
-    reference[kept] = (counts[kept] / 0.5).unsqueeze(-1).expand(-1, 5)
+    reference = torch.where(kept, counts / 0.5, 0.0).unsqueeze(-1).expand(-1, 5)
     torch.testing.assert_close(embedding.weight.grad, reference, rtol=0, atol=1e-12)
     assert kept.sum() < (counts > 0).sum()  # some type that occurred was dropped
 
@@ -87,16 +89,24 @@ def test_the_model_sets_it_on_the_embedding_that_reads_the_tokens(shape, path):
 
 def test_tied_weights_score_with_the_whole_matrix_while_the_input_drops_types():
     config = ModelConfig(VOCAB, VOCAB, 6, head="categorical", tie_weights=True, embedding_dropout=0.9)
+    torch.manual_seed(0)
     model = DeepRNN(config).train()
-    o = torch.randn(3, 6)
-    expected = o @ model.recurrence.levels[0].input.weight.t() + model.output.logits.bias
-    torch.testing.assert_close(model.output.logits(o), expected)
+    embedding = model.recurrence.levels[0].input
+    before = embedding.weight.detach().clone()
+    x = torch.randint(0, VOCAB, (5, 3))
+    logits, _ = model(x)
+    assert torch.equal(embedding.weight, before)  # the mask is not written into the parameter
+    states, _ = model.recurrence(x)  # another mask; ▷ itself has no dropout here
+    expected = states @ before.t() + model.output.logits.bias
+    torch.testing.assert_close(model.output(states), expected)
+    assert not torch.equal(logits, model.eval()(x)[0])  # in training, the input did drop types
 
 
 def test_step_refuses_to_run_with_embedding_dropout_in_training():
     model = DeepRNN(ModelConfig(VOCAB, VOCAB, 6, head="categorical", embedding_dropout=0.1))
-    with pytest.raises(RuntimeError, match="call .eval"):
-        model.step(torch.tensor([1, 2]))
+    for step in (model.step, model.recurrence.step):
+        with pytest.raises(RuntimeError, match="call .eval"):
+            step(torch.tensor([1, 2]))
     assert model.eval().step(torch.tensor([1, 2]))[0].shape == (2, VOCAB)
 
 
@@ -112,7 +122,7 @@ class _TokenCell(TorchCell):
             None,
             "embedding_dropout acts on the input embedding of tokens: it needs token data",
         ),
-        (dict(embedding_dropout=1.0), None, r"embedding_dropout must be in \[0, 1\), got 1.0"),
+        (dict(embedding_dropout=1.0), None, r"dropping a token type must be in \[0, 1\), got 1.0"),
         (dict(), [_TokenCell(nn.RNNCell(VOCAB, 6))], "embedding_dropout: _TokenCell has no input embedding"),
     ],
 )
@@ -122,8 +132,22 @@ def test_embedding_dropout_that_cannot_apply_says_why(config, transitions, messa
         DeepRNN(ModelConfig(VOCAB, VOCAB, 6, **settings), transitions=transitions)
 
 
-def test_embedding_dropout_is_set_by_its_own_name_on_the_command_line():
-    config = resolve("rnn", "ptb-word", sets=["embedding_dropout=0.1", "hidden_size=8"])
+def test_a_projection_of_vectors_refuses_to_drop_token_types():
+    with pytest.raises(
+        ConfigError, match="dropping token types needs an embedding: this projection reads vectors"
+    ):
+        Projection(3, 4).type_dropout = 0.1
+
+
+def test_embedding_dropout_is_set_by_its_own_name_on_the_command_line_and_in_a_file(tmp_path):
     corpus = TextCorpus("ptb-word", "word", [str(i) for i in range(50)], {}, boundary=0)
-    model = DeepRNN(builder.model_config(config, corpus))
-    assert model.recurrence.levels[0].input.type_dropout == 0.1
+    flat, table = tmp_path / "flat.toml", tmp_path / "table.toml"
+    flat.write_text("embedding_dropout = 0.2\n")
+    table.write_text("[architecture]\nembedding_dropout = 0.3\n")
+    for config, p in [
+        (resolve("rnn", "ptb-word", sets=["embedding_dropout=0.1", "hidden_size=8"]), 0.1),
+        (resolve("rnn", "ptb-word", str(flat)), 0.2),
+        (resolve("rnn", "ptb-word", str(table)), 0.3),
+    ]:
+        model = DeepRNN(builder.model_config(config, corpus))
+        assert model.recurrence.levels[0].input.type_dropout == p

@@ -146,8 +146,6 @@ class DeepRNN(nn.Module):
             tied_to=tied_embedding(c, self.recurrence) if c.tie_weights else None,
         )
         if c.embedding_dropout:
-            if not 0.0 <= c.embedding_dropout < 1.0:
-                raise ConfigError(f"embedding_dropout must be in [0, 1), got {c.embedding_dropout}")
             input_embedding(c, self.recurrence, "embedding_dropout").type_dropout = c.embedding_dropout
         if not c.tie_weights:  # tied, V is the embedding, initialised as one
             nn.init.normal_(self.output.logits.weight, std=c.output_init_std)
@@ -178,7 +176,7 @@ class DeepRNN(nn.Module):
         ``forward``'s numbers over one step in evaluation mode (up to rounding), at a fraction
         of its cost per call (see :meth:`~deeprnn.recurrence.Recurrence.step`). Prime hx with
         ``forward`` over the context."""
-        if self.training and (self.output.dropout > 0 or self.config.embedding_dropout > 0):
+        if self.training and self.output.dropout > 0:
             raise RuntimeError("step computes the model without dropout: call .eval() first")
         h, hx = self.recurrence.step(x, hx)
         return self.output(h), hx
@@ -243,16 +241,14 @@ def _check_transitions(transitions: Sequence[Transition], c: ModelConfig) -> Non
 
 
 def input_embedding(c: ModelConfig, recurrence: Recurrence, setting: str) -> Projection:
-    """The embedding that reads the token ids (for ``setting``, which needs one): the input
-    map's first layer, else the first ⊕ level's input (its U_1 columns)."""
+    """The embedding that reads the token ids, for ``setting``, which needs one (see
+    :meth:`~deeprnn.recurrence.Recurrence.token_embedding`)."""
     if not c.tokens:
         raise ConfigError(f"{setting} acts on the input embedding of tokens: it needs token data")
-    if recurrence.input_map is not None:
-        return recurrence.input_map.layers[0]
-    level = recurrence.levels[0]
-    if not isinstance(level, DeepTransition | HighwayTransition):
-        raise ConfigError(f"{setting}: {type(level).__name__} has no input embedding")
-    return level.input
+    embedding = recurrence.token_embedding()
+    if embedding is None:
+        raise ConfigError(f"{setting}: {type(recurrence.levels[0]).__name__} has no input embedding")
+    return embedding
 
 
 def tied_embedding(c: ModelConfig, recurrence: Recurrence) -> Projection:
@@ -261,9 +257,10 @@ def tied_embedding(c: ModelConfig, recurrence: Recurrence) -> Projection:
     embedding = input_embedding(c, recurrence, "tie_weights")
     if recurrence.input_map is not None:
         first = recurrence.input_map.units[0].in_width
-    else:
-        level = recurrence.levels[0]
+    elif isinstance(level := recurrence.levels[0], DeepTransition | HighwayTransition):
         first = level.pre_sizes[0] if isinstance(level, DeepTransition) else level.hidden_size
+    else:
+        raise ConfigError(f"tie_weights: {type(level).__name__}'s embedding has no first layer to share")
     read = c.output_sizes[-1] if c.output_sizes else c.hidden_size
     if first != read:
         raise ConfigError(

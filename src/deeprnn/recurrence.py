@@ -13,6 +13,7 @@ from deeprnn.driver import checks_values, fast_path_applies, map_carry, projects
 from deeprnn.inference import Stepper, evaluate_input
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
+from deeprnn.operators.projection import Projection
 from deeprnn.operators.protocol import Carry, Transition
 
 
@@ -89,6 +90,16 @@ class Recurrence(nn.Module):
     def num_levels(self) -> int:
         return len(self.levels)
 
+    def token_embedding(self) -> Projection | None:
+        """The embedding that reads the token ids, if there is one: the input map's first layer,
+        else the first level's input projection (a level of your own may have none)."""
+        if not self.tokens:
+            return None
+        if self.input_map is not None:
+            return self.input_map.layers[0]
+        embedding = getattr(self.levels[0], "input", None)
+        return embedding if isinstance(embedding, Projection) and embedding.tokens else None
+
     def forward(
         self,
         input: torch.Tensor,
@@ -160,7 +171,9 @@ class Recurrence(nn.Module):
         ``forward``'s numbers over one step in evaluation mode (up to rounding: it may take the
         fast path), with none of its per-call work (layouts, lengths, the fast path's set-up):
         a sampler calls it once a step."""
-        if self.training and max(self.input_dropout, self.state_dropout, self.recurrent_dropout) > 0:
+        embedding = self.token_embedding()
+        types = embedding.type_dropout if embedding is not None else 0.0
+        if self.training and max(self.input_dropout, self.state_dropout, self.recurrent_dropout, types) > 0:
             raise RuntimeError("step computes the model without dropout: call .eval() first")
         return self.advance(*self._check_step(x, hx))
 

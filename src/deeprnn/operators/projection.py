@@ -26,11 +26,23 @@ class Projection(nn.Module):
         if in_size < 1 or out_size < 1:
             raise ConfigError(f"a projection needs positive sizes, got {in_size} -> {out_size}")
         self.in_size, self.out_size, self.tokens = in_size, out_size, tokens
-        self.type_dropout = 0.0
+        self._type_dropout = 0.0
         shape = (in_size, out_size) if tokens else (out_size, in_size)
         self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(out_size)) if bias else None
         nn.init.normal_(self.weight, std=0.1)
+
+    @property
+    def type_dropout(self) -> float:
+        return self._type_dropout
+
+    @type_dropout.setter
+    def type_dropout(self, p: float) -> None:
+        if p and not self.tokens:
+            raise ConfigError("dropping token types needs an embedding: this projection reads vectors")
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"the probability of dropping a token type must be in [0, 1), got {p}")
+        self._type_dropout = float(p)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """U x (+ b); written into ``out`` (x's leading shape, ``out_size``), a view whose
