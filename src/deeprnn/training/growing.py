@@ -32,7 +32,7 @@ it was in the source (the same on average); dropout in ▷ (``output_dropout``) 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from pathlib import Path
 
@@ -144,6 +144,9 @@ def _why_not_growable(model: DeepRNN, source_levels: int) -> str | None:
             return f"▷'s layers must have {kinds} units"
         if layer.out_size < model.config.hidden_size:
             return f"▷'s layers must be at least as wide as the state ({model.config.hidden_size}) they carry"
+    state, last = top.units[-1].kind, hidden.units[-1].kind if hidden.units else None
+    if model.config.tie_weights and last != state:
+        return f"tied, ▷'s last layer must have the state's units, {state}, not {last}: V cannot rescale it"
     return None
 
 
@@ -203,18 +206,25 @@ def _least_squares(old: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, 
 
 def _fit_gains(layer: Projection, kind: str, reads: str, old: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Tied weights: per unit, the gain g of ▷'s last layer, o_i = φ(g_i (x_i - m)), that makes
-    o_i most nearly h^src_i up to a constant b_i (the least variance of h^src_i - o_i over a grid
-    from half to eight times the near-identity's gain); sets the layer's first H rows to it and
-    returns b, for the softmax's bias to absorb (V b: its weight is the embedding)."""
+    o_i most nearly h^src_i up to a constant b_i (the least variance of h^src_i - o_i over a
+    grid from half to eight times the near-identity's gain, then refined); sets the layer's
+    first H rows and returns b, for the softmax's bias to absorb (V b: V is the embedding)."""
     width, centre = old.shape[1], LINEAR_REGIONS[reads][0]
     old, x = old.double(), x[:, :width].double() - centre
     phi = torch.sigmoid if kind == "sigmoid" else torch.tanh
-    best, gains = torch.full_like(old[0], float("inf")), torch.zeros_like(old[0])
-    for scale in GAIN_SCALES:
-        gain = LINEAR_REGIONS[kind][1] * scale
-        spread = (old - phi(gain * x)).var(0)
-        better = spread < best
-        best, gains = torch.where(better, spread, best), torch.where(better, gain, gains)
+    gains = _least_spread(
+        old, x, phi, [torch.full_like(old[0], LINEAR_REGIONS[kind][1] * s) for s in GAIN_SCALES]
+    )
+    step = GAIN_SCALES[1] / GAIN_SCALES[0]  # then around each unit's best, between its grid neighbours
+    gains = _least_spread(old, x, phi, [gains * step ** (k / 20) for k in range(-20, 21)])
     layer.weight[:width, :width] = torch.diag(gains)
     layer.bias[:width] = -gains * centre
     return (old - phi(gains * x)).mean(0).float()
+
+
+def _least_spread(
+    old: torch.Tensor, x: torch.Tensor, phi: Callable, candidates: list[torch.Tensor]
+) -> torch.Tensor:
+    """Per unit, the candidate gain g with the least variance of h^src - φ(g x)."""
+    spreads = torch.stack([(old - phi(gain * x)).var(0) for gain in candidates])
+    return torch.stack(candidates).gather(0, spreads.argmin(0, keepdim=True))[0]
