@@ -306,10 +306,10 @@ def test_the_grown_deep_output_predicts_nearly_as_its_source_did(tmp_path, state
     ("state", "sizes"), [("sigmoid", (HIDDEN,)), ("tanh", (HIDDEN,)), ("sigmoid", (HIDDEN + 2, HIDDEN))]
 )
 def test_a_tied_deep_output_takes_the_fit_in_its_last_layer_and_keeps_the_mean_logits(tmp_path, state, sizes):
-    """Tied, V is the embedding and stays the source's: ▷'s last layer has per-unit gains, each
-    no worse than the near-identity's, and the bias absorbs the mean of h^src - o, so that the
-    mean logits over the fit's steps are the source's; it predicts nearly as the source did (▷'s
-    units those of the state, whose range the tied V cannot rescale)."""
+    """Tied, V is the embedding and stays the source's: ▷'s last layer has a gain and a centre
+    per unit, as good as a finer search's, and the bias absorbs the mean of h^src - o, so that
+    the mean logits over the fit's steps are the source's; it predicts nearly as the source did
+    (▷'s units those of the state, whose range the tied V cannot rescale)."""
     tied = dict(transition_units=state, output_units=state, tie_weights=True)
     source = trained_run(tmp_path, config(1, **tied))
     pieces = segments()
@@ -321,16 +321,19 @@ def test_a_tied_deep_output_takes_the_fit_in_its_last_layer_and_keeps_the_mean_l
     _, got = states(grown, pieces)
     torch.testing.assert_close(got.mean(0), wanted.mean(0), rtol=0, atol=1e-4)
     last = grown.output.hidden.layers[-1]
-    gains = torch.diagonal(last.weight.detach())
+    gains = torch.diagonal(last.weight.detach()).double()
     padding = torch.zeros(HIDDEN, last.in_size - HIDDEN)
-    assert torch.equal(last.weight.detach(), torch.cat([torch.diag(gains), padding], 1))
-    torch.testing.assert_close(last.bias.detach(), -gains * CENTRE[state])
+    assert torch.equal(last.weight.detach(), torch.cat([torch.diag(gains.float()), padding], 1))
+    centres = -last.bias.detach().double() / gains
     x = h if len(sizes) == 1 else torch.sigmoid(4 * (h - 0.5))  # what the last layer reads
+    h, x = h.double(), x.double()
     phi = torch.sigmoid if state == "sigmoid" else torch.tanh
-    fine = torch.linspace(0.25, 40, 4000, dtype=torch.float64)  # an independent, finer search
+    middle, half = CENTRE[state], 0.5 if len(sizes) > 1 or state == "sigmoid" else 1.0
+    g = torch.linspace(0.25, 40, 400, dtype=torch.float64)[:, None, None]  # an independent, finer search
+    m = torch.linspace(middle - 0.8 * half, middle + 0.8 * half, 161, dtype=torch.float64)[None, :, None]
     for j in range(HIDDEN):
-        spread = (h[:, j, None].double() - phi(fine * (x[:, j, None].double() - CENTRE[state]))).var(0)
-        chosen = (h[:, j].double() - phi(gains[j].double() * (x[:, j].double() - CENTRE[state]))).var()
+        spread = (h[None, None, :, j] - phi(g * (x[None, None, :, j] - m))).var(-1)
+        chosen = (h[:, j] - phi(gains[j] * (x[:, j] - centres[j]))).var()
         assert chosen <= spread.min() * 1.01 + 1e-9, j
     paper = DeepRNN(config(1, output_sizes=sizes, **tied))
     builder.load_pretrained(paper, tmp_path, "recurrence")

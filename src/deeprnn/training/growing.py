@@ -20,8 +20,8 @@ to the curvature of φ over the states' range. It counts as pretrained (``pretra
 its new columns too.
 
 With tied weights (a deep ▷ only) V is the input embedding, which must stay as it is: ▷'s last
-layer takes the fit instead, a gain per unit, o_i = φ(g_i (x_i - m)), the one that brings o_i
-nearest to h^src_i up to a constant b_i, and c' = c + V b. That needs ▷'s units to span the
+layer takes the fit instead, a gain and a centre per unit, o_i = φ(g_i (x_i - m_i)), those that
+bring o_i nearest to h^src_i up to a constant b_i, and c' = c + V b. That needs ▷'s units to span the
 state's range (sigmoid on sigmoid states, as in the paper's models).
 
 In training mode, dropout differs: on a stack's top states, V b is no longer dropped with them as
@@ -49,10 +49,12 @@ from deeprnn.training.ranges import UNCHECKED_ON_INIT
 # them), and the gain α = 1 / φ'(0) that gives φ(α (x - m)) a slope of 1 at x = m. A sigmoid
 # level reading a sigmoid level keeps states near 0 or 1 near them (so dropout on the new level's
 # states removes what it removed before) and bends those in between a little: on PTB characters
-# the grown stack scores within 0.01 nats of its source.
-LINEAR_REGIONS = {"sigmoid": (0.5, 4.0), "tanh": (0.0, 1.0)}
+# the grown stack scores within 0.01 nats of its source. Last, half the width of the range.
+LINEAR_REGIONS = {"sigmoid": (0.5, 4.0, 0.5), "tanh": (0.0, 1.0, 1.0)}
 FIT_SEGMENTS = 8  # training segments whose states the least-squares fit reads
-GAIN_SCALES = torch.logspace(-1, 3, 81, base=2.0).tolist()  # the tied fit's grid: 1/2 to 8 times α
+# The tied fit's grid: gains from 1/2 to 8 times α, centres m ± 0.6 of the half-width read.
+GAIN_SCALES = torch.logspace(-1, 3, 41, base=2.0).tolist()
+CENTRE_SHIFTS = torch.linspace(-0.6, 0.6, 13).tolist()
 
 
 def grow(
@@ -205,26 +207,30 @@ def _least_squares(old: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def _fit_gains(layer: Projection, kind: str, reads: str, old: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Tied weights: per unit, the gain g of ▷'s last layer, o_i = φ(g_i (x_i - m)), that makes
-    o_i most nearly h^src_i up to a constant b_i (the least variance of h^src_i - o_i over a
-    grid from half to eight times the near-identity's gain, then refined); sets the layer's
-    first H rows and returns b, for the softmax's bias to absorb (V b: V is the embedding)."""
-    width, centre = old.shape[1], LINEAR_REGIONS[reads][0]
-    old, x = old.double(), x[:, :width].double() - centre
+    """Tied weights: per unit, the gain and centre of ▷'s last layer, o_i = φ(g_i (x_i - m_i)),
+    that make o_i most nearly h^src_i up to a constant b_i (the least variance of h^src_i - o_i,
+    over a grid, then refined between its points); sets the layer's first H rows and returns b,
+    for the softmax's bias to absorb (V b: V is the embedding)."""
+    width = old.shape[1]
+    old, x = old.double(), x[:, :width].double()
     phi = torch.sigmoid if kind == "sigmoid" else torch.tanh
-    gains = _least_spread(
-        old, x, phi, [torch.full_like(old[0], LINEAR_REGIONS[kind][1] * s) for s in GAIN_SCALES]
-    )
-    step = GAIN_SCALES[1] / GAIN_SCALES[0]  # then around each unit's best, between its grid neighbours
-    gains = _least_spread(old, x, phi, [gains * step ** (k / 20) for k in range(-20, 21)])
-    layer.weight[:width, :width] = torch.diag(gains)
-    layer.bias[:width] = -gains * centre
-    return (old - phi(gains * x)).mean(0).float()
+    gain, (middle, _, half) = LINEAR_REGIONS[kind][1], LINEAR_REGIONS[reads]
+    ones = torch.ones_like(old[0])
+    grid = [(gain * g * ones, (middle + half * m) * ones) for g in GAIN_SCALES for m in CENTRE_SHIFTS]
+    g, m = _least_spread(old, x, phi, grid)
+    g_step, m_step = GAIN_SCALES[1] / GAIN_SCALES[0], half * (CENTRE_SHIFTS[1] - CENTRE_SHIFTS[0])
+    fine = [(g * g_step ** (i / 5), m + m_step * j / 5) for i in range(-5, 6) for j in range(-5, 6)]
+    g, m = _least_spread(old, x, phi, fine)
+    layer.weight[:width, :width] = torch.diag(g)
+    layer.bias[:width] = -g * m
+    return (old - phi(g * (x - m))).mean(0).float()
 
 
 def _least_spread(
-    old: torch.Tensor, x: torch.Tensor, phi: Callable, candidates: list[torch.Tensor]
-) -> torch.Tensor:
-    """Per unit, the candidate gain g with the least variance of h^src - φ(g x)."""
-    spreads = torch.stack([(old - phi(gain * x)).var(0) for gain in candidates])
-    return torch.stack(candidates).gather(0, spreads.argmin(0, keepdim=True))[0]
+    old: torch.Tensor, x: torch.Tensor, phi: Callable, candidates: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit, the candidate (g, m) with the least variance of h^src - φ(g (x - m))."""
+    spreads = torch.stack([(old - phi(g * (x - m))).var(0) for g, m in candidates])
+    best = spreads.argmin(0, keepdim=True)
+    gains, centres = (torch.stack(part) for part in zip(*candidates, strict=True))
+    return gains.gather(0, best)[0], centres.gather(0, best)[0]
