@@ -85,7 +85,8 @@ def grow(
         h, x = _fit_pairs(source, grown, segments, where)
         old = source.output.logits
         if model.config.tie_weights:  # V' is the embedding: ▷'s last layer takes the fit instead
-            b = _fit_gains(output.hidden.layers[-1], output.hidden.units[-1].kind, last_reads, h, x)
+            kind = output.hidden.units[-1].kind
+            b = _fit_gains_and_centres(output.hidden.layers[-1], kind, last_reads, h, x)
         else:
             last = output.hidden.units[-1](output.hidden.layers[-1](x)) if output.hidden.layers else x
             a, b = _least_squares(h, last)
@@ -206,7 +207,9 @@ def _least_squares(old: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, 
     return a.float(), (old_mean - a * new_mean).float()
 
 
-def _fit_gains(layer: Projection, kind: str, reads: str, old: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _fit_gains_and_centres(
+    layer: Projection, kind: str, reads: str, old: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
     """Tied weights: per unit, the gain and centre of ▷'s last layer, o_i = φ(g_i (x_i - m_i)),
     that make o_i most nearly h^src_i up to a constant b_i (the least variance of h^src_i - o_i,
     over a grid, then refined between its points); sets the layer's first H rows and returns b,
