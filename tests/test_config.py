@@ -1,5 +1,6 @@
 """A run's configuration: the settings and their checks, the defaults, the committed recipe of each
-experiment, a TOML file, --set and a [finetune] stage, in their order of precedence."""
+experiment, a TOML file, --set, a [finetune] stage and a [pretraining] source, in their order of
+precedence."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from deeprnn.data import MusicCorpus
 from deeprnn.errors import ConfigError
 from deeprnn.models import DeepRNN, ModelConfig
 from deeprnn.training import builder
+from deeprnn.training import config as config_module
 from deeprnn.training.config import (
     TrainConfig,
     apply,
@@ -21,6 +23,8 @@ from deeprnn.training.config import (
     limit_reached,
     limits_passed,
     parse_sets,
+    pretraining_config,
+    pretraining_table,
     read_toml,
     resolve,
     with_limits,
@@ -166,6 +170,34 @@ def test_a_finetune_table_is_a_second_stage_over_every_other_setting(tmp_path):
     for read in (lambda: finetune_table("rnn", "jsb", str(path)), lambda: resolve("rnn", "jsb", str(path))):
         with pytest.raises(ValueError, match="without init_from"):
             read()
+
+
+def test_a_pretraining_table_sets_the_source_run_over_its_own_config_and_sets(tmp_path, monkeypatch):
+    """[pretraining] of the sRNN: the RNN it starts from, at the sRNN's width, keeps the RNN's
+    committed recipe but for the table's settings, which win over --set; the sRNN's own config
+    does not see them."""
+    committed = config_module.paper_config_file
+    own = tmp_path / "srnn.toml"
+    own.write_text(committed("srnn", "jsb").read_text() + "\n[pretraining]\nlr = 0.25\nstate_dropout = 0.1\n")
+    monkeypatch.setattr(
+        config_module, "paper_config_file", lambda m, d: own if (m, d) == ("srnn", "jsb") else committed(m, d)
+    )
+    source = pretraining_config("srnn", "rnn", "jsb", 400, ["lr=1.5", "seed=3"])
+    plain = resolve("rnn", "jsb", sets=["lr=1.5", "seed=3", "hidden_size=400"])
+    assert (source.lr, source.architecture["state_dropout"], source.seed) == (0.25, 0.1, 3)
+    assert dataclasses.replace(source, lr=plain.lr, architecture=plain.architecture) == plain
+    assert plain.architecture["state_dropout"] != 0.1 and plain.architecture["hidden_size"] == 400
+    srnn = resolve("srnn", "jsb")
+    assert srnn.lr != 0.25 and srnn.architecture.get("state_dropout") != 0.1
+    wide = resolve("rnn", "jsb", sets=["hidden_size=400"])
+    assert pretraining_config("dts-rnn", "rnn", "jsb", 400, []) == wide  # no table
+    own.write_text("[pretraining]\nhidden_size = 300\n")
+    for read in (lambda: pretraining_table("srnn", "jsb"), lambda: resolve("srnn", "jsb")):
+        with pytest.raises(ValueError, match=r"\[pretraining\] of srnn on jsb .* without init_from, hidden"):
+            read()
+    own.write_text("[pretraining]\nlearning_rate = 1.0\n")
+    with pytest.raises(ValueError, match=r"\[pretraining\] of srnn on jsb: unknown setting\(s\) learning"):
+        pretraining_config("srnn", "rnn", "jsb", 400, [])
 
 
 def test_each_length_limit_is_reached_at_its_value_and_zero_is_no_limit():

@@ -72,17 +72,28 @@ def test_reproduce_writes_the_table_and_skips_finished_runs(tmp_path, data_root,
     assert {r["model"]: r["updates"] for r in table["rows"]} == {"dts-rnn": 9, "dots-rnn": 9}
 
 
-def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root):
+def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypatch):
     """The paper's JSB RNN has 200 units, its sRNN 400: the sRNN is pretrained from a 400-unit RNN
-    trained for it, unless pretraining is turned off."""
+    trained for it, with the RNN's recipe under the sRNN's [pretraining] table, unless pretraining
+    is turned off."""
+    committed = config.paper_config_file
+    own = tmp_path / "srnn.toml"
+    own.write_text(committed("srnn", "jsb").read_text() + "\n[pretraining]\nstate_dropout = 0.1\n")
+    monkeypatch.setattr(
+        config, "paper_config_file", lambda m, d: own if (m, d) == ("srnn", "jsb") else committed(m, d)
+    )
     tiny = ["max_updates=2", "eval_every=2", "batch_size=16", "eval_batch_size=64", "device=cpu"]
     argv = ["reproduce", "music", "--models", "srnn", "--data", "jsb", "--data-dir", str(data_root)]
     for s in tiny:
         argv += ["--set", s]
     assert main([*argv, "--out", str(tmp_path / "paper")]) == 0
     widened = tmp_path / "paper" / "runs" / "jsb" / "rnn-400"
-    config = json.loads((widened / "config.json").read_text())
-    assert (config["model"], config["architecture"]["hidden_size"], config["max_updates"]) == ("rnn", 400, 2)
+    settings = json.loads((widened / "config.json").read_text())
+    shape = settings["model"], settings["architecture"]["hidden_size"], settings["max_updates"]
+    assert shape == ("rnn", 400, 2)
+    assert settings["architecture"]["state_dropout"] == 0.1  # the table's, not the RNN's 0.3
+    stacked = json.loads((widened.parent / "srnn" / "config.json").read_text())
+    assert stacked["architecture"]["state_dropout"] == 0.3
     assert not (tmp_path / "paper" / "runs" / "jsb" / "rnn").exists()
     rows = json.loads((tmp_path / "paper" / "music.json").read_text())["rows"]
     assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", str(widened))]
@@ -91,6 +102,20 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root):
     rows = json.loads((tmp_path / "scratch" / "music.json").read_text())["rows"]
     assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", None)]
     assert not (tmp_path / "scratch" / "runs" / "jsb" / "rnn-400").exists()
+
+
+def test_a_pretraining_table_needs_a_source_of_the_models_own(tmp_path, data_root, monkeypatch):
+    """Where the sRNN is as wide as the RNN, it starts from the RNN's row: a [pretraining] table
+    has no run to set, and reproduce says so before it trains anything."""
+    committed = config.paper_config_file
+    own = tmp_path / "srnn.toml"
+    own.write_text(committed("srnn", "jsb").read_text() + "\n[pretraining]\nlr = 0.5\n")
+    monkeypatch.setattr(
+        config, "paper_config_file", lambda m, d: own if (m, d) == ("srnn", "jsb") else committed(m, d)
+    )
+    with pytest.raises(ValueError, match=r"\[pretraining\] of srnn on jsb: its source is the rnn row itself"):
+        reproduce.reproduce("music", tmp_path / "out", models=["srnn"], datas=["jsb"], sets=["hidden_size=9"])
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_the_pretraining_copies_what_the_models_config_says(tmp_path, data_root, monkeypatch):

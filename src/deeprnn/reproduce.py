@@ -9,7 +9,8 @@ pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the
 Where the paper's RNN and sRNN differ in width (Nottingham and PTB characters: 600 units
 against 400; JSB and PTB words: 200 against 400), the sRNN starts instead from an RNN of its
 own width, trained for it with the RNN's recipe in ``OUT/runs/<data>/rnn-<width>``, as the
-paper must have done. ``pretraining=False`` (``--no-pretraining``) starts both from scratch.
+paper must have done (the sRNN's ``[pretraining]`` table, if any, over that recipe).
+``pretraining=False`` (``--no-pretraining``) starts both from scratch.
 A config with a ``[finetune]`` table (deeprnn.training.config) has a second stage, trained from
 the first once it has finished, in ``OUT/runs/<data>/<model>-finetune``; the table's row is then
 the second stage's, its seconds, epochs and updates those of both. Pretraining always starts from
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deeprnn.errors import UserError
+from deeprnn.errors import ConfigError, UserError
 from deeprnn.io import write_atomic, write_json, write_text
 from deeprnn.names import TABLES, file_name
 from deeprnn.presets import preset
@@ -35,6 +36,8 @@ from deeprnn.training.config import (
     finetune_table,
     limit_reached,
     parse_sets,
+    pretraining_config,
+    pretraining_table,
     resolve,
     with_limits,
 )
@@ -104,13 +107,16 @@ def run_cell(
     if source and not started(folder):
         width = hidden_size(model, data, sets)
         if hidden_size(source, data, sets) == width:
+            if pretraining_table(model, data) is not None:
+                raise ConfigError(
+                    f"[pretraining] of {model} on {data}: its source is the {source} row itself, "
+                    f"as wide as it ({width} units), so there is no run of its own to set"
+                )
             if (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
                 extra.append(f"init_from={run_dir(out, data, source)}")
         else:  # a source of the model's own width, trained for it
             widened = run_dir(out, data, f"{source}-{width}")
-            train_folder(
-                widened, resolve(source, data, sets=[*sets, f"hidden_size={width}"]), data_dir, sets, log
-            )
+            train_folder(widened, pretraining_config(model, source, data, width, sets), data_dir, sets, log)
             extra.append(f"init_from={widened}")
     result = train_folder(folder, resolve(model, data, sets=extra), data_dir, sets, log)
     table = finetune_table(model, data)

@@ -10,6 +10,11 @@ recurrence (⊕, by ``init_from``; ▷ afresh), or its whole model with ``init_p
 the schedule, averaging and patience begun afresh. They override every other source, ``--set``
 included. ``deeprnn reproduce`` trains that stage after the first; ``resolve(...,
 finetune=True)`` gives its configuration.
+
+A model's TOML file may also hold a ``[pretraining]`` table: the settings of the run it is
+pretrained from, where ``deeprnn reproduce`` trains one for it at its own width (an sRNN's RNN),
+over that run's own config and ``--set`` (``pretraining_config``). It pins the recipe of a model's
+source to the one its row was made from, when the source model's own config moves on.
 """
 
 from __future__ import annotations
@@ -165,8 +170,11 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     return TrainConfig(**current)
 
 
-# The TOML table of a second, fine-tuning stage (see the module docstring).
+# The TOML tables of a second, fine-tuning stage and of a source trained for the model's width
+# (see the module docstring), each with the settings it may not hold.
 FINETUNE = "finetune"
+PRETRAINING = "pretraining"
+FIXED_IN = {FINETUNE: ("init_from",), PRETRAINING: ("init_from", "hidden_size", "model", "data")}
 
 # Settings that bound a run's length: a resumed run may change them (to extend or cut it).
 LIMITS = ("epochs", "max_updates", "time_budget_s")
@@ -259,7 +267,8 @@ def resolve(
     model = model or overrides.get("model") or from_file.get("model") or TrainConfig.model
     data = data or overrides.get("data") or from_file.get("data") or TrainConfig.data
     values = _file_values(model, data, from_file)
-    stage = _checked_stage(values.pop(FINETUNE, None), model, data)
+    stage = _checked_table(FINETUNE, values.pop(FINETUNE, None), model, data)
+    _checked_table(PRETRAINING, values.pop(PRETRAINING, None), model, data)
     values.update(overrides)
     values.update(model=model, data=data)
     config = apply(values)
@@ -267,17 +276,36 @@ def resolve(
         return config
     if stage is None:
         raise ConfigError(f"{model} on {data} has no [{FINETUNE}] table: there is no second stage to train")
-    try:
-        return apply(stage, config)
-    except ConfigError as error:
-        raise ConfigError(f"[{FINETUNE}] of {model} on {data}: {error}") from None
+    return _over(FINETUNE, stage, config, model, data)
 
 
 def finetune_table(model: str, data: str, config_file: str | None = None) -> dict | None:
     """The ``[finetune]`` table of the run's TOML files (``config_file`` over the committed one),
     or None when it has no second stage."""
     values = _file_values(model, data, read_toml(config_file) if config_file else {})
-    return _checked_stage(values.get(FINETUNE), model, data)
+    return _checked_table(FINETUNE, values.get(FINETUNE), model, data)
+
+
+def pretraining_table(model: str, data: str) -> dict | None:
+    """The ``[pretraining]`` table of ``model``'s committed config on ``data``, or None."""
+    return _checked_table(PRETRAINING, _file_values(model, data, {}).get(PRETRAINING), model, data)
+
+
+def pretraining_config(model: str, source: str, data: str, width: int, sets: list[str]) -> TrainConfig:
+    """The config of the ``source`` run (an RNN) that ``model`` (an sRNN) is pretrained from,
+    trained for it ``width`` units wide: ``source``'s own under ``sets``, with ``model``'s
+    ``[pretraining]`` table over both."""
+    config = resolve(source, data, sets=[*sets, f"hidden_size={width}"])
+    table = pretraining_table(model, data)
+    return config if table is None else _over(PRETRAINING, table, config, model, data)
+
+
+def _over(name: str, table: dict, config: TrainConfig, model: str, data: str) -> TrainConfig:
+    """``config`` with the settings of ``model``'s table ``name`` applied over it."""
+    try:
+        return apply(table, config)
+    except ConfigError as error:
+        raise ConfigError(f"[{name}] of {model} on {data}: {error}") from None
 
 
 def _file_values(model: str, data: str, from_file: dict) -> dict:
@@ -298,10 +326,12 @@ def _flat(values: dict) -> dict:
     return {**table, **rest}
 
 
-def _checked_stage(table: Any, model: str, data: str) -> dict | None:
-    if table is not None and (not isinstance(table, dict) or "init_from" in table):
+def _checked_table(name: str, table: Any, model: str, data: str) -> dict | None:
+    fixed = FIXED_IN[name]
+    if table is not None and (not isinstance(table, dict) or not table.keys().isdisjoint(fixed)):
+        why = "the stage starts from the first one" if name == FINETUNE else "reproduce sets them"
         raise ConfigError(
-            f"[{FINETUNE}] of {model} on {data} must be a table of settings, without init_from "
-            f"(the stage starts from the first one); got {table!r}"
+            f"[{name}] of {model} on {data} must be a table of settings, without {', '.join(fixed)} "
+            f"({why}); got {table!r}"
         )
     return table
