@@ -191,13 +191,44 @@ def test_a_pretraining_table_sets_the_source_run_over_its_own_config_and_sets(tm
     assert srnn.lr != 0.25 and srnn.architecture.get("state_dropout") != 0.1
     wide = resolve("rnn", "jsb", sets=["hidden_size=400"])
     assert pretraining_config("dts-rnn", "rnn", "jsb", 400, []) == wide  # no table
-    own.write_text("[pretraining]\nhidden_size = 300\n")
-    for read in (lambda: pretraining_table("srnn", "jsb"), lambda: resolve("srnn", "jsb")):
-        with pytest.raises(ValueError, match=r"\[pretraining\] of srnn on jsb .* without init_from, hidden"):
-            read()
+    for fixed in [
+        "hidden_size = 300",
+        "[pretraining.architecture]\nhidden_size = 300",
+        'model = "dts-rnn"',
+        'data = "nottingham"',
+        'init_from = "runs/x"',
+    ]:
+        own.write_text(f"[pretraining]\n{fixed}\n")
+        for read in (lambda: pretraining_table("srnn", "jsb"), lambda: resolve("srnn", "jsb")):
+            with pytest.raises(
+                ValueError, match=r"\[pretraining\] of srnn on jsb .* without init_from, hidden"
+            ):
+                read()
     own.write_text("[pretraining]\nlearning_rate = 1.0\n")
     with pytest.raises(ValueError, match=r"\[pretraining\] of srnn on jsb: unknown setting\(s\) learning"):
         pretraining_config("srnn", "rnn", "jsb", 400, [])
+
+
+def test_deeprnn_train_says_which_tables_it_leaves_to_reproduce(tmp_path, monkeypatch, capsys):
+    """deeprnn train trains one run: it names a config's [finetune] and [pretraining] tables, which
+    only deeprnn reproduce trains, and passes on the config without them."""
+    import deeprnn.training.trainer as trainer
+
+    seen = []
+
+    def record(config, out, **_):
+        seen.append(config)
+        return {"metric": "ppl", "valid_ppl": 1.0, "test_ppl": 1.0}
+
+    monkeypatch.setattr(trainer, "train", record)
+    path = tmp_path / "srnn.toml"
+    path.write_text("[finetune]\nlr = 0.5\n\n[pretraining]\nlr = 0.25\n")
+    assert main(["train", "--model", "srnn", "--data", "jsb", "--config", str(path), "--out", "RUN"]) == 0
+    err = capsys.readouterr().err
+    assert "has a [finetune] stage" in err and "has a [pretraining] table" in err
+    assert seen == [resolve("srnn", "jsb")]  # neither table's lr
+    assert main(["train", "--model", "srnn", "--data", "jsb", "--out", "RUN"]) == 0
+    assert "[pretraining]" not in capsys.readouterr().err  # the committed JSB sRNN has none
 
 
 def test_each_length_limit_is_reached_at_its_value_and_zero_is_no_limit():

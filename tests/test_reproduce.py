@@ -74,15 +74,16 @@ def test_reproduce_writes_the_table_and_skips_finished_runs(tmp_path, data_root,
 
 def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypatch):
     """The paper's JSB RNN has 200 units, its sRNN 400: the sRNN is pretrained from a 400-unit RNN
-    trained for it, with the RNN's recipe under the sRNN's [pretraining] table, unless pretraining
-    is turned off."""
+    trained for it, with the RNN's recipe under the sRNN's [pretraining] table, whose settings win
+    over --set (its length limits too, when the table is rerun), unless pretraining is turned off."""
     committed = config.paper_config_file
     own = tmp_path / "srnn.toml"
-    own.write_text(committed("srnn", "jsb").read_text() + "\n[pretraining]\nstate_dropout = 0.1\n")
+    table = "\n[pretraining]\nstate_dropout = 0.1\nmax_updates = 2\n"
+    own.write_text(committed("srnn", "jsb").read_text() + table)
     monkeypatch.setattr(
         config, "paper_config_file", lambda m, d: own if (m, d) == ("srnn", "jsb") else committed(m, d)
     )
-    tiny = ["max_updates=2", "eval_every=2", "batch_size=16", "eval_batch_size=64", "device=cpu"]
+    tiny = ["max_updates=3", "eval_every=2", "batch_size=16", "eval_batch_size=64", "device=cpu"]
     argv = ["reproduce", "music", "--models", "srnn", "--data", "jsb", "--data-dir", str(data_root)]
     for s in tiny:
         argv += ["--set", s]
@@ -90,13 +91,15 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypat
     widened = tmp_path / "paper" / "runs" / "jsb" / "rnn-400"
     settings = json.loads((widened / "config.json").read_text())
     shape = settings["model"], settings["architecture"]["hidden_size"], settings["max_updates"]
-    assert shape == ("rnn", 400, 2)
+    assert shape == ("rnn", 400, 2)  # the table's limit, not --set's 3
     assert settings["architecture"]["state_dropout"] == 0.1  # the table's, not the RNN's 0.3
     stacked = json.loads((widened.parent / "srnn" / "config.json").read_text())
-    assert stacked["architecture"]["state_dropout"] == 0.3
+    assert (stacked["architecture"]["state_dropout"], stacked["max_updates"]) == (0.3, 3)
     assert not (tmp_path / "paper" / "runs" / "jsb" / "rnn").exists()
     rows = json.loads((tmp_path / "paper" / "music.json").read_text())["rows"]
     assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", str(widened))]
+    assert main([*argv, "--out", str(tmp_path / "paper")]) == 0  # done: not carried on to --set's 3
+    assert json.loads((widened / "results.json").read_text())["updates"] == 2
 
     assert main([*argv, "--out", str(tmp_path / "scratch"), "--no-pretraining"]) == 0
     rows = json.loads((tmp_path / "scratch" / "music.json").read_text())["rows"]
@@ -104,18 +107,54 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypat
     assert not (tmp_path / "scratch" / "runs" / "jsb" / "rnn-400").exists()
 
 
-def test_a_pretraining_table_needs_a_source_of_the_models_own(tmp_path, data_root, monkeypatch):
-    """Where the sRNN is as wide as the RNN, it starts from the RNN's row: a [pretraining] table
-    has no run to set, and reproduce says so before it trains anything."""
+def test_a_pretraining_table_is_unused_where_the_rnn_is_as_wide(tmp_path, data_root, monkeypatch):
+    """Shrunk to one width by --set (a smoke test's), the sRNN starts from the RNN's row: its
+    [pretraining] table has no run to set, and reproduce says so."""
     committed = config.paper_config_file
     own = tmp_path / "srnn.toml"
     own.write_text(committed("srnn", "jsb").read_text() + "\n[pretraining]\nlr = 0.5\n")
     monkeypatch.setattr(
         config, "paper_config_file", lambda m, d: own if (m, d) == ("srnn", "jsb") else committed(m, d)
     )
-    with pytest.raises(ValueError, match=r"\[pretraining\] of srnn on jsb: its source is the rnn row itself"):
-        reproduce.reproduce("music", tmp_path / "out", models=["srnn"], datas=["jsb"], sets=["hidden_size=9"])
-    assert not (tmp_path / "out" / "runs").exists()
+    tiny = [
+        "hidden_size=9",
+        "max_updates=2",
+        "eval_every=2",
+        "batch_size=16",
+        "eval_batch_size=64",
+        "device=cpu",
+    ]
+    said = []
+    out = tmp_path / "out"
+    reproduce.reproduce(
+        "music",
+        out,
+        models=["rnn", "srnn"],
+        datas=["jsb"],
+        data_dir=str(data_root),
+        sets=tiny,
+        log=said.append,
+    )
+    assert "note: [pretraining] of srnn on jsb unused: rnn is 9 units wide too" in said
+    assert json.loads((out / "runs" / "jsb" / "srnn" / "config.json").read_text())["init_from"] == str(
+        out / "runs" / "jsb" / "rnn"
+    )
+    assert json.loads((out / "runs" / "jsb" / "rnn" / "config.json").read_text())["lr"] != 0.5
+    assert sorted(p.name for p in (out / "runs" / "jsb").iterdir()) == ["rnn", "srnn"]
+
+
+def test_each_committed_pretraining_table_has_a_run_to_set():
+    """A [pretraining] table in a committed config belongs to a model whose source reproduce
+    trains at the model's own width (else the table would never be used)."""
+    found = []
+    for path in sorted((Path(reproduce.__file__).parent / "configs").glob("*/*.toml")):
+        data, model = path.parent.name, path.stem
+        if config.read_toml(path).get(config.PRETRAINING) is None:
+            continue
+        found.append((data, model))
+        source = reproduce.PRETRAINED_FROM[model]
+        assert reproduce.hidden_size(source, data, []) != reproduce.hidden_size(model, data, [])
+    assert ("ptb-word", "srnn") in found
 
 
 def test_the_pretraining_copies_what_the_models_config_says(tmp_path, data_root, monkeypatch):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deeprnn.errors import ConfigError, UserError
+from deeprnn.errors import UserError
 from deeprnn.io import write_atomic, write_json, write_text
 from deeprnn.names import TABLES, file_name
 from deeprnn.presets import preset
@@ -108,23 +108,27 @@ def run_cell(
         width = hidden_size(model, data, sets)
         if hidden_size(source, data, sets) == width:
             if pretraining_table(model, data) is not None:
-                raise ConfigError(
-                    f"[pretraining] of {model} on {data}: its source is the {source} row itself, "
-                    f"as wide as it ({width} units), so there is no run of its own to set"
-                )
+                log(f"note: [pretraining] of {model} on {data} unused: {source} is {width} units wide too")
             if (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
                 extra.append(f"init_from={run_dir(out, data, source)}")
         else:  # a source of the model's own width, trained for it
             widened = run_dir(out, data, f"{source}-{width}")
-            train_folder(widened, pretraining_config(model, source, data, width, sets), data_dir, sets, log)
+            own = not_in(pretraining_table(model, data), sets)
+            train_folder(widened, pretraining_config(model, source, data, width, sets), data_dir, own, log)
             extra.append(f"init_from={widened}")
     result = train_folder(folder, resolve(model, data, sets=extra), data_dir, sets, log)
     table = finetune_table(model, data)
     if table is None:
         return result
-    own = [s for s in sets if parse_sets([s]).keys().isdisjoint(table)]  # the table's settings win
+    own = not_in(table, sets)
     config = resolve(model, data, sets=[*own, f"init_from={folder}"], finetune=True)
     return train_folder(finetune_dir(folder), config, data_dir, own, log)
+
+
+def not_in(table: dict | None, sets: list[str]) -> list[str]:
+    """The ``--set`` settings that a config's table does not set: the table's win, its length
+    limits included when a finished run is carried on."""
+    return [s for s in sets if parse_sets([s]).keys().isdisjoint(table or {})]
 
 
 def started(folder: Path) -> bool:

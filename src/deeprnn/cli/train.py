@@ -13,7 +13,7 @@ from deeprnn.training.ranges import CHOICES
 
 
 def _train(args: argparse.Namespace) -> int:
-    from deeprnn.training.config import finetune_table, parse_sets, resolve
+    from deeprnn.training.config import finetune_table, parse_sets, pretraining_table, resolve
     from deeprnn.training.trainer import train
 
     limits = None
@@ -38,6 +38,13 @@ def _train(args: argparse.Namespace) -> int:
                 f"note: the config of {config.model} on {config.data} has a [finetune] stage, which"
                 " deeprnn reproduce trains after this run; deeprnn train trains this run alone (train"
                 f" the stage with --set init_from={out} and the table's settings)",
+                file=sys.stderr,
+            )
+        if pretraining_table(config.model, config.data, args.config) is not None:
+            print(
+                f"note: the config of {config.model} on {config.data} has a [pretraining] table, the"
+                " settings of the RNN deeprnn reproduce trains first to start it from; deeprnn train"
+                " trains this run alone (from the run you give as --set init_from=RUN, if any)",
                 file=sys.stderr,
             )
     results = train(

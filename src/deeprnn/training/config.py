@@ -286,9 +286,11 @@ def finetune_table(model: str, data: str, config_file: str | None = None) -> dic
     return _checked_table(FINETUNE, values.get(FINETUNE), model, data)
 
 
-def pretraining_table(model: str, data: str) -> dict | None:
-    """The ``[pretraining]`` table of ``model``'s committed config on ``data``, or None."""
-    return _checked_table(PRETRAINING, _file_values(model, data, {}).get(PRETRAINING), model, data)
+def pretraining_table(model: str, data: str, config_file: str | None = None) -> dict | None:
+    """The ``[pretraining]`` table of the run's TOML files (``config_file`` over the committed
+    one), or None."""
+    values = _file_values(model, data, read_toml(config_file) if config_file else {})
+    return _checked_table(PRETRAINING, values.get(PRETRAINING), model, data)
 
 
 def pretraining_config(model: str, source: str, data: str, width: int, sets: list[str]) -> TrainConfig:
@@ -328,8 +330,11 @@ def _flat(values: dict) -> dict:
 
 def _checked_table(name: str, table: Any, model: str, data: str) -> dict | None:
     fixed = FIXED_IN[name]
-    if table is not None and (not isinstance(table, dict) or not table.keys().isdisjoint(fixed)):
-        why = "the stage starts from the first one" if name == FINETUNE else "reproduce sets them"
+    if table is not None and (not isinstance(table, dict) or not _flat(table).keys().isdisjoint(fixed)):
+        why = {
+            FINETUNE: "the stage starts from the first one",
+            PRETRAINING: "the source run is the RNN reproduce trains at the model's width",
+        }[name]
         raise ConfigError(
             f"[{name}] of {model} on {data} must be a table of settings, without {', '.join(fixed)} "
             f"({why}); got {table!r}"
