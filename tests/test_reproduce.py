@@ -107,9 +107,9 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypat
     assert not (tmp_path / "scratch" / "runs" / "jsb" / "rnn-400").exists()
 
 
-def test_a_pretraining_table_is_unused_where_the_rnn_is_as_wide(tmp_path, data_root, monkeypatch):
-    """Shrunk to one width by --set (a smoke test's), the sRNN starts from the RNN's row: its
-    [pretraining] table has no run to set, and reproduce says so."""
+def test_a_pretraining_table_trains_a_source_for_the_model_at_any_width(tmp_path, data_root, monkeypatch):
+    """With a [pretraining] table the sRNN starts from an RNN trained for it under the table, even
+    where the RNN's row is as wide (here both shrunk by --set), not from that row."""
     committed = config.paper_config_file
     own = tmp_path / "srnn.toml"
     own.write_text(committed("srnn", "jsb").read_text() + "\n[pretraining]\nlr = 0.5\n")
@@ -124,36 +124,25 @@ def test_a_pretraining_table_is_unused_where_the_rnn_is_as_wide(tmp_path, data_r
         "eval_batch_size=64",
         "device=cpu",
     ]
-    said = []
     out = tmp_path / "out"
     reproduce.reproduce(
-        "music",
-        out,
-        models=["rnn", "srnn"],
-        datas=["jsb"],
-        data_dir=str(data_root),
-        sets=tiny,
-        log=said.append,
+        "music", out, models=["rnn", "srnn"], datas=["jsb"], data_dir=str(data_root), sets=tiny
     )
-    assert "note: [pretraining] of srnn on jsb unused: rnn is 9 units wide too" in said
-    assert json.loads((out / "runs" / "jsb" / "srnn" / "config.json").read_text())["init_from"] == str(
-        out / "runs" / "jsb" / "rnn"
-    )
-    assert json.loads((out / "runs" / "jsb" / "rnn" / "config.json").read_text())["lr"] != 0.5
-    assert sorted(p.name for p in (out / "runs" / "jsb").iterdir()) == ["rnn", "srnn"]
+    runs = out / "runs" / "jsb"
+    assert sorted(p.name for p in runs.iterdir()) == ["rnn", "rnn-9", "srnn"]
+    assert json.loads((runs / "srnn" / "config.json").read_text())["init_from"] == str(runs / "rnn-9")
+    rates = {name: json.loads((runs / name / "config.json").read_text())["lr"] for name in ("rnn", "rnn-9")}
+    assert rates["rnn-9"] == 0.5 != rates["rnn"]
 
 
-def test_each_committed_pretraining_table_has_a_run_to_set():
-    """A [pretraining] table in a committed config belongs to a model whose source reproduce
-    trains at the model's own width (else the table would never be used)."""
+def test_each_committed_pretraining_table_belongs_to_a_pretrained_model():
+    """A [pretraining] table in a committed config sets a source that reproduce trains (else it
+    would never be used)."""
     found = []
     for path in sorted((Path(reproduce.__file__).parent / "configs").glob("*/*.toml")):
-        data, model = path.parent.name, path.stem
-        if config.read_toml(path).get(config.PRETRAINING) is None:
-            continue
-        found.append((data, model))
-        source = reproduce.PRETRAINED_FROM[model]
-        assert reproduce.hidden_size(source, data, []) != reproduce.hidden_size(model, data, [])
+        if config.read_toml(path).get(config.PRETRAINING) is not None:
+            found.append((path.parent.name, path.stem))
+    assert found and all(model in reproduce.PRETRAINED_FROM for _, model in found)
     assert ("ptb-word", "srnn") in found
 
 

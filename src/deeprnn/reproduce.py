@@ -9,7 +9,9 @@ pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the
 Where the paper's RNN and sRNN differ in width (Nottingham and PTB characters: 600 units
 against 400; JSB and PTB words: 200 against 400), the sRNN starts instead from an RNN of its
 own width, trained for it with the RNN's recipe in ``OUT/runs/<data>/rnn-<width>``, as the
-paper must have done (the sRNN's ``[pretraining]`` table, if any, over that recipe).
+paper must have done. A model whose config has a ``[pretraining]`` table starts from a source
+trained for it so, at any width, under the table's settings: the row keeps the source it was
+made from when the source's own config moves on.
 ``pretraining=False`` (``--no-pretraining``) starts both from scratch.
 A config with a ``[finetune]`` table (deeprnn.training.config) has a second stage, trained from
 the first once it has finished, in ``OUT/runs/<data>/<model>-finetune``; the table's row is then
@@ -105,17 +107,15 @@ def run_cell(
     extra = list(sets)
     source = PRETRAINED_FROM.get(model) if pretraining else None
     if source and not started(folder):
-        width = hidden_size(model, data, sets)
-        if hidden_size(source, data, sets) == width:
-            if pretraining_table(model, data) is not None:
-                log(f"note: [pretraining] of {model} on {data} unused: {source} is {width} units wide too")
+        width, table = hidden_size(model, data, sets), pretraining_table(model, data)
+        if hidden_size(source, data, sets) == width and table is None:
             if (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
                 extra.append(f"init_from={run_dir(out, data, source)}")
-        else:  # a source of the model's own width, trained for it
-            widened = run_dir(out, data, f"{source}-{width}")
-            own = not_in(pretraining_table(model, data), sets)
-            train_folder(widened, pretraining_config(model, source, data, width, sets), data_dir, own, log)
-            extra.append(f"init_from={widened}")
+        else:  # a source trained for the model: of its width, under its [pretraining] table
+            own_source = run_dir(out, data, f"{source}-{width}")
+            config = pretraining_config(model, source, data, width, sets)
+            train_folder(own_source, config, data_dir, not_in(table, sets), log)
+            extra.append(f"init_from={own_source}")
     result = train_folder(folder, resolve(model, data, sets=extra), data_dir, sets, log)
     table = finetune_table(model, data)
     if table is None:

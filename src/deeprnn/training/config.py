@@ -12,9 +12,10 @@ included. ``deeprnn reproduce`` trains that stage after the first; ``resolve(...
 finetune=True)`` gives its configuration.
 
 A model's TOML file may also hold a ``[pretraining]`` table: the settings of the run it is
-pretrained from, where ``deeprnn reproduce`` trains one for it at its own width (an sRNN's RNN),
-over that run's own config and ``--set`` (``pretraining_config``). It pins the recipe of a model's
-source to the one its row was made from, when the source model's own config moves on.
+pretrained from (an sRNN's RNN, a DOT(S)-RNN's DT(S)-RNN), over that run's own config and
+``--set`` (``pretraining_config``); ``deeprnn reproduce`` then trains that source for the model
+rather than use the source's row. It pins the recipe of a model's source to the one its row was
+made from, when the source model's own config moves on.
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ def pretraining_table(model: str, data: str, config_file: str | None = None) -> 
 def pretraining_config(model: str, source: str, data: str, width: int, sets: list[str]) -> TrainConfig:
     """The config of the ``source`` run (an RNN) that ``model`` (an sRNN) is pretrained from,
     trained for it ``width`` units wide: ``source``'s own under ``sets``, with ``model``'s
-    ``[pretraining]`` table over both."""
+    ``[pretraining]`` table, if any, over both."""
     config = resolve(source, data, sets=[*sets, f"hidden_size={width}"])
     table = pretraining_table(model, data)
     return config if table is None else _over(PRETRAINING, table, config, model, data)
@@ -333,7 +334,7 @@ def _checked_table(name: str, table: Any, model: str, data: str) -> dict | None:
     if table is not None and (not isinstance(table, dict) or not _flat(table).keys().isdisjoint(fixed)):
         why = {
             FINETUNE: "the stage starts from the first one",
-            PRETRAINING: "the source run is the RNN reproduce trains at the model's width",
+            PRETRAINING: "the source is trained at the model's width",
         }[name]
         raise ConfigError(
             f"[{name}] of {model} on {data} must be a table of settings, without {', '.join(fixed)} "
