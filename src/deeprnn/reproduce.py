@@ -9,9 +9,9 @@ pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the
 Where the paper's RNN and sRNN differ in width (Nottingham and PTB characters: 600 units
 against 400; JSB and PTB words: 200 against 400), the sRNN starts instead from an RNN of its
 own width, trained for it with the RNN's recipe in ``OUT/runs/<data>/rnn-<width>``, as the
-paper must have done. A model whose config has a ``[pretraining]`` table starts from a source
-trained for it so, at any width, under the table's settings: the row keeps the source it was
-made from when the source's own config moves on.
+paper must have done. A model whose config has a ``[pretraining]`` table starts instead, at any
+width, from a source trained for it there under the table's settings: its row keeps the source
+it was made from when the source's own config moves on.
 ``pretraining=False`` (``--no-pretraining``) starts both from scratch.
 A config with a ``[finetune]`` table (deeprnn.training.config) has a second stage, trained from
 the first once it has finished, in ``OUT/runs/<data>/<model>-finetune``; the table's row is then

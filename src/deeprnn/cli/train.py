@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
         if pretraining_table(config.model, config.data, args.config) is not None:
             print(
                 f"note: the config of {config.model} on {config.data} has a [pretraining] table, the"
-                " settings of the RNN deeprnn reproduce trains first to start it from; deeprnn train"
+                " settings of the run deeprnn reproduce trains first to start it from; deeprnn train"
                 " trains this run alone (from the run you give as --set init_from=RUN, if any)",
                 file=sys.stderr,
             )
