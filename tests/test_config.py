@@ -189,6 +189,12 @@ def test_a_pretraining_table_sets_the_source_run_over_its_own_config_and_sets(tm
     assert plain.architecture["state_dropout"] != 0.1 and plain.architecture["hidden_size"] == 400
     srnn = resolve("srnn", "jsb")
     assert srnn.lr != 0.25 and srnn.architecture.get("state_dropout") != 0.1
+    own.write_text("[pretraining.architecture]\nstate_dropout = 0.1\n")  # a nested table as flat keys
+    assert pretraining_table("srnn", "jsb") == {"state_dropout": 0.1}
+    assert (
+        pretraining_config("srnn", "rnn", "jsb", 400, ["state_dropout=0.2"]).architecture["state_dropout"]
+        == 0.1
+    )
     wide = resolve("rnn", "jsb", sets=["hidden_size=400"])
     assert pretraining_config("dts-rnn", "rnn", "jsb", 400, []) == wide  # no table
     for fixed in [

@@ -340,4 +340,4 @@ def _checked_table(name: str, table: Any, model: str, data: str) -> dict | None:
             f"[{name}] of {model} on {data} must be a table of settings, without {', '.join(fixed)} "
             f"({why}); got {table!r}"
         )
-    return table
+    return None if table is None else _flat(table)  # [<name>.architecture] as plain keys
