@@ -171,11 +171,17 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     return TrainConfig(**current)
 
 
-# The TOML tables of a second, fine-tuning stage and of a source trained for the model's width
-# (see the module docstring), each with the settings it may not hold.
+# The TOML tables of a second, fine-tuning stage and of the source a model is pretrained from
+# (see the module docstring), each with the settings it may not hold, and why.
 FINETUNE = "finetune"
 PRETRAINING = "pretraining"
-FIXED_IN = {FINETUNE: ("init_from",), PRETRAINING: ("init_from", "hidden_size", "model", "data")}
+FIXED_IN = {
+    FINETUNE: (("init_from",), "the stage starts from the first one"),
+    PRETRAINING: (
+        ("init_from", "hidden_size", "model", "data"),
+        "the source is trained at the model's width",
+    ),
+}
 
 # Settings that bound a run's length: a resumed run may change them (to extend or cut it).
 LIMITS = ("epochs", "max_updates", "time_budget_s")
@@ -283,19 +289,22 @@ def resolve(
 def finetune_table(model: str, data: str, config_file: str | None = None) -> dict | None:
     """The ``[finetune]`` table of the run's TOML files (``config_file`` over the committed one),
     or None when it has no second stage."""
-    values = _file_values(model, data, read_toml(config_file) if config_file else {})
-    return _checked_table(FINETUNE, values.get(FINETUNE), model, data)
+    return _table(FINETUNE, model, data, config_file)
 
 
 def pretraining_table(model: str, data: str, config_file: str | None = None) -> dict | None:
     """The ``[pretraining]`` table of the run's TOML files (``config_file`` over the committed
     one), or None."""
+    return _table(PRETRAINING, model, data, config_file)
+
+
+def _table(name: str, model: str, data: str, config_file: str | None) -> dict | None:
     values = _file_values(model, data, read_toml(config_file) if config_file else {})
-    return _checked_table(PRETRAINING, values.get(PRETRAINING), model, data)
+    return _checked_table(name, values.get(name), model, data)
 
 
 def pretraining_config(model: str, source: str, data: str, width: int, sets: list[str]) -> TrainConfig:
-    """The config of the ``source`` run (an RNN) that ``model`` (an sRNN) is pretrained from,
+    """The config of the ``source`` run that ``model`` is pretrained from (an sRNN's RNN),
     trained for it ``width`` units wide: ``source``'s own under ``sets``, with ``model``'s
     ``[pretraining]`` table, if any, over both."""
     config = resolve(source, data, sets=[*sets, f"hidden_size={width}"])
@@ -330,12 +339,8 @@ def _flat(values: dict) -> dict:
 
 
 def _checked_table(name: str, table: Any, model: str, data: str) -> dict | None:
-    fixed = FIXED_IN[name]
+    fixed, why = FIXED_IN[name]
     if table is not None and (not isinstance(table, dict) or not _flat(table).keys().isdisjoint(fixed)):
-        why = {
-            FINETUNE: "the stage starts from the first one",
-            PRETRAINING: "the source is trained at the model's width",
-        }[name]
         raise ConfigError(
             f"[{name}] of {model} on {data} must be a table of settings, without {', '.join(fixed)} "
             f"({why}); got {table!r}"
