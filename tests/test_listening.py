@@ -3,6 +3,7 @@ the gallery page (checked in a real headless browser)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 import soundfile
 import torch
 
+from deeprnn import gallery, published
 from deeprnn.audio import RATE, RELEASE_SECONDS, Synthesiser, additive, find_synthesiser, render
 from deeprnn.cli import main
 from deeprnn.data import DataError, TextCorpus, load
@@ -281,18 +283,40 @@ def test_the_gallery_page_loads_in_a_browser_with_every_picture_and_sound(jsb_ru
     assert headings[0] == "jsb/rnn" and headings[1].endswith("/rnn-nade") and headings[2] == "jsb/rnn'"
 
 
-def test_the_committed_gallery_has_two_samples_of_every_jsb_and_nottingham_row(tmp_path):
-    """results/gallery/: each row of results/music.md and music-nade.md on JSB Chorales and
-    Nottingham, two samples each, every sound and picture loading in the browser."""
-    results = Path(__file__).resolve().parents[1] / "results"
-    rows = [
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _gallery_rows() -> list[str]:
+    """The rows the committed gallery shows: every row of results/music.md and music-nade.md on
+    JSB Chorales and Nottingham, by its published name."""
+    return [
         f"{row['data']}/{row['model']}"
         for table in ("music", "music-nade")
-        for row in json.loads((results / f"{table}.json").read_text())["rows"]
+        for row in json.loads((RESULTS / f"{table}.json").read_text())["rows"]
         if row["data"] in ("jsb", "nottingham")
     ]
-    sounds, pictures, headings = _open_in_browser(
-        results / "gallery" / "index.html", tmp_path / "gallery.png"
-    )
+
+
+def test_the_committed_gallery_has_two_samples_of_every_jsb_and_nottingham_row(tmp_path):
+    """results/gallery/: two samples of each row, every sound and picture loading in the browser."""
+    rows = _gallery_rows()
+    page = RESULTS / "gallery" / "index.html"
+    sounds, pictures, headings = _open_in_browser(page, tmp_path / "gallery.png")
     assert sorted(headings) == sorted(rows)
     assert len(sounds) == len(pictures) == 2 * len(rows)
+
+
+def test_the_committed_gallery_shows_the_published_weights_scores_and_settings():
+    """A row's weights republished (a recipe landed) leave its gallery section stale: each section
+    must show the scores of the weights published under its name now, and every setting their
+    metadata records (settings added to the trainer since need not be shown)."""
+    page = (RESULTS / "gallery" / "index.html").read_text(encoding="utf-8")
+    sections = {s.split("</h2>")[0]: s for s in page.split("<section><h2>")[1:]}
+    for name in _gallery_rows():
+        source = Published(name)
+        _, scores, _ = gallery._about(source)
+        section = sections[html.escape(name)]
+        assert f"<p>{html.escape(gallery._score(source, scores))}</p>" in section, name
+        shown = json.loads(html.unescape(section.split("<pre>")[-1].split("</pre>")[0]))
+        recorded = json.loads(published.metadata(name)["train_config"])
+        assert {key: shown.get(key) for key in recorded} == recorded, name
