@@ -315,7 +315,8 @@ def test_the_committed_gallery_shows_the_published_weights_scores_and_settings()
     for name in _gallery_rows():
         source = Published(name)
         _, scores, _ = gallery._about(source)
-        section = sections[html.escape(name)]
+        section = sections.get(html.escape(name))
+        assert section is not None, f"{name} has no section in results/gallery/index.html"
         assert f"<p>{html.escape(gallery._score(source, scores))}</p>" in section, name
         shown = json.loads(html.unescape(section.split("<pre>")[-1].split("</pre>")[0]))
         recorded = json.loads(published.metadata(name)["train_config"])
