@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_recipe import scripted_validation
 
 from deeprnn import DeepRNN, preset
 from deeprnn.cli import main
@@ -671,6 +672,36 @@ def test_metrics_are_complete_after_a_kill_before_their_last_write(tmp_path, rol
     assert resumed["test_nll"] == whole["test_nll"]
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "whole")
     assert not list((tmp_path / "cut").rglob("*.tmp"))
+
+
+def test_a_kill_between_writing_best_and_last_resumes_from_the_newer(tmp_path, rolls, monkeypatch):
+    """At an evaluation that improved, both checkpoints are written; killed after the first, the
+    resume starts from the newer of the two, so the best parameters it scores at the end are those
+    its records name (the second of three evaluations is the best here)."""
+    scripted_validation(monkeypatch, [5.0, 4.0, 6.0])
+    whole = trainer.train(config(rolls), tmp_path / "whole", **QUIET)
+    original, written = checkpoint.save, []
+
+    def dies_between_the_two(path, state):
+        update = state.get("resume", state)["progress"]["updates"]
+        if update == 20 and written[-1] == (update, "best.pt" if path.name == "last.pt" else "last.pt"):
+            raise _Crash
+        written.append((update, path.name))
+        return original(path, state)
+
+    scripted_validation(monkeypatch, [5.0, 4.0])
+    monkeypatch.setattr(checkpoint, "save", dies_between_the_two)
+    with pytest.raises(_Crash):
+        trainer.train(config(rolls), tmp_path / "cut", **QUIET)
+    assert written[-1][0] == 20  # killed at the second evaluation, the one that improved
+    monkeypatch.undo()
+    scripted_validation(monkeypatch, [6.0])
+    lines: list[str] = []
+    resumed = trainer.train(None, tmp_path / "cut", resume=True, log=lines.append)
+    assert resumed["best_update"] == whole["best_update"] == 20
+    assert resumed["test_nll"] == whole["test_nll"]
+    assert "resuming from" in lines[0] and "last.pt is older" in lines[0]
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "whole")
 
 
 def test_train_loss_is_continuous_across_a_resume(tmp_path, rolls, monkeypatch):

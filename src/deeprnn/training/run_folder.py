@@ -133,10 +133,11 @@ def newest_checkpoint(out: Path) -> Path | None:
 
 
 def resumable_state(out: Path, log: Log = print) -> dict | None:
-    """The newest readable training state of a run: ``last.pt``, else the run as it was at its
-    best point (``best.pt``); says which it took and what it skipped. None when the run has no
-    checkpoint at all (it was stopped before its first); an error when none can be read."""
-    folder, skipped = out / "checkpoints", []
+    """The newest readable training state of a run: ``last.pt``, or the run as it was at its best
+    point (``best.pt``) where ``last.pt`` cannot be read or is older (the run was stopped between
+    writing the two); says which it took when it passed ``last.pt`` over. None when the run has
+    no checkpoint at all (it was stopped before its first); an error when none can be read."""
+    folder, skipped, states = out / "checkpoints", [], {}
     if newest_checkpoint(out) is None:
         return None
     for name in ("last.pt", "best.pt"):
@@ -154,10 +155,15 @@ def resumable_state(out: Path, log: Log = print) -> dict | None:
                 )
                 continue
             state = state["resume"]
-        if skipped:
-            log(f"resuming from {folder / name}; skipped: {'; '.join(skipped)}")
-        return state
-    raise RunFolderError(f"{out} holds no checkpoint to resume from ({'; '.join(skipped)})")
+        states[name] = state
+    if not states:
+        raise RunFolderError(f"{out} holds no checkpoint to resume from ({'; '.join(skipped)})")
+    name = max(states, key=lambda n: states[n]["progress"]["updates"])  # a tie: last.pt
+    if name == "best.pt" and "last.pt" in states:
+        log(f"resuming from {folder / name}: {folder / 'last.pt'} is older (the run stopped between the two)")
+    elif name == "best.pt" and skipped:
+        log(f"resuming from {folder / name}; skipped: {'; '.join(skipped)}")
+    return states[name]
 
 
 def read_config(out: Path) -> TrainConfig:

@@ -85,17 +85,17 @@ class RunState:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def save_last(self, best: bool = False) -> None:
-        """Write ``last.pt`` and, when validation improved, ``best.pt``: the best parameters, with
-        the whole run at that point (a resume can start there if ``last.pt`` is damaged). Never
-        a state whose parameters are not finite: the guard will return to the last good one."""
+        """Write ``last.pt`` and, when validation improved, ``best.pt`` before it: the best
+        parameters, with the whole run at that point (a resume starts there if ``last.pt`` is
+        damaged or older). Never a state whose parameters are not finite: the guard will return
+        to the last good one."""
         if not self.finite():
             self.log(f"update {self.progress.updates}: parameters not finite, checkpoint not written")
             return
         state = self.checkpoint_state()  # every process takes part (it gathers their states)
         folder = self.out / "checkpoints"
         if self.world.main:
-            checkpoint.save(folder / "last.pt", state)
-            if best:
+            if best:  # first: stopped between the two, best.pt is the newer and a resume takes it
                 p = self.progress
                 best_state = {
                     "model": self.best_model,
@@ -104,6 +104,7 @@ class RunState:
                     "resume": state,
                 }
                 checkpoint.save(folder / "best.pt", {**self.identity(), **best_state})
+            checkpoint.save(folder / "last.pt", state)
         self.good_state = self.snapshot()
 
     def resume(self, state: dict) -> None:
