@@ -16,6 +16,7 @@ from test_recipe import QUIET, SETTINGS, gradients_by_hand, make_run, scripted_v
 
 from deeprnn.data import load
 from deeprnn.data.batching import Batch
+from deeprnn.driver import map_carry
 from deeprnn.errors import RunFolderError, TrainingDiverged
 from deeprnn.training import builder, checkpoint, evaluation, loop, trainer
 from deeprnn.training.config import apply
@@ -83,6 +84,25 @@ def test_a_gradient_that_is_not_finite_skips_the_update_though_the_loss_is_finit
     assert run.update(one_frame_batch(5)) is None
     assert run.progress.skipped == 1
     assert all(torch.equal(p, before[n]) for n, p in run.model.named_parameters())
+
+
+def test_a_segment_whose_state_overflowed_is_skipped_alone(tmp_path, rolls, monkeypatch):
+    """The second segment's forward pass overflows (its loss and the state after it NaN): that
+    update is skipped, and the next segment of the same pieces starts from a fresh state rather
+    than from the NaN one, so it goes through (carried on, three skips in a row would restore)."""
+    original, calls = loop.batch_nll, itertools.count()
+
+    def overflows_once(model, batch, state, net=None):
+        nll, state = original(model, batch, state, net)
+        if model.training and next(calls) == 1:
+            assert not batch.reset  # the pieces go on in the next segment
+            return nll * math.nan, map_carry(lambda part: part * math.nan, state)
+        return nll, state
+
+    monkeypatch.setattr(loop, "batch_nll", overflows_once)
+    run = make_run(tmp_path, rolls, bptt_steps=3, eval_every=100, max_updates=6)
+    run.train()
+    assert (run.progress.updates, run.progress.skipped, run.progress.restores) == (6, 1, 0)
 
 
 def test_divergence_names_its_update_and_the_last_good_checkpoint(tmp_path, rolls, monkeypatch):

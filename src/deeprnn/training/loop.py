@@ -130,6 +130,7 @@ class Run(RunState):
         )
         mean = distributed.sum_across([float(loss)], self.world, self.device)[0] / self.world.size
         if not (math.isfinite(mean) and torch.isfinite(norm)):
+            self.state = None  # it may be as broken: the stream goes on from a fresh state
             self.skip(mean)
             return None
         self.guard.finite()
@@ -169,7 +170,6 @@ class Run(RunState):
             self.optimizer.load_state_dict(self.good_state["optimizer"])
             self.schedule.halve()
             self.progress.restores += 1
-            self.state = None
             self.log(
                 f"{self.guard.restore_after} non-finite updates in a row: restored the last good "
                 f"state, learning rate now {self.schedule.lr():.3g}"
