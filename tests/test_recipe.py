@@ -205,6 +205,8 @@ def test_the_guard_skips_restores_then_gives_up():
     error = guard.diverged(17, float("nan"), "run/checkpoints/last.pt")
     assert (error.update, error.last_good) == (17, "run/checkpoints/last.pt")
     assert "training diverged at update 17" in str(error) and error.record()["stop_reason"] == "diverged"
+    assert "1 return to the last good state" in str(error)  # the second time gave up instead
+    assert "2 returns to the last good state" in str(NonfiniteGuard().diverged(9, 1.0, "x"))
 
 
 # -- schedules ------------------------------------------------------------------------------------

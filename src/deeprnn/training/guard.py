@@ -39,9 +39,10 @@ class NonfiniteGuard:
 
     def diverged(self, update: int, loss: float, last_good: str) -> TrainingDiverged:
         """The error that stops a run the guard gave up on, naming where to go back to."""
+        returns = self.give_up_after - 1  # the give_up_after-th time, it gives up instead
         message = (
-            f"training diverged at update {update} (loss {loss}): {self.give_up_after} returns to the "
-            f"last good state at half the learning rate did not help; last good checkpoint: {last_good}. "
+            f"training diverged at update {update} (loss {loss}): {returns} return{'s' * (returns != 1)} to "
+            f"the last good state at half the learning rate did not help; last good checkpoint: {last_good}. "
             "Lower lr, clip the gradient (clip_norm) or change the units"
         )
         return TrainingDiverged(message, update, loss, last_good)
