@@ -72,6 +72,17 @@ def test_reproduce_writes_the_table_and_skips_finished_runs(tmp_path, data_root,
     assert {r["model"]: r["updates"] for r in table["rows"]} == {"dts-rnn": 9, "dots-rnn": 9}
 
 
+def test_a_model_named_alone_trains_its_source_first(tmp_path, data_root):
+    """`--models dots-rnn` on a fresh OUT: its DT(S)-RNN (as wide) is trained first, in its own
+    row's folder, and the DOT(S)-RNN starts from it; never silently from scratch."""
+    out = tmp_path / "out"
+    reproduce.reproduce("music", out, models=["dots-rnn"], datas=["jsb"], data_dir=str(data_root), sets=SMALL)
+    runs = out / "runs" / "jsb"
+    assert sorted(p.name for p in runs.iterdir()) == ["dots-rnn", "dts-rnn"]
+    assert json.loads((runs / "dts-rnn" / "results.json").read_text())["updates"] == 6
+    assert json.loads((runs / "dots-rnn" / "config.json").read_text())["init_from"] == str(runs / "dts-rnn")
+
+
 def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypatch):
     """The paper's JSB RNN has 200 units, its sRNN 400: the sRNN is pretrained from a 400-unit RNN
     trained for it, with the RNN's recipe under the sRNN's [pretraining] table, whose settings win

@@ -5,7 +5,8 @@ Runs live in ``OUT/runs/<data>/<model>``: a finished run (``results.json``) is s
 interrupted one resumed, so the command can be stopped and started again at will; a run that
 stopped at its time budget (or epochs, or updates) carries on when ``--set`` raises that limit,
 so a long table can be trained across several sittings. Layer-wise
-pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the DT(S)-RNN run.
+pretraining follows the paper: sRNN starts from the RNN run, DOT(S)-RNN from the DT(S)-RNN run
+(trained, or carried to its end, first when ``OUT`` has none).
 Where the paper's RNN and sRNN differ in width (Nottingham and PTB characters: 600 units
 against 400; JSB and PTB words: 200 against 400), the sRNN starts instead from an RNN of its
 own width, trained for it with the RNN's recipe in ``OUT/runs/<data>/rnn-<width>``, as the
@@ -108,9 +109,10 @@ def run_cell(
     source = PRETRAINED_FROM.get(model) if pretraining else None
     if source and not started(folder):
         width, table = hidden_size(model, data, sets), pretraining_table(model, data)
-        if hidden_size(source, data, sets) == width and table is None:
-            if (run_dir(out, data, source) / "checkpoints" / "best.pt").exists():
-                extra.append(f"init_from={run_dir(out, data, source)}")
+        if hidden_size(source, data, sets) == width and table is None:  # the source's own row
+            own_source = run_dir(out, data, source)
+            train_folder(own_source, resolve(source, data, sets=sets), data_dir, sets, log)  # or skip
+            extra.append(f"init_from={own_source}")
         else:  # a source trained for the model: of its width, under its [pretraining] table
             own_source = run_dir(out, data, f"{source}-{width}")
             config = pretraining_config(model, source, data, width, sets)
