@@ -251,7 +251,7 @@ def test_each_length_limit_is_reached_at_its_value_and_zero_is_no_limit():
     assert limits_passed(unlimited, updates=10**9, epochs=0, seconds=1e9) == []
 
 
-def test_a_stopped_run_stops_again_only_under_the_limit_that_stopped_it():
+def test_a_stopped_run_stops_again_only_under_a_limit_it_has_reached():
     config = TrainConfig(epochs=5, max_updates=100, time_budget_s=60.0)
     assert limit_reached(config, "time budget", updates=50, epochs=2, seconds=60.0)
     assert not limit_reached(with_limits(config, {"time_budget_s": 0}), "time budget", 50, 2, 60.0)
@@ -259,6 +259,10 @@ def test_a_stopped_run_stops_again_only_under_the_limit_that_stopped_it():
     assert not limit_reached(with_limits(config, {"max_updates": 101}), "max updates", 100, 2, 30.0)
     assert limit_reached(config, "epochs", updates=50, epochs=5, seconds=30.0)
     assert not limit_reached(with_limits(config, {"epochs": 6}), "epochs", 50, 5, 30.0)
+    # two limits reached at once: raising the one named still leaves the other
+    assert limit_reached(with_limits(config, {"max_updates": 200}), "max updates", 100, 5, 30.0)
+    both = with_limits(config, {"max_updates": 200, "epochs": 6})
+    assert not limit_reached(both, "max updates", 100, 5, 30.0)
     for reason in ("early stopping", "min_lr"):  # no limit brings those back
         assert limit_reached(with_limits(config, {"epochs": 1000}), reason, 50, 5, 30.0)
 

@@ -225,9 +225,11 @@ def limits_passed(config: TrainConfig, updates: int, epochs: int, seconds: float
 
 
 def limit_reached(config: TrainConfig, reason: str, updates: int, epochs: int, seconds: float) -> bool:
-    """Whether a run that stopped for ``reason`` would stop again under ``config``'s limits
-    (always, for early stopping: no limit brings that back)."""
-    return _limits(config, updates, epochs, seconds).get(reason, True)
+    """Whether a run that stopped for ``reason`` would stop again under ``config``'s limits: at
+    that one, or at another it had reached too (always, for early stopping: no limit brings
+    that back)."""
+    reached = _limits(config, updates, epochs, seconds)
+    return reached.get(reason, True) or any(reached.values())
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
