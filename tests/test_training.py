@@ -283,6 +283,22 @@ def test_crash_and_resume_ends_where_an_uninterrupted_run_ends(
     assert [json.loads(x)["update"] for x in lines] == [10, 20, 30, 40]
 
 
+def test_a_pretrained_run_resumes_without_the_run_it_started_from(tmp_path, data_root, monkeypatch):
+    """The checkpoint names what was copied from init_from (its share of the rate), so a resume
+    does not read that run again: it ends as the uninterrupted run though the source is gone."""
+    _train(tmp_path, "source", data_root, max_updates=10)
+    started = {"model": "dots-rnn", "output_sizes": [8], "init_from": str(tmp_path / "source")}
+    whole = _train(tmp_path, "whole", data_root, **started)
+    _crash_at_update_27(tmp_path, data_root, monkeypatch, **started)
+    (tmp_path / "source").rename(tmp_path / "moved")
+    resumed = trainer.train(
+        None, tmp_path / "crashed", data_dir=str(data_root), resume=True, log=lambda _: None
+    )
+    assert resumed["test_nll"] == pytest.approx(whole["test_nll"], abs=1e-6)
+    last = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["pretrained"] and all(name.startswith("recurrence.") for name in last["pretrained"])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_a_gpu_run_follows_the_cpu_run_and_resumes_exactly_after_a_crash(tmp_path, data_root, monkeypatch):
     # Without weight noise the two devices draw nothing differently: the same curve up to rounding.

@@ -74,7 +74,10 @@ class Run(RunState):
         device: torch.device | None = None,
         model: DeepRNN | ModelConfig | None = None,
         callback: Callback | None = None,
+        pretrained: set[str] | None = None,
     ) -> None:
+        """``pretrained``: resuming, the names a checkpoint says were copied from ``init_from``
+        (the resume overwrites them, so that run is not read again and may be gone)."""
         self.config, self.out, self.log, self.world = config, Path(out), log, world
         self.device = device or pick_device(config.device)
         torch.manual_seed(config.seed)
@@ -86,8 +89,8 @@ class Run(RunState):
         self.callback = callback
         self.train_data = batches(config, self.corpus, "train", training=True, world=world)
         self.weights = weight_matrices(self.model)  # where weight noise goes
-        self.pretrained: set[str] = set()
-        if config.init_from:
+        self.pretrained: set[str] = set(pretrained or ())
+        if config.init_from and pretrained is None:
             self.pretrained = load_pretrained(
                 self.model, Path(config.init_from), config.init_parts, self.train_data.batches(0)
             )

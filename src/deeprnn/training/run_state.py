@@ -1,6 +1,7 @@
 """What a run's checkpoints hold, and how a run continues from one.
 
     last.pt = model + optimiser + schedule + progress + guard + history + carried state + RNG
+              + the names copied from init_from (a resume does not read that run again)
     best.pt = best parameters + the whole run at that point (``resume``)
 
 :class:`RunState` is the part of :class:`deeprnn.training.loop.Run` that writes and reads them:
@@ -51,6 +52,7 @@ class RunState:
     state: Carry | None
     good_state: dict  # model and optimiser where a restore returns to
     best_model: dict | None  # the best parameters (CPU), kept by every process
+    pretrained: set[str]  # the names copied from init_from
 
     def checkpoint_state(self) -> dict:
         own = {"carry": map_carry(lambda t: t.detach().cpu(), self.state), "rng": checkpoint.rng_state()}
@@ -62,6 +64,7 @@ class RunState:
             "progress": vars(self.progress).copy(),
             "guard": self.guard.state_dict(),
             "history": list(self.history),
+            "pretrained": sorted(self.pretrained),  # their rate's group, without init_from's run
             **own,
         }
         if self.averaging.mean is not None:

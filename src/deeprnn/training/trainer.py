@@ -175,7 +175,8 @@ def _resume(
             config = replace(config, cuda_graphs=False)
         model = parts["model"] or _model_config(out)
         corpus = load_corpus(config, data_dir)
-        parts = {**parts, "model": model}
+        copied = set(state["pretrained"]) if state and "pretrained" in state else None  # else: read again
+        parts = {**parts, "model": model, "pretrained": copied}
         run = Run(config, out, corpus, log=logger, world=world, device=device_used, **parts)
         if state is None:  # stopped before its first checkpoint: nothing was trained that could be lost
             logger("no checkpoint yet: the run starts from the beginning")
