@@ -120,6 +120,17 @@ def test_mat_errors(tmp_path):
         load(str(narrow))
 
 
+def test_a_benchmarks_name_means_it_beside_a_folder_so_named(tmp_path, data_root, monkeypatch):
+    """`--out jsb` makes a folder called jsb before the data loads: the name still means JSB
+    Chorales (229 training chorales); ./jsb is the folder."""
+    (tmp_path / "jsb").mkdir()
+    monkeypatch.chdir(tmp_path)
+    corpus = load("jsb", data_root)
+    assert (corpus.name, len(corpus.splits["train"])) == ("jsb", 229)
+    with pytest.raises(DataError, match="jsb"):
+        load("./jsb", data_root)  # an empty folder: no MIDI files in it
+
+
 def test_truncated_file_and_checksum(tmp_path, data_root):
     (tmp_path / "music").mkdir()
     data = (data_root / "music" / "JSB_Chorales.mat").read_bytes()

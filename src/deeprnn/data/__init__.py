@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deeprnn.data.registry import DataError, data_dir, dataset, require
+from deeprnn.data.registry import DataError, data_dir, dataset, looks_like_path, require
 from deeprnn.data.text import TextCorpus, load_ptb, load_text_folder
-from deeprnn.names import SPLITS
+from deeprnn.names import SPLITS, data_set
 
 __all__ = ["DataError", "MusicCorpus", "TextCorpus", "data_dir", "load"]
 
@@ -34,11 +34,13 @@ def load(
     frames_per_beat: int = 4,
 ) -> MusicCorpus | TextCorpus:
     """A known data set by name (read from the data folder ``root``), or a path: a ``.mat``
-    or pickle of piano rolls, a folder of MIDI files, or a folder with train/valid/test.txt."""
+    or pickle of piano rolls, a folder of MIDI files, or a folder with train/valid/test.txt.
+    A benchmark's name means the benchmark, even beside a folder so named (``./jsb`` is that
+    folder)."""
     from deeprnn.data import music
 
     path = Path(name).expanduser()
-    if path.exists():
+    if path.exists() and (data_set(name) is None or looks_like_path(name)):
         if path.is_file() and path.suffix == ".mat":
             return MusicCorpus(path.stem, music.load_mat(path))
         if path.is_file() and path.suffix in (".pickle", ".pkl"):
