@@ -61,6 +61,9 @@ def test_metrics_by_hand():
     assert from_nll("nll", 12.0, 4) == 3.0
     assert from_nll("bpc", 10 * math.log(2), 10) == pytest.approx(1.0)
     assert from_nll("ppl", 5 * math.log(100), 5) == pytest.approx(100.0)
+    assert from_nll("ppl", 709.0, 1) == pytest.approx(math.exp(709.0))
+    assert from_nll("ppl", 710.0, 1) == from_nll("ppl", math.inf, 1) == math.inf  # exp would overflow
+    assert math.isnan(from_nll("ppl", math.nan, 1))
     with pytest.raises(ValueError, match="at least one scored frame or token"):
         from_nll("nll", 1.0, 0)
     with pytest.raises(ValueError, match="unknown metric 'bits'; expected one of nll, bpc, ppl"):

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from sys import float_info
 
 from deeprnn.names import METRICS
 
@@ -28,6 +29,6 @@ def from_nll(metric: str, total_nll: float, count: int) -> float:
         return mean
     if metric == "bpc":
         return mean / math.log(2)
-    if metric == "ppl":
-        return math.exp(mean)
+    if metric == "ppl":  # past e^709 (a diverged model's), inf: no finite score, not a crash
+        return math.inf if mean > math.log(float_info.max) else math.exp(mean)
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
