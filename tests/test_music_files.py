@@ -196,3 +196,17 @@ def test_a_midi_folder_without_split_folders_is_dealt_out_by_name(tmp_path):
         extra.unlink()
     with pytest.raises(DataError, match="no MIDI files .* for the test split"):
         load_midi_folder(tmp_path)
+
+
+def test_a_midi_folder_with_some_split_folders_is_refused_not_pooled(tmp_path):
+    roll = np.zeros((4, 88), dtype=np.uint8)
+    roll[:, 30] = 1
+    for split in ("train", "test"):
+        for i in range(3):
+            roll_to_midi(roll, tmp_path / split / f"{i}.mid")
+    with pytest.raises(DataError, match=r"has train/, test/ but no valid/: give all three split folders"):
+        load_midi_folder(tmp_path)
+    for i in range(3):
+        roll_to_midi(roll, tmp_path / "valid" / f"{i}.mid")
+    splits, names = load_midi_folder(tmp_path)
+    assert names["test"] == ["test/0.mid", "test/1.mid", "test/2.mid"] and len(splits["valid"]) == 3

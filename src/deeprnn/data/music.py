@@ -205,7 +205,14 @@ def load_midi_folder(folder: str | os.PathLike, frames_per_beat: int = 4) -> tup
     def files(where: Path) -> list[Path]:
         return sorted(p for p in where.rglob("*") if p.suffix.lower() in suffixes)
 
-    if all((folder / s).is_dir() for s in SPLITS):
+    given = [s for s in SPLITS if (folder / s).is_dir()]
+    if given and len(given) < len(SPLITS):  # dealt out by name, a test piece could land in train
+        missing = ", ".join(f"{s}/" for s in SPLITS if s not in given)
+        raise DataError(
+            f"{folder} has {', '.join(f'{s}/' for s in given)} but no {missing}: give all three split "
+            "folders, or none (the files are then dealt out by name, 8 to train, 1 to valid, 1 to test)"
+        )
+    if given:
         found = {s: files(folder / s) for s in SPLITS}
     else:
         every = files(folder)
