@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from deeprnn.cli import main
 from deeprnn.data import DataError, load
 from deeprnn.data.music import count_notes, load_midi_folder, load_pickle, midi_to_roll, roll_to_midi
 
@@ -164,6 +165,27 @@ def test_what_roll_to_midi_writes_by_default(tmp_path):
     ]
     assert sum(m.time for m in track) == 10 * 120 and midi.length == pytest.approx(1.25)
     assert count_notes(roll) == 2
+
+
+@pytest.mark.parametrize("frames_per_beat", [1, 4, 7, 9, 64])
+def test_any_grid_of_1_to_64_frames_a_beat_round_trips_through_midi(tmp_path, frames_per_beat):
+    """480 ticks a beat where the grid divides it, else lcm(480, f) (7: 3,360)."""
+    roll = np.zeros((12, 88), dtype=np.uint8)
+    roll[1:4, 39] = roll[3, 43] = roll[11, 87] = 1
+    midi = roll_to_midi(roll, tmp_path / "grid.mid", frames_per_beat=frames_per_beat)
+    assert mido.MidiFile(midi).ticks_per_beat == {7: 3360, 9: 1440, 64: 960}.get(frames_per_beat, 480)
+    assert np.array_equal(midi_to_roll(midi, frames_per_beat), roll)
+    for outside in (0, 65):
+        with pytest.raises(ValueError, match=f"frames_per_beat must be 1 to 64, got {outside}"):
+            roll_to_midi(roll, tmp_path / "bad.mid", frames_per_beat=outside)
+
+
+def test_data_stats_refuses_a_grid_outside_1_to_64_in_one_line(tmp_path, capsys):
+    for outside in ("0", "-1", "65"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["data", "stats", str(tmp_path), "--frames-per-beat", outside])
+        assert stopped.value.code == 2
+        assert f"--frames-per-beat: must be 1 to 64, got {outside}" in capsys.readouterr().err
 
 
 def test_roll_to_midi_takes_velocities_1_to_127_and_refuses_other_shapes(tmp_path):

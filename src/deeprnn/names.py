@@ -17,6 +17,10 @@ KINDS = ("music", "text")
 METRICS = ("nll", "bpc", "ppl")  # nats per frame, bits per character, perplexity (docs/paper.md §3)
 
 
+# Frames per beat a roll may have: a MIDI file of it has lcm(480, f) ticks per beat, at most 32,767.
+FRAMES_PER_BEAT = range(1, 65)
+
+
 @dataclass(frozen=True)
 class Grid:
     """A piano roll's time grid: frames per beat (a quarter note) and the tempo it is played at."""

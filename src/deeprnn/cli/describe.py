@@ -7,11 +7,13 @@ import argparse
 import json
 
 from deeprnn.bench import MODES, TASKS
-from deeprnn.cli.arguments import Commands, data_dir
+from deeprnn.cli.arguments import Commands, checked, data_dir
 from deeprnn.errors import UserError
-from deeprnn.names import DATA_SETS, MODELS, canonical_model
+from deeprnn.names import DATA_SETS, FRAMES_PER_BEAT, MODELS, canonical_model
 from deeprnn.presets import describe_preset
 from deeprnn.training.ranges import CHOICES
+
+_frames_per_beat = checked(int, lambda v: v in FRAMES_PER_BEAT, f"1 to {FRAMES_PER_BEAT[-1]}")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -138,7 +140,7 @@ def _data_parser(commands) -> None:
     )
     data_dir(data)
     data.add_argument("--level", default="word", choices=CHOICES["text_level"], help="for a text folder")
-    data.add_argument("--frames-per-beat", type=int, default=4, help="for a MIDI folder")
+    data.add_argument("--frames-per-beat", type=_frames_per_beat, default=4, help="for a MIDI folder")
     data.add_argument("--json", action="store_true", help="stats as one JSON object")
     data.set_defaults(run=_data)
 

@@ -5,6 +5,7 @@ A piece is a (T, 88) uint8 array, one row per frame, column j = MIDI pitch 21 + 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from deeprnn.data.registry import DataError
 from deeprnn.data.safe_pickle import UnsafePickleError, safe_load
 from deeprnn.io import write_atomic
-from deeprnn.names import SPLITS
+from deeprnn.names import FRAMES_PER_BEAT, SPLITS
 
 KEYS = 88
 LOWEST = 21  # MIDI pitch of the first key
@@ -168,10 +169,11 @@ def roll_to_midi(
     roll = np.asarray(roll)
     if roll.ndim != 2 or roll.shape[1] != KEYS:
         raise ValueError(f"a piano roll must have shape (T, {KEYS}), got {roll.shape}")
-    if _TICKS_PER_BEAT % frames_per_beat:
-        raise ValueError(f"frames_per_beat must divide {_TICKS_PER_BEAT}, got {frames_per_beat}")
+    if frames_per_beat not in FRAMES_PER_BEAT:
+        raise ValueError(f"frames_per_beat must be 1 to {FRAMES_PER_BEAT[-1]}, got {frames_per_beat}")
     loudness = np.broadcast_to(np.asarray(velocity, dtype=np.int64), roll.shape)
-    ticks = _TICKS_PER_BEAT // frames_per_beat
+    ticks_per_beat = math.lcm(_TICKS_PER_BEAT, frames_per_beat)  # 480 for every usual grid
+    ticks = ticks_per_beat // frames_per_beat
     active = np.vstack([np.zeros((1, KEYS), bool), roll > 0, np.zeros((1, KEYS), bool)])
     change = np.diff(active.astype(np.int8), axis=0)  # +1 note on at frame t, -1 note off
     onsets = change[:-1] > 0
@@ -190,7 +192,7 @@ def roll_to_midi(
         track.append(mido.Message(kind, note=LOWEST + int(key), velocity=speed, time=tick - now))
         now = tick
     track.append(mido.MetaMessage("end_of_track", time=len(roll) * ticks - now))  # silent frames last too
-    midi = mido.MidiFile(ticks_per_beat=_TICKS_PER_BEAT)
+    midi = mido.MidiFile(ticks_per_beat=ticks_per_beat)
     midi.tracks.append(track)
     return write_atomic(path, lambda file: midi.save(file=file))
 
