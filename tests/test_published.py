@@ -92,6 +92,19 @@ def test_unknown_or_malformed_names_list_the_published_ones(monkeypatch, tmp_pat
         deeprnn.pretrained("jsb/lstm")
 
 
+def test_weights_without_deeprnns_metadata_are_named_not_a_key_error(monkeypatch, tmp_path):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("DEEPRNN_WEIGHTS", str(tmp_path))
+    (tmp_path / "jsb").mkdir()
+    model = DeepRNN(deeprnn.preset("rnn", "jsb"))
+    save_file(dict(model.state_dict()), tmp_path / "jsb" / "rnn.safetensors", metadata={"update": "3"})
+    expected = r"rnn.safetensors: not weights deeprnn published \(its metadata has no model_config, train_"
+    for reads in (deeprnn.pretrained, deeprnn.published.metadata):
+        with pytest.raises(ConfigError, match=expected):
+            reads("jsb/rnn")
+
+
 def test_eval_and_sample_take_published_weights(data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DEEPRNN_WEIGHTS", raising=False)
     rows = _table_rows()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the training package imports this module
     from deeprnn.training.config import TrainConfig
 
 SUFFIX = ".safetensors"
+NEEDED = ("model_config", "train_config", "update", "scores")  # of what publish writes, what loading reads
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def load(name: str, device: str | torch.device | None = None) -> tuple[DeepRNN, 
     from deeprnn.training.config import apply
 
     path = path_of(name)
-    meta = read_metadata(path)  # one lookup for the file and its metadata
+    meta = _published_metadata(path)  # one lookup for the file and its metadata
     model = DeepRNN(ModelConfig(**json.loads(meta["model_config"])))
     model.load_state_dict(load_file(path))
     config = apply(json.loads(meta["train_config"]))
@@ -108,7 +109,19 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 def metadata(name: str) -> dict[str, str]:
     """The metadata of the published weights ``name``: configurations, update, scores (JSON text)."""
-    return read_metadata(path_of(name))
+    return _published_metadata(path_of(name))
+
+
+def _published_metadata(path: Path) -> dict[str, str]:
+    """The metadata :func:`publish` writes; an error naming the file if some of it is missing."""
+    meta = read_metadata(path)
+    missing = [key for key in NEEDED if key not in meta]
+    if missing:
+        raise ConfigError(
+            f"{path}: not weights deeprnn published (its metadata has no {', '.join(missing)}); "
+            "publish a run folder's best parameters with deeprnn.published.publish"
+        )
+    return meta
 
 
 def publish(run: str | Path, folder: str | Path) -> Path:
@@ -125,7 +138,7 @@ def publish(run: str | Path, folder: str | Path) -> Path:
     results = read_json(run / "results.json")
     best = checkpoint.load(run / "checkpoints" / "best.pt")
     tensors = {key: value.detach().cpu().contiguous() for key, value in best["model"].items()}
-    meta = {
+    meta = {  # NEEDED, the version, and a text model's vocabulary
         "deeprnn": __version__,
         "model_config": json.dumps(best["model_config"]),
         "train_config": json.dumps(config.to_dict()),

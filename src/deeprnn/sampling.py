@@ -164,7 +164,10 @@ def _vocabulary(run: str | Path | Published):
     from deeprnn.data import TextCorpus
 
     if isinstance(run, Published):
-        v = json.loads(published.metadata(run.name)["vocab"])
+        meta = published.metadata(run.name)
+        if "vocab" not in meta:
+            raise ConfigError(f"{run.name}: published without the vocabulary a text model is read with")
+        v = json.loads(meta["vocab"])
     else:
         v = json.loads((Path(run) / "vocab.json").read_text())
     return TextCorpus(v["name"], v["level"], v["vocab"], {}, v["boundary"])
