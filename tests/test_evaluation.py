@@ -71,6 +71,13 @@ def test_each_piece_alone_by_hand(model_and_pieces, batch):
             assert score["nll_per_frame"] == pytest.approx(expected / len(piece), rel=1e-5)
     assert scores[2]["nll"] == 0 and scores[2]["nll_per_frame"] is None  # the empty piece
     assert piece_scores(model, pieces, CPU)[0]["name"] is None
+    later = piece_scores(model, pieces, CPU, from_second=True, batch=batch)  # as the split's score then
+    assert [s["frames"] for s in later] == [max(n - 1, 0) for n in LENGTHS]
+    assert [s["nll_per_frame"] is None for s in later] == [n < 2 for n in LENGTHS]
+    for score, piece in zip(later, pieces, strict=True):
+        assert score["nll"] == pytest.approx(float(frame_nlls(model, piece)[1:].sum()), rel=1e-5, abs=1e-9)
+    _, count = evaluate(model, MusicBatches(pieces, batch), CPU, from_second=True)
+    assert sum(s["frames"] for s in later) == count
 
 
 def test_evaluation_builds_no_graph_and_gives_back_the_mode(model_and_pieces):
@@ -131,8 +138,9 @@ def test_a_music_run_scored_both_ways_and_per_piece(tmp_path, rolls):
     later = evaluate_run(tmp_path / "run", "valid", from_second=True, per_piece=True)
     assert later["scored_from"] == "second frame"
     assert later["count"] == plain["count"] - 3  # three pieces in the valid split, each one frame fewer
-    assert len(later["pieces"]) == 3 and sum(p["frames"] for p in later["pieces"]) == plain["count"]
-    assert sum(p["nll"] for p in later["pieces"]) == pytest.approx(plain["nll"], rel=1e-5)
+    # the pieces as the split: from the second frame, so that their shares of its NLL add up to 1
+    assert len(later["pieces"]) == 3 and sum(p["frames"] for p in later["pieces"]) == later["count"]
+    assert sum(p["nll"] for p in later["pieces"]) == pytest.approx(later["nll"], rel=1e-5)
     with pytest.raises(TypeError):  # the options are keyword-only: a positional True cannot be mistaken
         evaluate_run(tmp_path / "run", "valid", None, None, True)
     with pytest.raises(ConfigError, match="split must be train, valid or test; got 'dev'"):

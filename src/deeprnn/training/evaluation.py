@@ -130,7 +130,8 @@ def evaluate_run(
     result = {"split": split, **split_score(metric, total, count), "update": update, "run": str(out)}
     result["scored_from"] = "second frame" if from_second else "first frame"
     if per_piece:
-        result["pieces"] = piece_scores(model, corpus.splits[split], dev, corpus.names.get(split))
+        names = corpus.names.get(split)
+        result["pieces"] = piece_scores(model, corpus.splits[split], dev, names, from_second)
     return result
 
 
@@ -141,17 +142,23 @@ def split_score(metric: str, total: float, count: int) -> dict:
 
 @torch.no_grad()
 def piece_scores(
-    model: DeepRNN, pieces: list, device: torch.device, names: list[str] | None = None, batch: int = 16
+    model: DeepRNN,
+    pieces: list,
+    device: torch.device,
+    names: list[str] | None = None,
+    from_second: bool = False,
+    batch: int = 16,
 ) -> list[dict]:
     """Each piece's NLL, scored alone from a zero state, in the split's order, with its name
-    (its file, for a MIDI folder) where the data has one; a piece without frames has no NLL per
-    frame (None). Whole pieces go ``batch`` at a time, of like lengths, each column's NLL its
-    piece's: the same numbers as one piece a call, without a loop of batch 1."""
+    (its file, for a MIDI folder) where the data has one; ``from_second``: without its first
+    frame, as the split's score then is; a piece without frames scored has no NLL per frame
+    (None). Whole pieces go ``batch`` at a time, of like lengths, each column's NLL its piece's:
+    the same numbers as one piece a call, without a loop of batch 1."""
     was_training = model.training
     model.eval()
     data, totals = MusicBatches(pieces, batch), [0.0] * len(pieces)
     for group, columns in zip(data.groups(), data.batches(), strict=True):
-        nll, _ = batch_nll(model, columns.to(device), None, per_column=True)
+        nll, _ = batch_nll(model, columns.to(device), None, from_second=from_second, per_column=True)
         for index, total in zip(group, nll.double().tolist(), strict=True):
             totals[index] = total
     model.train(was_training)
@@ -159,11 +166,12 @@ def piece_scores(
         {
             "piece": index,
             "name": names[index] if names else None,
-            "frames": len(piece),
+            "frames": scored,
             "nll": total,
-            "nll_per_frame": total / len(piece) if len(piece) else None,
+            "nll_per_frame": total / scored if scored else None,
         }
         for index, (piece, total) in enumerate(zip(pieces, totals, strict=True))
+        for scored in [max(len(piece) - from_second, 0)]
     ]
 
 
