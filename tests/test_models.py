@@ -514,6 +514,43 @@ def test_loss_shifts_masks_and_averages_as_the_trainer_scores():
         words.loss(ids, reduction="max")
 
 
+def test_loss_ignores_what_padding_holds_and_takes_an_unbatched_sequence():
+    """Padding past ``lengths`` may hold NaN frames or an id past the vocabulary: the loss and
+    its gradients are those of zeros there. An unbatched sequence scores as a batch of one."""
+    torch.manual_seed(0)
+    music = DeepRNN(ModelConfig(input_size=88, output_size=88, hidden_size=6, transition_sizes=(5,)))
+    x, lengths = torch.rand(6, 3, 88).bernoulli(), torch.tensor([6, 2, 1])
+    clean = x.clone()
+    for b, n in enumerate(lengths.tolist()):
+        clean[n:, b] = 0.0
+        x[n:, b] = math.nan
+    for model, messy, tidy, lens in (
+        (music, x, clean, lengths),
+        (
+            DeepRNN(ModelConfig(input_size=11, output_size=11, hidden_size=5, head="categorical")),
+            torch.tensor([[1, 2], [3, 11], [4, 11]]),
+            torch.tensor([[1, 2], [3, 0], [4, 0]]),
+            torch.tensor([3, 1]),
+        ),
+    ):
+        grads = []
+        for data in (messy, tidy):
+            model.zero_grad()
+            loss = model.loss(data, lengths=lens)
+            loss.backward()
+            grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+        assert math.isfinite(grads[0][0]) and grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+        for a, b in zip(grads[0][1], grads[1][1], strict=True):
+            torch.testing.assert_close(a, b)
+    one = clean[:, 1]  # a piece of 2 frames, padded to 6, without its batch axis
+    assert music.loss(one, lengths=torch.tensor([2]), reduction="none").shape == (6,)
+    alone, batched = (
+        music.loss(one, lengths=torch.tensor([2])),
+        music.loss(one[:, None], lengths=torch.tensor([2])),
+    )
+    assert alone.item() == pytest.approx(batched.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(SMALL))
 @pytest.mark.parametrize("tokens", [False, True])
 def test_step_by_step_equals_the_whole_sequence(name, tokens):

@@ -205,11 +205,17 @@ class DeepRNN(nn.Module):
         else:
             silent = torch.zeros_like(x.narrow(time, 0, min(steps, 1)))
             inputs, targets = torch.cat([silent, x.narrow(time, 0, max(steps - 1, 0))], time), x
+        keep = None
+        if lengths is not None:  # what padding holds (NaN, an id past the vocabulary) is not scored
+            t = torch.arange(targets.shape[time], device=x.device)
+            keep = t[None, :] < lengths[:, None] if time == 1 else t[:, None] < lengths
+            keep = keep if batched else keep[:, 0]
+            fill = torch.zeros((), dtype=targets.dtype, device=targets.device)
+            targets = torch.where(keep if self.config.tokens else keep[..., None], targets, fill)
         logits, _ = self(inputs, hx, lengths)
         nll = self.head.nll(logits, targets)
-        if lengths is not None:
-            t = torch.arange(nll.shape[time], device=nll.device)
-            nll = torch.where(t[None, :] < lengths[:, None] if time == 1 else t[:, None] < lengths, nll, 0.0)
+        if keep is not None:
+            nll = torch.where(keep, nll, 0.0)
         if reduction == "none":
             return nll
         total = nll.sum()
