@@ -101,6 +101,25 @@ def test_a_batch_scored_under_bfloat16_autocast_is_within_a_percent_of_float32(d
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_under_autocast_the_models_own_h_n_is_taken_back_as_hx(device):
+    """As nn.LSTM under autocast: h_n (bfloat16 from the fast path) carries on into the next call,
+    as its float32 copy would; outside autocast, hx must have the parameters' dtype."""
+    torch.manual_seed(0)
+    model = DeepRNN(ModelConfig(input_size=5, output_size=5, hidden_size=8, transition_sizes=(6,))).to(device)
+    x = torch.rand(4, 3, 5, device=device)
+    with autocast(torch.device(device), "bf16"):
+        _, h = model(x)
+        assert h.dtype == torch.bfloat16
+        again, _ = model(x, h)
+        want, _ = model(x, h.float())
+    assert torch.equal(again, want)
+    with pytest.raises(
+        TypeError, match="hx must have the parameters' dtype torch.float32, got torch.bfloat16"
+    ):
+        model(x, h)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_a_bfloat16_run_follows_the_float32_run_and_scores_its_best_parameters_in_float32(
     tmp_path, data_root, device
 ):

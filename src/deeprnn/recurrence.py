@@ -282,14 +282,16 @@ class Recurrence(nn.Module):
             raise TypeError(f"hx must be a tensor of shape (levels, batch, hidden), got {type(hx).__name__}")
         if unbatched:
             hx = map_carry(lambda part: part.unsqueeze(1) if part.dim() == 2 else part, hx)
+        kind = torch.device(device).type  # under autocast, its h_n (of autocast's dtype) is taken back
+        taken = {dtype, torch.get_autocast_dtype(kind)} if torch.is_autocast_enabled(kind) else {dtype}
         for part in (hx,) if self.carries == 1 else hx:
             if tuple(part.shape) != shape:
                 raise ValueError(
                     f"hx must have shape (levels, batch, hidden) = {shape}, got {tuple(part.shape)}"
                 )
-            if part.dtype != dtype:
+            if part.dtype not in taken:
                 raise TypeError(f"hx must have the parameters' dtype {dtype}, got {part.dtype}")
-        return hx
+        return map_carry(lambda part: part.to(dtype), hx)
 
     @staticmethod
     def _lengths(lengths, mask, steps, batch, device) -> torch.Tensor | None:
