@@ -272,6 +272,13 @@ def test_mask_equals_lengths_and_must_be_a_prefix():
     lengths = torch.tensor([6, 2, 4])
     mask = torch.arange(6)[:, None] < lengths
     torch.testing.assert_close(model(x, mask=mask)[0], model(x, lengths=lengths)[0])
+    across = DeepRNN(model.config, batch_first=True)
+    across.load_state_dict(model.state_dict())
+    torch.testing.assert_close(
+        across(x.transpose(0, 1), mask=mask.t())[0], model(x, mask=mask)[0].transpose(0, 1)
+    )
+    with pytest.raises(ValueError, match=r"shape \(B, T\) = \(3, 6\), got torch.bool \(6, 3\)"):
+        across(x.transpose(0, 1), mask=mask)  # batch first, the mask too
     mask[0, 1] = False
     with pytest.raises(ValueError, match="prefix"):
         model(x, mask=mask)

@@ -26,9 +26,10 @@ class Recurrence(nn.Module):
       input map) reads tokens; (B, T, …) with ``batch_first``; unbatched (T, …) also accepted;
     - hx: (levels, B, H) initial states, zeros if omitted; for levels whose carry is a tuple
       (``carries`` > 1, an LSTM's (h, c)), a tuple of such tensors, h first, as ``nn.LSTM``'s;
-    - lengths: (B,) valid steps per sequence (0 … T), or ``mask``: (T, B) bools, true on a
-      prefix of each column. Padded steps change nothing: their outputs are 0, h_n is the state
-      after each sequence's last valid step, and no gradient flows through them;
+    - lengths: (B,) valid steps per sequence (0 … T), or ``mask``: (T, B) bools ((B, T) with
+      ``batch_first``), true on a prefix of each sequence. Padded steps change nothing: their
+      outputs are 0, h_n is the state after each sequence's last valid step, and no gradient
+      flows through them;
     - output: (T, B, H) states of the top level; h_n: (levels, B, H), or a tuple as hx.
 
     Level l > 1 reads the new state of level l-1 (h^0_t = g(x_t)); all levels have the same
@@ -139,7 +140,7 @@ class Recurrence(nn.Module):
         steps, batch = x.shape[0], x.shape[1]
         dtype = next(self.levels[0].parameters()).dtype
         hx = self._check_state(hx, batch, unbatched, x.device, dtype)
-        lengths = self._lengths(lengths, mask, steps, batch, x.device)
+        lengths = self._lengths(lengths, mask, steps, batch, x.device, self.batch_first and not unbatched)
         if lengths is not None:  # whatever the padding holds (even NaN) must not reach ⊕
             valid = torch.arange(steps, device=x.device).unsqueeze(1) < lengths
             x = torch.where(valid.view(valid.shape + (1,) * (x.dim() - 2)), x, 0)
@@ -294,15 +295,17 @@ class Recurrence(nn.Module):
         return map_carry(lambda part: part.to(dtype), hx)
 
     @staticmethod
-    def _lengths(lengths, mask, steps, batch, device) -> torch.Tensor | None:
+    def _lengths(lengths, mask, steps, batch, device, batch_first=False) -> torch.Tensor | None:
         if lengths is not None and mask is not None:
             raise ValueError("give either lengths or mask, not both")
         if mask is not None:
-            if mask.dtype != torch.bool or tuple(mask.shape) != (steps, batch):
+            layout, shape = ("(B, T)", (batch, steps)) if batch_first else ("(T, B)", (steps, batch))
+            if mask.dtype != torch.bool or tuple(mask.shape) != shape:
                 raise ValueError(
-                    f"mask must be a bool tensor of shape (T, B) = {(steps, batch)}, "
+                    f"mask must be a bool tensor of shape {layout} = {shape}, "
                     f"got {mask.dtype} {tuple(mask.shape)}"
                 )
+            mask = mask.t() if batch_first else mask
             lengths = mask.sum(0)
             prefix = torch.arange(steps, device=mask.device).unsqueeze(1) < lengths
             if checks_values() and not torch.equal(prefix, mask):
