@@ -82,9 +82,9 @@ def test_a_distributed_run_resumes_exactly(tmp_path, data_root):
         ["--resume", str(tmp_path / "part"), "--set", "max_updates=20", "--data-dir", str(data_root)]
     )
     assert resumed.returncode == 0, resumed.stderr[-12000:]
-    assert _results(tmp_path / "part")["test_nll"] == pytest.approx(
-        _results(tmp_path / "whole")["test_nll"], abs=1e-6
-    )
+    # Bit for bit: weight noise leaves every process's copy of W exactly as it was
+    # (test_recipe), so the first process's checkpoint is every process's state.
+    assert _results(tmp_path / "part")["test_nll"] == _results(tmp_path / "whole")["test_nll"]
     # The data position and carried states belong to two processes: one cannot take them over.
     alone = main(
         ["train", "--resume", str(tmp_path / "part"), "--set", "max_updates=30", "--data-dir", str(data_root)]

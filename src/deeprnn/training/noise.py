@@ -20,18 +20,19 @@ def weight_matrices(model: nn.Module) -> list[nn.Parameter]:
 @contextmanager
 def noisy(weights: Sequence[torch.Tensor], sigma: float) -> Iterator[None]:
     """Inside: each of ``weights`` is W + σε (ε drawn in their order, from the global generator);
-    on leaving, even by an error, the noise is taken away again (W + σε - σε). σ = 0: no noise,
-    nothing drawn."""
+    on leaving, even by an error, W exactly as it was (a copy, not W + σε - σε, which rounds
+    differently in each process of a distributed run and would let their models drift apart).
+    σ = 0: no noise, nothing drawn."""
     if not sigma:
         yield
         return
     with torch.no_grad():
-        noise = [(w, torch.randn_like(w) * sigma) for w in weights]
-        for w, n in noise:
-            w.add_(n)
+        clean = [w.detach().clone() for w in weights]
+        for w in weights:
+            w.add_(torch.randn_like(w) * sigma)
     try:
         yield
     finally:
         with torch.no_grad():
-            for w, n in noise:
-                w.sub_(n)
+            for w, c in zip(weights, clean, strict=True):
+                w.copy_(c)
