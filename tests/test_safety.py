@@ -407,6 +407,18 @@ def test_generator_states_round_trip_and_a_gpu_checkpoint_resumes_on_a_cpu():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_a_checkpoint_of_two_gpus_resumes_where_one_is_visible(monkeypatch):
+    """The saved generators of the GPUs still visible are restored, by index; the others are
+    left (no IndexError from a machine with fewer GPUs)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: restored.append((index, state)))
+    first, second = torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)
+    checkpoint.set_rng_state({"torch": torch.get_rng_state(), "cuda": [first, second]})
+    assert restored == [(0, first)]
+
+
 # -- 5. every setting is checked where it is parsed ----------------------------------------------
 
 # A bad value for every setting: the fields of TrainConfig and of its architecture table (None:

@@ -62,6 +62,9 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """The generators as :func:`rng_state` saved them; of the GPUs', those still visible (a run
+    of a machine with more GPUs resumes on one with fewer)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, generator in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(generator, index)
