@@ -49,6 +49,17 @@ def test_the_progress_line_every_tenth_of_the_epoch(clock, capsys):
     )
 
 
+def test_a_bar_not_shown_prints_nothing_even_on_a_terminal(clock, monkeypatch, capsys):
+    """Every process of a distributed run but the first trains silently."""
+    monkeypatch.setattr(console.sys.stderr, "isatty", lambda: True)
+    bar = console.ProgressBar(total=4, done=0, label="epoch 0", shown=False)
+    for _ in range(4):
+        clock[0] += 1.0
+        bar.update(batch(10), 1.0)
+    bar.close()
+    assert capsys.readouterr() == ("", "") and bar.bar is None and bar.done == 4
+
+
 def test_a_resumed_epoch_counts_its_pace_from_where_it_resumed(clock, capsys):
     bar = console.ProgressBar(total=1000, done=600, label="epoch 9")
     for _ in range(100):

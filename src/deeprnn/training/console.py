@@ -14,13 +14,14 @@ Log = Callable[[str], object]  # where a run's messages go: print, a Logger, qui
 
 
 class ProgressBar:
-    """tqdm on a terminal; otherwise a plain line every 10 % of the epoch."""
+    """tqdm on a terminal; otherwise a plain line every 10 % of the epoch; nothing where not
+    ``shown`` (every process of a distributed run but the first)."""
 
-    def __init__(self, total: int, done: int, label: str) -> None:
+    def __init__(self, total: int, done: int, label: str, shown: bool = True) -> None:
         self.total, self.done, self.first, self.label = total, done, done, label
         self.started, self.targets, self.loss = time.perf_counter(), 0, None
-        self.bar = None
-        if sys.stderr.isatty():
+        self.bar, self.shown = None, shown
+        if shown and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=done, desc=label, unit="batch", leave=False)
@@ -36,7 +37,7 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {shown}, {rate:,.0f} targets/s")
             self.bar.update(1)
-        elif self.done % self.every == 0:
+        elif self.shown and self.done % self.every == 0:
             print(
                 f"{self.label}: {self.done}/{self.total} batches, loss {shown}, {rate:,.0f} targets/s, "
                 f"~{left:.0f} s left in the epoch",

@@ -252,7 +252,7 @@ class Run(RunState):
         while not stop:
             started = time.perf_counter()
             per_epoch = self.train_data.count(p.epoch)
-            bar = ProgressBar(per_epoch, p.batch, f"epoch {p.epoch}")
+            bar = ProgressBar(per_epoch, p.batch, f"epoch {p.epoch}", shown=self.world.main)
             for batch in self.train_data.batches(p.epoch, p.batch):
                 loss = self.update(batch.to(self.device))
                 p.batch += 1
