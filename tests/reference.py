@@ -44,9 +44,14 @@ def affine(projection, x: torch.Tensor, vocab: int | None = None) -> torch.Tenso
     return y if projection.bias is None else y + projection.bias
 
 
-def transition_step(level, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def transition_step(
+    level, x: torch.Tensor, h: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """z_1 = φ(W_1 h + U_1 x + b_1); then DT: z_l = φ(W_l z_{l-1} + b_l), or DT(S):
-    z_l = φ(W_l z_{l-1} + U_l x + S_l h + b_l); h_t = z_L."""
+    z_l = φ(W_l z_{l-1} + U_l x + S_l h + b_l); h_t = z_L. With a recurrent dropout ``mask``,
+    h ⊙ mask wherever h is read (W_1 h and S_l h)."""
+    if mask is not None:
+        h = h * mask
     u = affine(level.input, x, level.input_size)
     sizes = level.pre_sizes
     starts = [sum(sizes[:i]) for i in range(len(sizes))]

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import reference_forward
+from reference import reference_forward, transition_step
 
 from deeprnn import DeepRNN, ModelConfig, count_parameters, recurrence
 from deeprnn.data.batching import MusicBatches
@@ -147,6 +147,25 @@ def test_token_inputs_match_reference(name):
 @pytest.mark.parametrize("name", ["dts", "dots-star", "srnn-dts"])
 def test_longer_sequences_match_reference(name):
     compare(name, steps=40, batch=3, lengths=[40, 17, 33])
+
+
+@pytest.mark.parametrize("name", ["rnn", "dt-3", "dts-3-mixed", "lp-mixed", "maxout-transition", "dots-star"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_recurrent_dropout_multiplies_h_where_the_matrices_read_it(name, fused):
+    """Both paths of unroll with a dropout mask against the reference's equations, in float64:
+    W_1 (h ⊙ m) and, with shortcuts, S_l (h ⊙ m); the state carried on is h itself."""
+    model = make(name, dtype=torch.float64)
+    level = model.recurrence.levels[0]
+    x, h0 = torch.randn(5, 2, 9, dtype=torch.float64), torch.randn(2, level.hidden_size, dtype=torch.float64)
+    mask = (torch.rand(2, level.hidden_size) > 0.3).double() / 0.7
+    with torch.no_grad():
+        states = unroll(level, level.project(x), h0, mask, fused=fused)
+        for b in range(2):
+            h = h0[b]
+            for t in range(5):
+                h = transition_step(level, x[t, b], h, mask[b])
+                torch.testing.assert_close(states[t + 1, b], h, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(states, unroll(level, level.project(x), h0, None, fused=fused))
 
 
 @pytest.mark.parametrize(
