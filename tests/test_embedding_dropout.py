@@ -42,6 +42,7 @@ def test_a_dropped_type_reads_only_the_bias_at_every_occurrence_and_a_kept_one_i
 
 
 def test_types_are_dropped_with_probability_p_and_afresh_at_each_call():
+    torch.manual_seed(0)  # a fixed draw: the bound below is 3.9 standard deviations wide, not a certainty
     embedding = Projection(2000, 3, tokens=True, bias=False)
     embedding.type_dropout = 0.3
     x = torch.arange(2000)
