@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from reference import reference_forward, transition_step
 
-from deeprnn import DeepRNN, ModelConfig, count_parameters, recurrence
+from deeprnn import DeepRNN, ModelConfig, count_parameters, driver, recurrence
 from deeprnn.data.batching import MusicBatches
 from deeprnn.driver import fast_path_applies, unroll
 from deeprnn.fused import FusedUnroll, plan_of
@@ -418,15 +418,18 @@ def test_dropout_in_training_only():
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
-def test_the_fast_path_steps_aside_for_tracing():
+def test_the_fast_path_steps_aside_for_tracing(monkeypatch):
     """Under jit.trace the plain loop runs (a tracer must see the operations), on the default
-    path, and agrees with the eager results. (Autocast keeps the fast path: test_precision.py.)"""
+    path, and the traced model agrees with the eager one on inputs it was not traced with (of
+    the traced shape: a trace unrolls the steps). (Autocast keeps the fast path: test_precision.py.)"""
     model = make("dots-star").eval()
     assert fast_path_applies(model.recurrence.levels[0])
-    x = torch.randn(7, 2, 9)
-    y, h = model(x)
+    x, other = torch.randn(7, 2, 9), torch.randn(7, 2, 9)
+    want = model(other)[0]
+    for module, fast in ((driver, "fused_unroll"), (recurrence, "evaluate_input")):
+        monkeypatch.setattr(module, fast, lambda *args, fast=fast: pytest.fail(f"{fast} ran under tracing"))
     traced = torch.jit.trace(model, (x,), check_trace=False)
-    torch.testing.assert_close(traced(x)[0], y)
+    torch.testing.assert_close(traced(other)[0], want)
 
 
 def test_runs_in_float64_and_keeps_dtype():
