@@ -195,6 +195,8 @@ def test_train_eval_sample_and_info_from_the_command_line(tmp_path, rolls, capsy
                     "bptt_steps=10", "device=cpu", "time_budget_s=0"]:  # fmt: skip
         sets += ["--set", setting]
     assert main(["train", "--model", "DT(S)-RNN-NADE", "--data", str(rolls), *sets, "--out", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--set", "max_updates=9"]) == 0  # carried on: 3 more updates
+    assert json.loads((run / "results.json").read_text())["updates"] == 9
     model, _, _ = load_best(run)
     assert model.config.head == "nade" and model.head.hidden == 6
     capsys.readouterr()
