@@ -72,15 +72,24 @@ def test_reproduce_writes_the_table_and_skips_finished_runs(tmp_path, data_root,
     assert {r["model"]: r["updates"] for r in table["rows"]} == {"dts-rnn": 9, "dots-rnn": 9}
 
 
-def test_a_model_named_alone_trains_its_source_first(tmp_path, data_root):
+def test_a_model_named_alone_trains_its_source_first(tmp_path, data_root, monkeypatch):
     """`--models dots-rnn` on a fresh OUT: its DT(S)-RNN (as wide) is trained first, in its own
-    row's folder, and the DOT(S)-RNN starts from it; never silently from scratch."""
+    row's folder, its second stage too (so that its row in the table is whole), and the DOT(S)-RNN
+    starts from its first stage; never silently from scratch."""
+    committed = config.paper_config_file
+    own = tmp_path / "dts-rnn.toml"
+    own.write_text(committed("dts-rnn", "jsb").read_text() + "\n[finetune]\nmax_updates = 3\n")
+    monkeypatch.setattr(
+        config, "paper_config_file", lambda m, d: own if (m, d) == ("dts-rnn", "jsb") else committed(m, d)
+    )
     out = tmp_path / "out"
     reproduce.reproduce("music", out, models=["dots-rnn"], datas=["jsb"], data_dir=str(data_root), sets=SMALL)
     runs = out / "runs" / "jsb"
-    assert sorted(p.name for p in runs.iterdir()) == ["dots-rnn", "dts-rnn"]
+    assert sorted(p.name for p in runs.iterdir()) == ["dots-rnn", "dts-rnn", "dts-rnn-finetune"]
     assert json.loads((runs / "dts-rnn" / "results.json").read_text())["updates"] == 6
     assert json.loads((runs / "dots-rnn" / "config.json").read_text())["init_from"] == str(runs / "dts-rnn")
+    rows = {r["model"]: r for r in json.loads((out / "music.json").read_text())["rows"]}
+    assert rows["dts-rnn"]["run"] == str(runs / "dts-rnn-finetune") and rows["dts-rnn"]["first_stage"]
 
 
 def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypatch):

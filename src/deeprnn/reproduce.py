@@ -109,10 +109,9 @@ def run_cell(
     source = PRETRAINED_FROM.get(model) if pretraining else None
     if source and not started(folder):
         width, table = hidden_size(model, data, sets), pretraining_table(model, data)
-        if hidden_size(source, data, sets) == width and table is None:  # the source's own row
-            own_source = run_dir(out, data, source)
-            train_folder(own_source, resolve(source, data, sets=sets), data_dir, sets, log)  # or skip
-            extra.append(f"init_from={own_source}")
+        if hidden_size(source, data, sets) == width and table is None:  # the source's own row, whole
+            run_cell(out, data, source, data_dir, sets, log)  # (skipped when done): its table row is complete
+            extra.append(f"init_from={run_dir(out, data, source)}")
         else:  # a source trained for the model: of its width, under its [pretraining] table
             own_source = run_dir(out, data, f"{source}-{width}")
             config = pretraining_config(model, source, data, width, sets)
