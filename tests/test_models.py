@@ -12,7 +12,7 @@ from reference import reference_forward, transition_step
 
 from deeprnn import DeepRNN, ModelConfig, count_parameters, driver, recurrence
 from deeprnn.data.batching import MusicBatches
-from deeprnn.driver import fast_path_applies, unroll
+from deeprnn.driver import fast_path_applies, plain_loop, unroll
 from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.inference import evaluate_input
 from deeprnn.operators.heads import Bernoulli, Categorical, make_head
@@ -451,6 +451,28 @@ def test_cuda_matches_cpu():
         top, _ = model.recurrence.stepper(batch=4)(x[-1:].cuda(), h_eval)
     torch.testing.assert_close(y_eval.cpu(), y[:-1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(model.output(top).cpu(), y[-1], atol=1e-4, rtol=1e-4)
+
+
+def test_a_gradient_of_a_gradient_takes_the_plain_loop(monkeypatch):
+    """The fast path's hand-written backward gives first derivatives only, and says so when a
+    graph of them is asked for (it once gave second derivatives without ⊕'s share, silently);
+    within plain_loop every ⊕ runs as autograd's own operations, whose second derivatives
+    gradgradcheck checks against finite differences (float64, L_p units, dropout on h_{t-1})."""
+    model = make("lp-mixed", dtype=torch.float64)
+    level = model.recurrence.levels[0]
+    x = torch.rand(5, 2, 9, dtype=torch.float64).round()
+    params = list(model.parameters())
+    with pytest.raises(RuntimeError, match=r"first derivatives only; .* within deeprnn.plain_loop\(\)"):
+        torch.autograd.grad(model.loss(x), params, create_graph=True)
+    u = torch.randn(4, 2, sum(level.pre_sizes), dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, level.hidden_size, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(2, level.hidden_size) > 0.3).double() / 0.7
+    monkeypatch.setattr(driver, "fused_unroll", lambda *args: pytest.fail("the fast path ran in plain_loop"))
+    with plain_loop():
+        assert torch.autograd.gradgradcheck(lambda u, h0: unroll(level, u, h0, mask), (u, h0))
+        grads = torch.autograd.grad(model.loss(x), params, create_graph=True)
+        torch.autograd.grad(sum((g**2).sum() for g in grads), params)  # now it can
+    assert fast_path_applies(level)  # and outside it, the fast path again
 
 
 def test_weights_count_only_matrices():

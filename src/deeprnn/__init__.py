@@ -11,7 +11,7 @@
 
 __version__ = "0.1.0"
 
-from deeprnn.driver import unroll
+from deeprnn.driver import plain_loop, unroll
 from deeprnn.models import DeepRNN, ModelConfig, count_parameters
 from deeprnn.operators.feedforward import FeedForward
 from deeprnn.operators.outputs import DeepOutput
@@ -29,6 +29,7 @@ __all__ = [
     "count_parameters",
     "preset",
     "load_run",
+    "plain_loop",
     "pretrained",
     "train",
     "unroll",

@@ -9,9 +9,10 @@ U x_t + b are already computed for all steps:
   through time (:mod:`deeprnn.fused`), or where no gradient is wanted the in-place loop of
   :mod:`deeprnn.inference` (in evaluation, :func:`projects_in_place`, it takes x itself and
   projects it straight into its buffer);
-- otherwise (highway layers, your own ⊕), and wherever PyTorch must see the plain operations
-  (tracing, ``torch.compile`` and ``torch.export``), a plain loop over ``cell.step``; under
-  ``torch.export`` that loop is one ``scan``, so that the exported program keeps T free.
+- otherwise (highway layers, your own ⊕), wherever PyTorch must see the plain operations
+  (tracing, ``torch.compile`` and ``torch.export``), and within :func:`plain_loop` (a gradient
+  of a gradient, ``torch.func``), a plain loop over ``cell.step``; under ``torch.export`` that
+  loop is one ``scan``, so that the exported program keeps T free.
 
 The driver knows nothing of a cell's insides; :class:`deeprnn.recurrence.Recurrence` stacks
 levels over it with the conventions of :class:`torch.nn.RNN`.
@@ -19,7 +20,9 @@ levels over it with the conventions of :class:`torch.nn.RNN`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -100,10 +103,26 @@ def map_carry(function: Callable[[torch.Tensor], torch.Tensor], carry: Carry | N
     return tuple(function(part) for part in carry)
 
 
+_PLAIN = ContextVar("deeprnn_plain_loop", default=False)
+
+
+@contextmanager
+def plain_loop() -> Iterator[None]:
+    """Within it, every ⊕ runs as a loop of autograd's own operations rather than the fast path,
+    whose hand-written backward cannot be differentiated again: for a gradient of a gradient
+    (a gradient penalty, meta-learning) or ``torch.func``'s transforms. The same values, slower."""
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
+
+
 def fast_path_applies(cell: Transition) -> bool:
-    """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, and nothing
-    needs to see the operations one by one (a tracer, the compiler)."""
-    return cell.fusable and not traced()
+    """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, nothing needs
+    to see the operations one by one (a tracer, the compiler), and no :func:`plain_loop` asks
+    for autograd's own."""
+    return cell.fusable and not traced() and not _PLAIN.get()
 
 
 def projects_in_place(cell: Transition, x: torch.Tensor) -> bool:

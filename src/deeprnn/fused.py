@@ -110,8 +110,12 @@ class FusedUnroll(torch.autograd.Function):
         return states
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, d_states):
+        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable again
+            raise RuntimeError(
+                "deeprnn's fast path gives first derivatives only; for a gradient of a gradient "
+                "(create_graph=True) run the forward pass within deeprnn.plain_loop()"
+            )
         plan = ctx.plan
         depth, lp_layers, pooled = len(plan.kinds), plan.lp_layers, plan.pooled_layers
         states, mask, recurrent_weight, *rest = ctx.saved_tensors
