@@ -383,6 +383,14 @@ def test_evaluation_projects_the_input_straight_into_its_buffer(name, tokens, st
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
+def test_evaluate_input_refuses_a_cell_with_pooling_layers():
+    """Its loop reads the pieces of maxout and L_p layers reordered, which cell.project does not
+    write: called on such a cell, it says so rather than give other states."""
+    level = make("maxout-transition").recurrence.levels[0]
+    with torch.no_grad(), pytest.raises(ValueError, match="takes a cell without pooling layers"):
+        evaluate_input(level, torch.randn(4, 2, 9), torch.zeros(2, level.hidden_size))
+
+
 def test_evaluation_of_an_input_of_another_dtype_names_the_dtypes():
     """The in-place path steps aside, so the error is the product's, not one about a buffer."""
     model = make("linear-nobias").eval()  # without a bias: a plain product, whose check names the dtypes

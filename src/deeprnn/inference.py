@@ -47,6 +47,8 @@ def evaluate_input(cell: DeepTransition, x: torch.Tensor, h0: torch.Tensor) -> t
     """:func:`evaluate` of the input x itself, for a cell without pooling layers: ``cell.project``
     writes U x_t + b straight into the buffer's rows, so u is neither built nor copied in."""
     plan = plan_of(cell)
+    if plan.pooled_layers:  # the loop reads their pieces reordered: evaluate(cell.project(x)) does that
+        raise ValueError("evaluate_input takes a cell without pooling layers; use evaluate on its projection")
     run = _in_place_run(plan, x.shape[0], h0, (cell.recurrent_weight, *cell.layer_weights))
     cell.project(x, out=run.pre[1:])
     return run.unroll(h0, None)
