@@ -18,7 +18,7 @@ from deeprnn.cli import main
 from deeprnn.data import DataError, MusicCorpus, load, registry, stats
 from deeprnn.data.batching import MusicBatches, TextBatches
 from deeprnn.data.download import download
-from deeprnn.data.music import load_pickle, midi_to_roll, roll_to_midi
+from deeprnn.data.music import load_pickle, roll_to_midi
 from deeprnn.data.text import load_text_folder
 
 # The tables of shared/data/README.md and the issue.
@@ -189,15 +189,6 @@ def test_user_corpus_with_unknown_words(tmp_path):
     chars = load(str(tmp_path), text_level="char")
     assert chars.vocab[chars.boundary] == "\n"
     assert chars.decode(chars.splits["train"]) == "the cat sat\nthe dog\n"
-
-
-def test_midi_roundtrip(tmp_path):
-    rng = np.random.default_rng(0)
-    roll = (rng.random((50, 88)) < 0.08).astype(np.uint8)
-    roll[-1, 40] = 1  # a note in the last frame
-    for fpb in (1, 4, 12):
-        path = roll_to_midi(roll, tmp_path / f"piece{fpb}.mid", frames_per_beat=fpb)
-        np.testing.assert_array_equal(midi_to_roll(path, frames_per_beat=fpb), roll)
 
 
 def test_midi_folder_becomes_a_corpus(tmp_path):
