@@ -21,7 +21,6 @@ from deeprnn.training import trainer
 from deeprnn.training.config import apply
 from deeprnn.training.evaluation import load_run
 
-ort = pytest.importorskip("onnxruntime")
 STEPS, BATCH = 50, 3  # exported at batch 2: a different batch tests the dynamic axis
 EXPORTS = hasattr(torch.compiler, "is_exporting")  # PyTorch >= 2.6, whose exporters deeprnn uses
 needs_exporter = pytest.mark.skipif(not EXPORTS, reason="export needs PyTorch 2.6 or later")
@@ -29,6 +28,7 @@ needs_exporter = pytest.mark.skipif(not EXPORTS, reason="export needs PyTorch 2.
 
 def _run_onnx(path, x: np.ndarray, names: list[str], state: list[np.ndarray]):
     """The ONNX step run over x (T, B, …), the state carried: each step's logits, the last state."""
+    ort = pytest.importorskip("onnxruntime")  # the ONNX tests only: torch.export's need none
     session = ort.InferenceSession(str(path))
     assert [i.name for i in session.get_inputs()] == ["x", *names]
     logits = []
