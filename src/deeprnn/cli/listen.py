@@ -51,25 +51,28 @@ def _gallery(args: argparse.Namespace) -> int:
 
 def _drawing(args: argparse.Namespace) -> dict:
     """The options of :func:`_drawing_options`, as keywords of write_samples and write_gallery."""
-    names = ("steps", "count", "temperature", "seed", "device", "soundfont")
-    return {name: getattr(args, name) for name in names}
+    return {name: getattr(args, name) for name in args.drawing}
 
 
 def _drawing_options(parser: argparse.ArgumentParser, steps: int, count: int) -> None:
-    parser.add_argument("--steps", type=at_least_1, default=steps, help="frames or tokens per sample")
-    parser.add_argument("--count", type=at_least_1, default=count, help="samples per run")
-    parser.add_argument(
-        "--temperature",
-        type=above_0,
-        default=1.0,
-        help="the logits are divided by it (lower: more conservative)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=CHOICES["device"])
-    parser.add_argument(
-        "--soundfont",
-        help="a .sf2 General MIDI soundfont for FluidSynth (default: $DEEPRNN_SOUNDFONT, or the system's)",
-    )
+    added = [
+        parser.add_argument("--steps", type=at_least_1, default=steps, help="frames or tokens per sample"),
+        parser.add_argument("--count", type=at_least_1, default=count, help="samples per run"),
+        parser.add_argument(
+            "--temperature",
+            type=above_0,
+            default=1.0,
+            help="the logits are divided by it (lower: more conservative)",
+        ),
+        parser.add_argument("--seed", type=int, default=0),
+        parser.add_argument("--device", choices=CHOICES["device"]),
+        parser.add_argument(
+            "--soundfont",
+            help="a .sf2 General MIDI soundfont for FluidSynth "
+            "(default: $DEEPRNN_SOUNDFONT, or the system's)",
+        ),
+    ]
+    parser.set_defaults(drawing=tuple(action.dest for action in added))  # what _drawing passes on
 
 
 def _sample_parser(commands) -> None:
