@@ -82,6 +82,14 @@ def test_runs_still_going_at_the_deadline_are_stopped_and_come_back_resumable(tm
     run = chain.replace(":", "-") + "/runs/ptb-char/rnn"
     assert f"{run}/checkpoints/last.pt" in names  # the checkpoint it resumes from
     assert f"{run}/results.json" not in names
+    # and its best parameters (without their run's state), which it ends at if it does no better
+    back = tmp_path / "back" / run
+    best, last = (checkpoint.load(back / "checkpoints" / name) for name in ("best.pt", "last.pt"))
+    assert "resume" not in best and best["update"] <= last["progress"]["updates"]
+    stop_here = ["--set", f"max_updates={last['progress']['updates']}", "--data-dir", str(data)]
+    assert main(["train", "--resume", str(back), *stop_here]) == 0
+    results = json.loads((back / "results.json").read_text())
+    assert results["best_update"] == best["update"] and results["stop_reason"] == "max updates"
 
 
 def test_a_chain_that_fails_fails_the_script_and_the_others_still_come_back(tmp_path):
