@@ -388,6 +388,14 @@ def test_ptb_char_skips_a_finished_run_and_resumes_an_interrupted_one(tmp_path, 
     (row,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
     assert row["updates"] == 6 and [u for u, _ in row["curve"]] == [2, 4, 6]
 
+    run = tmp_path / "out" / "runs" / "ptb-char" / "rnn"  # killed after writing best.pt, before last.pt
+    (run / "results.json").unlink()
+    (run / "checkpoints" / "last.pt").unlink()
+    assert main([*argv, "--set", "max_updates=8"]) == 0
+    assert "ptb-char/rnn: resuming" in capsys.readouterr().out  # from best.pt, not trained afresh
+    (row,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
+    assert row["updates"] == 8 and [u for u, _ in row["curve"]][:3] == [2, 4, 6]
+
 
 @pytest.mark.parametrize(
     ("stop_reason", "expected"),

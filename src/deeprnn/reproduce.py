@@ -46,6 +46,7 @@ from deeprnn.training.config import (
 )
 from deeprnn.training.console import Log
 from deeprnn.training.distributed import from_environment
+from deeprnn.training.run_folder import newest_checkpoint
 
 # docs/paper.md §3, test set; None where the paper has no number.
 PAPER = {
@@ -134,7 +135,7 @@ def not_in(table: dict | None, sets: list[str]) -> list[str]:
 
 def started(folder: Path) -> bool:
     """Whether a run in ``folder`` has finished or saved a checkpoint to resume from."""
-    return (folder / "results.json").exists() or (folder / "checkpoints" / "last.pt").exists()
+    return (folder / "results.json").exists() or newest_checkpoint(folder) is not None
 
 
 def hidden_size(model: str, data: str, sets: list[str]) -> int:
@@ -160,7 +161,7 @@ def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: 
         if limit_reached(config, done["stop_reason"], done["updates"], done["epochs"], done["train_seconds"]):
             log(f"{name}: done, skipped")
             return done
-    if (folder / "checkpoints" / "last.pt").exists():
+    if newest_checkpoint(folder) is not None:  # best.pt alone: stopped between writing it and last.pt
         log(f"{name}: resuming")
         device = parse_sets(sets).get("device")  # a GPU's run may be carried on here
         return train(None, folder, data_dir=data_dir, resume=True, limits=limits, device=device, log=log)

@@ -128,42 +128,48 @@ def _holder(fd: int) -> str:
 
 
 def newest_checkpoint(out: Path) -> Path | None:
-    """``last.pt``, else ``best.pt``, of the run in ``out``; None when it has neither."""
+    """``last.pt``, else ``best.pt``, of the run in ``out`` (whether it has a checkpoint, and the
+    one a run that was not stopped between writing the two resumes from); None when it has neither."""
     return next((p for p in (out / "checkpoints" / n for n in ("last.pt", "best.pt")) if p.exists()), None)
 
 
 def resumable_state(out: Path, log: Log = print) -> dict | None:
     """The newest readable training state of a run: ``last.pt``, or the run as it was at its best
     point (``best.pt``) where ``last.pt`` cannot be read or is older (the run was stopped between
-    writing the two); says which it took when it passed ``last.pt`` over. None when the run has
-    no checkpoint at all (it was stopped before its first); an error when none can be read."""
+    writing the two; ``best.pt`` is then read, as its file's time suggests); says which it took
+    when it passed ``last.pt`` over. None when the run has no checkpoint at all (it was stopped
+    before its first); an error when none can be read."""
     folder, skipped, states = out / "checkpoints", [], {}
     if newest_checkpoint(out) is None:
         return None
-    for name in ("last.pt", "best.pt"):
-        if not (folder / name).exists():
+    last, best = folder / "last.pt", folder / "best.pt"
+    for path in (last, best):
+        if not path.exists() or (path == best and "last.pt" in states and not _newer(best, last)):
             continue
         try:
-            state = checkpoint.load(folder / name)
+            state = checkpoint.load(path)
         except RunFolderError as error:
             skipped.append(str(error))
             continue
-        if name == "best.pt":
+        if path == best:
             if "resume" not in state:
-                skipped.append(
-                    f"{folder / name} holds parameters only (written before deeprnn kept the run in it)"
-                )
+                skipped.append(f"{path} holds parameters only (written before deeprnn kept the run in it)")
                 continue
             state = state["resume"]
-        states[name] = state
+        states[path.name] = state
     if not states:
         raise RunFolderError(f"{out} holds no checkpoint to resume from ({'; '.join(skipped)})")
     name = max(states, key=lambda n: states[n]["progress"]["updates"])  # a tie: last.pt
     if name == "best.pt" and "last.pt" in states:
-        log(f"resuming from {folder / name}: {folder / 'last.pt'} is older (the run stopped between the two)")
+        log(f"resuming from {best}: {last} is older (the run stopped between the two)")
     elif name == "best.pt" and skipped:
-        log(f"resuming from {folder / name}; skipped: {'; '.join(skipped)}")
+        log(f"resuming from {best}; skipped: {'; '.join(skipped)}")
     return states[name]
+
+
+def _newer(path: Path, than: Path) -> bool:
+    """Whether ``path`` may have been written after ``than`` (the same time counts: a coarse clock)."""
+    return path.stat().st_mtime_ns >= than.stat().st_mtime_ns
 
 
 def read_config(out: Path) -> TrainConfig:
