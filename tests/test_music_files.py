@@ -15,6 +15,7 @@ import scipy.io
 from deeprnn.cli import main
 from deeprnn.data import DataError, load
 from deeprnn.data.music import count_notes, load_midi_folder, load_pickle, midi_to_roll, roll_to_midi
+from deeprnn.names import GRID_RULE
 
 
 def write_pickle(tmp_path, content) -> object:
@@ -167,26 +168,30 @@ def test_what_roll_to_midi_writes_by_default(tmp_path):
     assert count_notes(roll) == 2
 
 
-@pytest.mark.parametrize("frames_per_beat", [1, 4, 7, 9, 12, 64])
-def test_any_grid_of_1_to_64_frames_a_beat_round_trips_through_midi(tmp_path, frames_per_beat):
-    """480 ticks a beat where the grid divides it, else lcm(480, f) (7: 3,360); a random roll
-    with a note held into the last frame comes back as it was."""
+@pytest.mark.parametrize("frames_per_beat", [1, 4, 7, 9, 12, 64, 70, 96])
+def test_a_grid_whose_ticks_fit_midi_round_trips_through_it(tmp_path, frames_per_beat):
+    """480 ticks a beat where the grid divides it, else lcm(480, f) (7: 3,360; 70: 3,360); a
+    random roll with a note held into the last frame comes back as it was."""
     roll = (np.random.default_rng(frames_per_beat).random((12, 88)) < 0.08).astype(np.uint8)
     roll[1:4, 39] = roll[3, 43] = roll[11, 87] = 1
     midi = roll_to_midi(roll, tmp_path / "grid.mid", frames_per_beat=frames_per_beat)
-    assert mido.MidiFile(midi).ticks_per_beat == {7: 3360, 9: 1440, 64: 960}.get(frames_per_beat, 480)
+    assert mido.MidiFile(midi).ticks_per_beat == {7: 3360, 9: 1440, 64: 960, 70: 3360}.get(
+        frames_per_beat, 480
+    )
     assert np.array_equal(midi_to_roll(midi, frames_per_beat), roll)
-    for outside in (0, 65):
-        with pytest.raises(ValueError, match=f"frames_per_beat must be 1 to 64, got {outside}"):
+    for outside in (0, 71):  # 71: lcm(480, 71) = 34,080 ticks, past MIDI's 32,767
+        with pytest.raises(
+            ValueError, match=rf"frames_per_beat must be .*lcm\(480, f\) <= 32767.*, got {outside}"
+        ):
             roll_to_midi(roll, tmp_path / "bad.mid", frames_per_beat=outside)
 
 
-def test_data_stats_refuses_a_grid_outside_1_to_64_in_one_line(tmp_path, capsys):
-    for outside in ("0", "-1", "65"):
+def test_data_stats_refuses_a_grid_midi_cannot_hold_in_one_line(tmp_path, capsys):
+    for outside in ("0", "-1", "71"):
         with pytest.raises(SystemExit) as stopped:
             main(["data", "stats", str(tmp_path), "--frames-per-beat", outside])
         assert stopped.value.code == 2
-        assert f"--frames-per-beat: must be 1 to 64, got {outside}" in capsys.readouterr().err
+        assert f"--frames-per-beat: must be {GRID_RULE}, got {outside}" in capsys.readouterr().err
 
 
 def test_roll_to_midi_takes_velocities_1_to_127_and_refuses_other_shapes(tmp_path):

@@ -8,6 +8,7 @@ from here, so a new data set or model is added in one place.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from deeprnn.errors import ConfigError
@@ -17,8 +18,15 @@ KINDS = ("music", "text")
 METRICS = ("nll", "bpc", "ppl")  # nats per frame, bits per character, perplexity (docs/paper.md §3)
 
 
-# Frames per beat a roll may have: a MIDI file of it has lcm(480, f) ticks per beat, at most 32,767.
-FRAMES_PER_BEAT = range(1, 65)
+# A MIDI file of a roll of f frames a beat has lcm(480, f) ticks a beat (480 for every usual grid),
+# which the format caps at 32,767: f from 1 to 70, and beyond where the lcm fits (96, 120, 480 ...).
+MIDI_TICKS_PER_BEAT = 480
+GRID_RULE = "a whole number of frames a beat with lcm(480, f) <= 32767 (1 to 70, 96, 120, ...)"
+
+
+def writable_grid(frames_per_beat: int) -> bool:
+    """Whether a roll of ``frames_per_beat`` frames a beat can be written as MIDI (GRID_RULE)."""
+    return frames_per_beat >= 1 and math.lcm(MIDI_TICKS_PER_BEAT, frames_per_beat) <= 32767
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import json
 from deeprnn.bench import MODES, TASKS
 from deeprnn.cli.arguments import Commands, checked, data_dir
 from deeprnn.errors import UserError
-from deeprnn.names import DATA_SETS, FRAMES_PER_BEAT, MODELS, canonical_model
+from deeprnn.names import DATA_SETS, GRID_RULE, MODELS, canonical_model, writable_grid
 from deeprnn.presets import describe_preset
 from deeprnn.training.ranges import CHOICES
 
-_frames_per_beat = checked(int, lambda v: v in FRAMES_PER_BEAT, f"1 to {FRAMES_PER_BEAT[-1]}")
+_frames_per_beat = checked(int, writable_grid, GRID_RULE)
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -16,11 +16,10 @@ import numpy as np
 from deeprnn.data.registry import DataError
 from deeprnn.data.safe_pickle import UnsafePickleError, safe_load
 from deeprnn.io import write_atomic
-from deeprnn.names import FRAMES_PER_BEAT, SPLITS
+from deeprnn.names import GRID_RULE, MIDI_TICKS_PER_BEAT, SPLITS, writable_grid
 
 KEYS = 88
 LOWEST = 21  # MIDI pitch of the first key
-_TICKS_PER_BEAT = 480  # divisible by every usual number of frames per beat
 
 Splits = dict[str, list[np.ndarray]]
 Names = dict[str, list[str]]  # a name per piece, per split, where the data has them
@@ -169,10 +168,10 @@ def roll_to_midi(
     roll = np.asarray(roll)
     if roll.ndim != 2 or roll.shape[1] != KEYS:
         raise ValueError(f"a piano roll must have shape (T, {KEYS}), got {roll.shape}")
-    if frames_per_beat not in FRAMES_PER_BEAT:
-        raise ValueError(f"frames_per_beat must be 1 to {FRAMES_PER_BEAT[-1]}, got {frames_per_beat}")
+    if not writable_grid(frames_per_beat):
+        raise ValueError(f"frames_per_beat must be {GRID_RULE}, got {frames_per_beat}")
     loudness = np.broadcast_to(np.asarray(velocity, dtype=np.int64), roll.shape)
-    ticks_per_beat = math.lcm(_TICKS_PER_BEAT, frames_per_beat)  # 480 for every usual grid
+    ticks_per_beat = math.lcm(MIDI_TICKS_PER_BEAT, frames_per_beat)
     ticks = ticks_per_beat // frames_per_beat
     active = np.vstack([np.zeros((1, KEYS), bool), roll > 0, np.zeros((1, KEYS), bool)])
     change = np.diff(active.astype(np.int8), axis=0)  # +1 note on at frame t, -1 note off

@@ -12,7 +12,7 @@ from typing import Any
 
 from deeprnn.errors import ConfigError
 from deeprnn.models import TRANSITION_KINDS, ModelConfig
-from deeprnn.names import FRAMES_PER_BEAT, KINDS, MODELS, canonical_model
+from deeprnn.names import GRID_RULE, KINDS, MODELS, canonical_model, writable_grid
 from deeprnn.operators.heads import HEADS
 from deeprnn.operators.nade import ORDERS
 from deeprnn.operators.units import UNIT_SPECS, parse_unit
@@ -96,10 +96,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "batch_size": _AT_LEAST_1,
     "bptt_steps": _AT_LEAST_1,
     "eval_batch_size": _AT_LEAST_1,
-    "frames_per_beat": (
-        lambda v: v in FRAMES_PER_BEAT,
-        f"1 to {FRAMES_PER_BEAT[-1]} (frames a quarter note)",
-    ),
+    "frames_per_beat": (writable_grid, GRID_RULE),
     "tempo_bpm": _POSITIVE,
     "lr": _POSITIVE,
     "momentum": _PROBABILITY,
