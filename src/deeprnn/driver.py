@@ -103,26 +103,27 @@ def map_carry(function: Callable[[torch.Tensor], torch.Tensor], carry: Carry | N
     return tuple(function(part) for part in carry)
 
 
-_PLAIN = ContextVar("deeprnn_plain_loop", default=False)
+_PLAIN_LOOP = ContextVar("deeprnn_plain_loop", default=False)
 
 
 @contextmanager
 def plain_loop() -> Iterator[None]:
     """Within it, every ⊕ runs as a loop of autograd's own operations rather than the fast path,
     whose hand-written backward cannot be differentiated again: for a gradient of a gradient
-    (a gradient penalty, meta-learning) or ``torch.func``'s transforms. The same values, slower."""
-    token = _PLAIN.set(True)
+    (a gradient penalty, meta-learning) or ``torch.func``'s transforms. The same values, slower.
+    It holds in the thread that enters it (a context variable), not in threads started from it."""
+    token = _PLAIN_LOOP.set(True)
     try:
         yield
     finally:
-        _PLAIN.reset(token)
+        _PLAIN_LOOP.reset(token)
 
 
 def fast_path_applies(cell: Transition) -> bool:
     """Whether the hand-written BPTT can serve ``cell`` here: its units allow it, nothing needs
     to see the operations one by one (a tracer, the compiler), and no :func:`plain_loop` asks
     for autograd's own."""
-    return cell.fusable and not traced() and not _PLAIN.get()
+    return cell.fusable and not traced() and not _PLAIN_LOOP.get()
 
 
 def projects_in_place(cell: Transition, x: torch.Tensor) -> bool:

@@ -291,7 +291,8 @@ class Recurrence(nn.Module):
                     f"hx must have shape (levels, batch, hidden) = {shape}, got {tuple(part.shape)}"
                 )
             if part.dtype not in taken:
-                raise TypeError(f"hx must have the parameters' dtype {dtype}, got {part.dtype}")
+                also = "" if len(taken) == 1 else " (or autocast's, under autocast)"
+                raise TypeError(f"hx must have the parameters' dtype {dtype}{also}, got {part.dtype}")
         return map_carry(lambda part: part.to(dtype), hx)
 
     @staticmethod

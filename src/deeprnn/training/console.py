@@ -33,13 +33,13 @@ class ProgressBar:
         if loss is not None:  # a running mean, for display
             self.loss = loss if self.loss is None else 0.95 * self.loss + 0.05 * loss
         rate, left = self.pace()
-        shown = "nan" if self.loss is None else f"{self.loss:.4f}"
+        loss_text = "nan" if self.loss is None else f"{self.loss:.4f}"
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {shown}, {rate:,.0f} targets/s")
+            self.bar.set_postfix_str(f"loss {loss_text}, {rate:,.0f} targets/s")
             self.bar.update(1)
         elif self.shown and self.done % self.every == 0:
             print(
-                f"{self.label}: {self.done}/{self.total} batches, loss {shown}, {rate:,.0f} targets/s, "
+                f"{self.label}: {self.done}/{self.total} batches, loss {loss_text}, {rate:,.0f} targets/s, "
                 f"~{left:.0f} s left in the epoch",
                 flush=True,
             )

@@ -131,7 +131,7 @@ def evaluate_run(
     result["scored_from"] = "second frame" if from_second else "first frame"
     if per_piece:
         names = corpus.names.get(split)
-        result["pieces"] = piece_scores(model, corpus.splits[split], dev, names, from_second)
+        result["pieces"] = piece_scores(model, corpus.splits[split], dev, names, from_second=from_second)
     return result
 
 
@@ -146,8 +146,8 @@ def piece_scores(
     pieces: list,
     device: torch.device,
     names: list[str] | None = None,
-    from_second: bool = False,
     batch: int = 16,
+    from_second: bool = False,
 ) -> list[dict]:
     """Each piece's NLL, scored alone from a zero state, in the split's order, with its name
     (its file, for a MIDI folder) where the data has one; ``from_second``: without its first
@@ -162,17 +162,14 @@ def piece_scores(
         for index, total in zip(group, nll.double().tolist(), strict=True):
             totals[index] = total
     model.train(was_training)
-    return [
-        {
-            "piece": index,
-            "name": names[index] if names else None,
-            "frames": scored,
-            "nll": total,
-            "nll_per_frame": total / scored if scored else None,
-        }
-        for index, (piece, total) in enumerate(zip(pieces, totals, strict=True))
-        for scored in [max(len(piece) - from_second, 0)]
-    ]
+    scores = []
+    for index, (piece, total) in enumerate(zip(pieces, totals, strict=True)):
+        scored = max(len(piece) - from_second, 0)  # the frames scored
+        name, per_frame = names[index] if names else None, total / scored if scored else None
+        scores.append(
+            {"piece": index, "name": name, "frames": scored, "nll": total, "nll_per_frame": per_frame}
+        )
+    return scores
 
 
 def load_run(out: str | Path, device: str | None = None, model: DeepRNN | None = None) -> DeepRNN:
