@@ -55,6 +55,16 @@ class _Plan:
         return [i for i, kind in enumerate(self.kinds) if kind in POOLING]
 
 
+def _first_derivatives_only() -> None:
+    """Refuse a backward asked for a graph of its own (create_graph=True): the hand-written one is
+    not differentiable again, and would leave ⊕'s share out of second derivatives."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "deeprnn's fast path gives first derivatives only; for a gradient of a gradient "
+            "(create_graph=True) run the forward pass within deeprnn.plain_loop()"
+        )
+
+
 class FusedUnroll(torch.autograd.Function):
     """states (T+1, B, H) = [h_0, h_1, …, h_T] for u (T, B, P) = the input projections.
 
@@ -111,11 +121,7 @@ class FusedUnroll(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_states):
-        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable again
-            raise RuntimeError(
-                "deeprnn's fast path gives first derivatives only; for a gradient of a gradient "
-                "(create_graph=True) run the forward pass within deeprnn.plain_loop()"
-            )
+        _first_derivatives_only()
         plan = ctx.plan
         depth, lp_layers, pooled = len(plan.kinds), plan.lp_layers, plan.pooled_layers
         states, mask, recurrent_weight, *rest = ctx.saved_tensors
