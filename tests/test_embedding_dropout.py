@@ -133,11 +133,15 @@ def test_embedding_dropout_that_cannot_apply_says_why(config, transitions, messa
         DeepRNN(ModelConfig(VOCAB, VOCAB, 6, **settings), transitions=transitions)
 
 
-def test_a_projection_of_vectors_refuses_to_drop_token_types():
+def test_a_projection_of_vectors_refuses_to_drop_token_types_or_looked_up_vectors():
     with pytest.raises(
-        ConfigError, match="dropping token types needs an embedding: this projection reads vectors"
+        ConfigError, match="dropping a token type needs an embedding: this projection reads vectors"
     ):
         Projection(3, 4).type_dropout = 0.1
+    with pytest.raises(ConfigError, match="a coordinate of the looked-up vectors needs an embedding"):
+        Projection(3, 4).vector_dropout = 0.1
+    with pytest.raises(ConfigError, match=r"must be in \[0, 1\), got 1"):
+        Projection(3, 4, tokens=True).vector_dropout = 1
 
 
 def test_embedding_dropout_is_set_by_its_own_name_on_the_command_line_and_in_a_file(tmp_path):

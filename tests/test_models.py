@@ -13,6 +13,7 @@ from reference import reference_forward, transition_step
 from deeprnn import DeepRNN, ModelConfig, count_parameters, driver, recurrence
 from deeprnn.data.batching import MusicBatches
 from deeprnn.driver import fast_path_applies, plain_loop, unroll
+from deeprnn.errors import ConfigError
 from deeprnn.fused import FusedUnroll, plan_of
 from deeprnn.inference import evaluate_input
 from deeprnn.operators.heads import Bernoulli, Categorical, make_head
@@ -423,6 +424,61 @@ def test_dropout_in_training_only():
         assert not torch.equal(model(x)[0], model(x)[0]), kind
         model.eval()
         assert torch.equal(model(x)[0], plain(x)[0]), kind
+
+
+@pytest.mark.parametrize("name", ["dt", "dts", "deep-input"])
+def test_input_dropout_is_the_model_on_x_times_one_mask_per_sequence(name):
+    """In training, input dropout runs the model without it on x ⊙ m, with one mask m (B, size
+    of x_t) for every step, x_t being what the first level reads (after the input map); the
+    biases are not dropped: a zero input gives the same states as without dropout (a DT
+    without shortcuts adds its later layers' biases after the projection of x_t)."""
+    plain = make(name).eval()
+    model = make(name, input_dropout=0.4).train()
+    x = torch.randn(6, 3, 9)
+    torch.manual_seed(5)
+    got = model(x)[0]
+    torch.manual_seed(5)
+    read = x if plain.recurrence.input_map is None else plain.recurrence.input_map(x)
+    m = torch.empty(1, 3, read.shape[-1]).bernoulli_(0.6).div_(0.6)
+    level = plain.recurrence.levels[0]
+    states = unroll(level, level.project(read * m), torch.zeros(3, level.hidden_size))
+    torch.testing.assert_close(got, plain.output(states[1:]))
+    if plain.recurrence.input_map is None:
+        zeros = torch.zeros(6, 3, 9)
+        torch.testing.assert_close(model(zeros)[0], plain(zeros)[0])
+
+
+@pytest.mark.parametrize("name", ["dt", "dts"])
+def test_input_dropout_on_token_ids_drops_the_looked_up_vectors_not_their_bias(name):
+    """On token ids, input dropout is locked dropout on U x_t, the embedding's rows as looked up
+    (AWD-LSTM's dropouti): the bias b_1 and a DT's later biases are added undropped."""
+    plain = make(name, tokens=True).eval()
+    model = make(name, tokens=True, input_dropout=0.4).train()
+    x = torch.randint(0, 9, (6, 3))
+    torch.manual_seed(5)
+    got = model(x)[0]
+    torch.manual_seed(5)
+    level = plain.recurrence.levels[0]
+    embedding = level.input
+    m = torch.empty(1, 3, embedding.out_size).bernoulli_(0.6).div_(0.6)
+    u = level.project(x).detach().clone()
+    u[..., : embedding.out_size] = F.embedding(x, embedding.weight) * m + embedding.bias
+    states = unroll(level, u, torch.zeros(3, level.hidden_size))
+    torch.testing.assert_close(got, plain.output(states[1:]))
+
+
+def test_input_dropout_needs_an_embedding_to_drop_what_a_token_cell_reads():
+    class TokenCell(torch.nn.Module):
+        input_size, hidden_size, tokens, fusable, carries = 9, 4, True, False, 1
+
+        def project(self, x):
+            return F.one_hot(x, 9).float()
+
+        def step(self, u, h, mask=None):
+            return torch.tanh(u[:, :4] + h)
+
+    with pytest.raises(ConfigError, match="input_dropout: TokenCell reads token ids without an embedding"):
+        recurrence.Recurrence([TokenCell()], input_dropout=0.2)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")

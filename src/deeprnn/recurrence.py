@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from deeprnn.driver import checks_values, fast_path_applies, map_carry, projects_in_place, unroll
+from deeprnn.errors import ConfigError
 from deeprnn.inference import Stepper, evaluate_input
 from deeprnn.operators.dropout import locked_dropout
 from deeprnn.operators.feedforward import FeedForward
@@ -33,9 +34,10 @@ class Recurrence(nn.Module):
     - output: (T, B, H) states of the top level; h_n: (levels, B, H), or a tuple as hx.
 
     Level l > 1 reads the new state of level l-1 (h^0_t = g(x_t)); all levels have the same
-    hidden size H. Dropout (training only, one mask per sequence): ``input_dropout`` on the
-    first level's input projection, ``state_dropout`` on each level's output states,
-    ``recurrent_dropout`` on h_{t-1} inside ⊕.
+    hidden size H. Dropout (training only, one mask per sequence): ``input_dropout`` on what the
+    first level reads, its input vectors x_t (after the input map) or, for token ids, the vectors
+    U x_t its embedding looks up (AWD-LSTM's dropouti), never a bias; ``state_dropout`` on each
+    level's output states; ``recurrent_dropout`` on h_{t-1} inside ⊕.
     """
 
     def __init__(
@@ -86,6 +88,13 @@ class Recurrence(nn.Module):
         self.tokens = input_map.layers[0].tokens if input_map is not None else levels[0].tokens
         self.carries = levels[0].carries
         self.input_size = input_map.in_size if input_map is not None else levels[0].input_size
+        if input_dropout and levels[0].tokens:  # the level reads ids: drop the vectors it looks up
+            embedding = self.token_embedding()
+            if embedding is None:
+                raise ConfigError(
+                    f"input_dropout: {type(levels[0]).__name__} reads token ids without an embedding"
+                )
+            embedding.vector_dropout = input_dropout
 
     @property
     def num_levels(self) -> int:
@@ -114,13 +123,14 @@ class Recurrence(nn.Module):
 
     def _states(self, index: int, level: Transition, x: torch.Tensor, h0: Carry) -> Carry:
         """One level's states (T+1, B, H) from its input x: in evaluation, x projected straight
-        into the in-place loop's buffer (no dropout, nothing copied); else its projection u, with
-        the input dropout (first level) and the recurrent dropout mask, run by the driver."""
+        into the in-place loop's buffer (no dropout, nothing copied); else its projection u of x
+        (with the input dropout on the first level's), and the recurrent dropout mask, run by
+        the driver."""
         if not self.training and projects_in_place(level, x):
             return evaluate_input(level, x, h0)
+        if index == 0 and not level.tokens:  # token ids: their embedding drops what it looks up
+            x = locked_dropout(x, self.input_dropout, self.training)
         u = level.project(x)
-        if index == 0:
-            u = locked_dropout(u, self.input_dropout, self.training)
         drop = None
         if self.training and self.recurrent_dropout > 0:
             keep = 1.0 - self.recurrent_dropout

@@ -12,21 +12,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeprnn.errors import ConfigError
-from deeprnn.operators.dropout import type_dropout
+from deeprnn.operators.dropout import locked_dropout, type_dropout
 
 
 class Projection(nn.Module):
     """x ↦ U x (+ b): ``x`` is (..., in_size) floats, or (...) token ids when ``tokens``.
 
-    ``type_dropout`` (token ids only; training only, 0 unless set): the probability with which
-    each token type's row of U is dropped for a whole call (embedding dropout)."""
+    Dropout on token ids (training only, 0 unless set): ``type_dropout``, the probability with
+    which each token type's row of U is dropped for a whole call (embedding dropout); and
+    ``vector_dropout``, with which each coordinate of U x is dropped, one mask per sequence (x's
+    first axis is time: locked dropout, before the bias is added)."""
 
     def __init__(self, in_size: int, out_size: int, *, tokens: bool = False, bias: bool = True):
         super().__init__()
         if in_size < 1 or out_size < 1:
             raise ConfigError(f"a projection needs positive sizes, got {in_size} -> {out_size}")
         self.in_size, self.out_size, self.tokens = in_size, out_size, tokens
-        self._type_dropout = 0.0
+        self._type_dropout = self._vector_dropout = 0.0
         shape = (in_size, out_size) if tokens else (out_size, in_size)
         self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(out_size)) if bias else None
@@ -38,11 +40,22 @@ class Projection(nn.Module):
 
     @type_dropout.setter
     def type_dropout(self, p: float) -> None:
+        self._type_dropout = self._checked(p, "a token type")
+
+    @property
+    def vector_dropout(self) -> float:
+        return self._vector_dropout
+
+    @vector_dropout.setter
+    def vector_dropout(self, p: float) -> None:
+        self._vector_dropout = self._checked(p, "a coordinate of the looked-up vectors")
+
+    def _checked(self, p: float, what: str) -> float:
         if p and not self.tokens:
-            raise ConfigError("dropping token types needs an embedding: this projection reads vectors")
+            raise ConfigError(f"dropping {what} needs an embedding: this projection reads vectors")
         if not 0.0 <= p < 1.0:
-            raise ConfigError(f"the probability of dropping a token type must be in [0, 1), got {p}")
-        self._type_dropout = float(p)
+            raise ConfigError(f"the probability of dropping {what} must be in [0, 1), got {p}")
+        return float(p)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """U x (+ b); written into ``out`` (x's leading shape, ``out_size``), a view whose
@@ -59,6 +72,7 @@ class Projection(nn.Module):
         # a fresh tensor, which its backward does not read (in place: the bias must have the
         # weight's dtype, as module.to() gives it)
         y = F.embedding(x, type_dropout(self.weight, self.type_dropout, self.training))
+        y = locked_dropout(y, self.vector_dropout, self.training)
         return y if self.bias is None else y.add_(self.bias)
 
     def _into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -75,7 +89,11 @@ class Projection(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "tokens" if self.tokens else "dense"
-        dropout = f", type_dropout={self.type_dropout}" if self.type_dropout else ""
+        dropout = "".join(
+            f", {name}={p}"
+            for name, p in (("type_dropout", self.type_dropout), ("vector_dropout", self.vector_dropout))
+            if p
+        )
         return f"{self.in_size} -> {self.out_size}, {kind}, bias={self.bias is not None}{dropout}"
 
 
