@@ -390,6 +390,85 @@ def test_every_range_has_its_edges_checked():
     assert unchecked == {"input_units", "transition_units"}  # the same unit check as output_units
 
 
+# A bad value for every setting: the fields of TrainConfig and of its architecture table (None:
+# the setting takes any value of its type).
+BAD = {
+    "model": "lstm",
+    "data": " ",
+    "hidden_size": 0,
+    "transition_sizes": [400, 0],
+    "output_sizes": [-1],
+    "input_sizes": "[0]",
+    "levels": 0,
+    "transition_units": "gelu",
+    "output_units": "maxout:0",
+    "input_units": "softmax",
+    "shortcut": "maybe",
+    "bias": 1,
+    "tie_weights": "often",
+    "output_init_std": -0.01,
+    "head": "gaussian",
+    "nade_hidden": 0,
+    "nade_order": "random",
+    "transition_kind": "lstm",
+    "input_dropout": 1.0,
+    "state_dropout": -0.1,
+    "recurrent_dropout": "nan",
+    "output_dropout": 2,
+    "embedding_dropout": -0.1,
+    "batch_size": 0,
+    "bptt_steps": -5,
+    "eval_batch_size": 0,
+    "text_level": "byte",
+    "frames_per_beat": 0,
+    "tempo_bpm": 0,
+    "optimizer": "lbfgs",
+    "lr": 0,
+    "momentum": 1.0,
+    "weight_decay": -1e-4,
+    "clip_norm": "nan",
+    "schedule": "exp",
+    "lr_decay_beta": 0,
+    "halve_patience": 0,
+    "min_lr": "-inf",
+    "weight_noise": "nan",
+    "average_after_epochs": -1,
+    "average_when_stalled": 0,
+    "init_from": 5,
+    "init_parts": "everything",
+    "pretrained_lr_scale": -0.1,
+    "epochs": 0,
+    "max_updates": -1,
+    "time_budget_s": "inf",
+    "patience": -1,
+    "eval_every": -1,
+    "checkpoint_every": 0,
+    "seed": -1,
+    "device": "tpu",
+    "precision": "fp16",
+    "cuda_graphs": "yes",
+    "data_kind": "audio",
+    "notes": None,
+}
+
+
+def test_every_setting_has_a_checked_range():
+    assert set(BAD) == {f.name for f in dataclasses.fields(TrainConfig)} - {"architecture"} | set(
+        ARCHITECTURE
+    )
+    for key, value in BAD.items():
+        if value is None:
+            continue
+        with pytest.raises(ConfigError, match=f"^--set {key}: must be "):
+            apply({key: value})
+    with pytest.raises(ConfigError, match="^architecture: expected a table of settings"):
+        apply({"architecture": [3]})
+    with pytest.raises(ConfigError, match="^unknown architecture setting.* colour"):
+        TrainConfig(architecture={"colour": "red"})
+    with pytest.raises(ConfigError, match="^--set seed: must be a whole number"):
+        TrainConfig(seed=True)  # not via --set, too
+
+
 def test_a_value_of_the_wrong_type_or_not_finite_is_refused():
     for key, value, wanted in [
         ("epochs", 2.5, "a whole number"),
@@ -404,9 +483,10 @@ def test_a_value_of_the_wrong_type_or_not_finite_is_refused():
     ]:
         with pytest.raises(ConfigError, match=f"--set {key}: must be {wanted}"):
             apply({key: value})
-    for value in (math.inf, -math.inf, math.nan):
-        with pytest.raises(ConfigError, match="--set lr: must be a finite number"):
-            apply({"lr": value})
+    for key in ("lr", "clip_norm", "weight_noise", "time_budget_s"):
+        for value in (math.inf, -math.inf, math.nan, "nan", "inf", "-inf"):
+            with pytest.raises(ConfigError, match=f"--set {key}: must be a finite number"):
+                apply({key: value})
     assert apply({"lr": 3}).lr == 3.0 and isinstance(apply({"lr": 3}).lr, float)  # an int for a float
     assert apply({"average_after_epochs": None}).average_after_epochs is None
     assert apply({"init_from": " "}).init_from is None  # --set init_from= : no pretraining
