@@ -467,6 +467,22 @@ def test_input_dropout_on_token_ids_drops_the_looked_up_vectors_not_their_bias(n
     torch.testing.assert_close(got, plain.output(states[1:]))
 
 
+def test_input_dropout_set_after_construction_reaches_the_embedding_of_token_ids():
+    """On token ids the embedding holds the probability: setting the recurrence's input_dropout
+    later writes it through, both ways (and step's guard sees it)."""
+    model = make("dts", tokens=True, input_dropout=0.5)
+    embedding = model.recurrence.token_embedding()
+    model.recurrence.input_dropout = 0.0
+    assert embedding.vector_dropout == 0.0
+    model.train().step(torch.tensor([1, 2]))  # nothing left to drop
+    model.recurrence.input_dropout = 0.3
+    assert embedding.vector_dropout == 0.3
+    with pytest.raises(RuntimeError, match="without dropout"):
+        model.step(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"input_dropout must be in \[0, 1\), got 1"):
+        model.recurrence.input_dropout = 1
+
+
 def test_input_dropout_needs_an_embedding_to_drop_what_a_token_cell_reads():
     class TokenCell(torch.nn.Module):
         input_size, hidden_size, tokens, fusable, carries = 9, 4, True, False, 1

@@ -35,9 +35,9 @@ class Recurrence(nn.Module):
 
     Level l > 1 reads the new state of level l-1 (h^0_t = g(x_t)); all levels have the same
     hidden size H. Dropout (training only, one mask per sequence): ``input_dropout`` on what the
-    first level reads, its input vectors x_t (after the input map) or, for token ids, the vectors
-    U x_t its embedding looks up (AWD-LSTM's dropouti), never a bias; ``state_dropout`` on each
-    level's output states; ``recurrent_dropout`` on h_{t-1} inside ⊕.
+    first level reads, x_t or g(x_t) after an input map, or, where it reads token ids itself, the
+    vectors U x_t its embedding looks up (AWD-LSTM's dropouti), never a bias; ``state_dropout``
+    on each level's output states; ``recurrent_dropout`` on h_{t-1} inside ⊕.
     """
 
     def __init__(
@@ -82,19 +82,32 @@ class Recurrence(nn.Module):
         self.levels = nn.ModuleList(levels)
         self.input_map = input_map
         self.batch_first = batch_first
-        self.input_dropout, self.state_dropout = input_dropout, state_dropout
-        self.recurrent_dropout = recurrent_dropout
+        self.state_dropout, self.recurrent_dropout = state_dropout, recurrent_dropout
         self.hidden_size = hidden
         self.tokens = input_map.layers[0].tokens if input_map is not None else levels[0].tokens
         self.carries = levels[0].carries
         self.input_size = input_map.in_size if input_map is not None else levels[0].input_size
-        if input_dropout and levels[0].tokens:  # the level reads ids: drop the vectors it looks up
+        self.input_dropout = input_dropout
+
+    @property
+    def input_dropout(self) -> float:
+        return self._input_dropout
+
+    @input_dropout.setter
+    def input_dropout(self, p: float) -> None:
+        # a first level that reads token ids drops the vectors its embedding looks up: the
+        # embedding holds the probability (Projection.vector_dropout), written through from here
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"input_dropout must be in [0, 1), got {p}")
+        if self.levels[0].tokens:
             embedding = self.token_embedding()
-            if embedding is None:
+            if embedding is not None:
+                embedding.vector_dropout = p
+            elif p:
                 raise ConfigError(
-                    f"input_dropout: {type(levels[0]).__name__} reads token ids without an embedding"
+                    f"input_dropout: {type(self.levels[0]).__name__} reads token ids without an embedding"
                 )
-            embedding.vector_dropout = input_dropout
+        self._input_dropout = float(p)
 
     @property
     def num_levels(self) -> int:
