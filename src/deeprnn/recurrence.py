@@ -76,7 +76,7 @@ class Recurrence(nn.Module):
             expected_in = hidden
         if input_map is not None and levels[0].tokens:
             raise ValueError("the first level reads the input map's output, not token ids")
-        for name, p in (("input", input_dropout), ("state", state_dropout), ("recurrent", recurrent_dropout)):
+        for name, p in (("state", state_dropout), ("recurrent", recurrent_dropout)):  # input: its setter
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name}_dropout must be in [0, 1), got {p}")
         self.levels = nn.ModuleList(levels)
