@@ -378,7 +378,16 @@ def test_ptb_char_skips_a_finished_run_and_resumes_an_interrupted_one(tmp_path, 
     assert [u for u, _ in row["curve"]] == [2, 4]
     capsys.readouterr()
     assert main([*argv, "--set", "max_updates=4"]) == 0
-    assert "ptb-char/rnn: done, skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ptb-char/rnn: done, skipped" in out and "differ" not in out
+    (again,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
+    assert again["test_bpc"] == row["test_bpc"]
+    # a setting that is not a limit does not change a finished run, and the log says so
+    other = ["--set", "precision=bf16", "--set", "state_dropout=0.1"]
+    assert main([*argv, "--set", "max_updates=4", *other]) == 0
+    out = capsys.readouterr().out
+    assert "ptb-char/rnn: done, skipped" in out
+    assert "differ from the config's in precision: 'fp32' → 'bf16'; state_dropout: 0.15 → 0.1 (" in out
     (again,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
     assert again["test_bpc"] == row["test_bpc"]
 

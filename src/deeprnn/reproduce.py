@@ -41,6 +41,7 @@ from deeprnn.training.config import (
     parse_sets,
     pretraining_config,
     pretraining_table,
+    recipe_differences,
     resolve,
     with_limits,
 )
@@ -145,20 +146,27 @@ def hidden_size(model: str, data: str, sets: list[str]) -> int:
 
 def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log: Log) -> dict:
     """Train ``config`` in ``folder``; a finished run is skipped unless ``sets`` raise its limits,
-    an interrupted one resumed."""
+    an interrupted one resumed, each with its own settings (the log names any that ``config``
+    changes: a row made by other settings than the committed ones is not rebuilt silently)."""
     from deeprnn.training.run_folder import read_config
     from deeprnn.training.trainer import train
 
     name = f"{folder.parent.name}/{folder.name}"
     limits = {k: v for k, v in parse_sets(sets).items() if k in LIMITS}
+    if started(folder):  # to skip or carry on, with its own settings: say where they are not these
+        kept = with_limits(read_config(folder), limits)
+        if differences := recipe_differences(kept, config):
+            log(
+                f"{name}: the run keeps its settings, which differ from the config's in "
+                f"{'; '.join(differences)} (the run's → the config's); remove {folder} to train it anew"
+            )
     if (folder / "results.json").exists():
         done = json.loads((folder / "results.json").read_text())
         if done.get("stop_reason") == "diverged":
             raise UserError(
                 f"{name} diverged ({done.get('message', '')}); change its settings, or remove {folder}"
             )
-        config = with_limits(read_config(folder), limits)
-        if limit_reached(config, done["stop_reason"], done["updates"], done["epochs"], done["train_seconds"]):
+        if limit_reached(kept, done["stop_reason"], done["updates"], done["epochs"], done["train_seconds"]):
             log(f"{name}: done, skipped")
             return done
     if newest_checkpoint(folder) is not None:  # best.pt alone: stopped between writing it and last.pt

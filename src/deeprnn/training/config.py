@@ -210,6 +210,24 @@ def with_limits(config: TrainConfig, limits: dict, epochs_begun: int | None = No
     return changed
 
 
+# Settings that say where, or from which run, a run was trained, not what it learned.
+NOT_THE_RECIPE = ("notes", "init_from", "device", "cuda_graphs")
+
+
+def recipe_differences(run: TrainConfig, config: TrainConfig) -> list[str]:
+    """The settings in which ``run`` (a run folder's) departs from ``config``, each as
+    ``key: run's value → config's``, architecture settings by their own names; the settings of
+    ``NOT_THE_RECIPE`` aside."""
+    ours, theirs = _recipe(run), _recipe(config)
+    keys = sorted(ours.keys() | theirs.keys())
+    return [f"{k}: {ours.get(k)!r} → {theirs.get(k)!r}" for k in keys if ours.get(k) != theirs.get(k)]
+
+
+def _recipe(config: TrainConfig) -> dict:
+    values = {k: v for k, v in config.to_dict().items() if k not in (*NOT_THE_RECIPE, "architecture")}
+    return {**values, **config.architecture}
+
+
 def _limits(config: TrainConfig, updates: int, epochs: int, seconds: float) -> dict[str, bool]:
     """Each length limit, as a stop reason, and whether a run at this point has reached it."""
     return {
