@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_a_model_named_alone_trains_its_source_first(tmp_path, data_root, monkey
     assert rows["dts-rnn"]["run"] == str(runs / "dts-rnn-finetune") and rows["dts-rnn"]["first_stage"]
 
 
-def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypatch):
+def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypatch, capsys):
     """The paper's JSB RNN has 200 units, its sRNN 400: the sRNN is pretrained from a 400-unit RNN
     trained for it, with the RNN's recipe under the sRNN's [pretraining] table, whose settings win
     over --set (its length limits too, when the table is rerun), unless pretraining is turned off."""
@@ -118,7 +119,11 @@ def test_srnn_starts_from_an_rnn_of_its_own_width(tmp_path, data_root, monkeypat
     assert not (tmp_path / "paper" / "runs" / "jsb" / "rnn").exists()
     rows = json.loads((tmp_path / "paper" / "music.json").read_text())["rows"]
     assert [(r["model"], r["init_from"]) for r in rows] == [("srnn", str(widened))]
+    shutil.rmtree(widened.parent / "srnn")  # the source is visited again, and kept as it was trained
+    capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "paper")]) == 0  # done: not carried on to --set's 3
+    out = capsys.readouterr().out
+    assert "jsb/rnn-400: done, skipped" in out and "differ" not in out
     assert json.loads((widened / "results.json").read_text())["updates"] == 2
 
     assert main([*argv, "--out", str(tmp_path / "scratch"), "--no-pretraining"]) == 0
@@ -237,7 +242,8 @@ def test_a_finetune_stage_trains_from_the_first_and_gives_the_row(tmp_path, data
 
     capsys.readouterr()
     assert main([*argv, "--set", "max_updates=6"]) == 0  # the first stage carries on, the second is done
-    assert "jsb/rnn: resuming" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "jsb/rnn: resuming" in out and "differ" not in out
     assert json.loads((first / "results.json").read_text())["updates"] == 6
     assert json.loads((second / "results.json").read_text()) == done[1]
 
@@ -387,9 +393,13 @@ def test_ptb_char_skips_a_finished_run_and_resumes_an_interrupted_one(tmp_path, 
     assert main([*argv, "--set", "max_updates=4", *other]) == 0
     out = capsys.readouterr().out
     assert "ptb-char/rnn: done, skipped" in out
-    assert "differ from the config's in precision: 'fp32' → 'bf16'; state_dropout: 0.15 → 0.1 (" in out
+    assert "(the run's → now): precision: 'fp32' → 'bf16'; state_dropout: 0.15 → 0.1; remove" in out
     (again,) = json.loads((tmp_path / "out" / "ptb-char.json").read_text())["rows"]
     assert again["test_bpc"] == row["test_bpc"]
+    assert main(argv) == 0  # without its limit: the run stopped at it, which a --set raises
+    out = capsys.readouterr().out
+    assert "ptb-char/rnn: done, skipped" in out
+    assert "(the run's → now): max_updates: 4 → 0; --set a length limit carries it on, or remove" in out
 
     (tmp_path / "out" / "runs" / "ptb-char" / "rnn" / "results.json").unlink()  # killed after update 4
     assert main([*argv, "--set", "max_updates=6"]) == 0

@@ -146,20 +146,13 @@ def hidden_size(model: str, data: str, sets: list[str]) -> int:
 
 def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: list[str], log: Log) -> dict:
     """Train ``config`` in ``folder``; a finished run is skipped unless ``sets`` raise its limits,
-    an interrupted one resumed, each with its own settings (the log names any that ``config``
-    changes: a row made by other settings than the committed ones is not rebuilt silently)."""
-    from deeprnn.training.run_folder import read_config
+    an interrupted one resumed, each with its own settings: the log names those where ``config``
+    now differs, so that a row made under other settings is not kept silently as the config's."""
     from deeprnn.training.trainer import train
 
     name = f"{folder.parent.name}/{folder.name}"
     limits = {k: v for k, v in parse_sets(sets).items() if k in LIMITS}
-    if started(folder):  # to skip or carry on, with its own settings: say where they are not these
-        kept = with_limits(read_config(folder), limits)
-        if differences := recipe_differences(kept, config):
-            log(
-                f"{name}: the run keeps its settings, which differ from the config's in "
-                f"{'; '.join(differences)} (the run's → the config's); remove {folder} to train it anew"
-            )
+    kept = kept_settings(folder, name, config, limits, log) if started(folder) else config
     if (folder / "results.json").exists():
         done = json.loads((folder / "results.json").read_text())
         if done.get("stop_reason") == "diverged":
@@ -175,6 +168,22 @@ def train_folder(folder: Path, config: TrainConfig, data_dir: str | None, sets: 
         return train(None, folder, data_dir=data_dir, resume=True, limits=limits, device=device, log=log)
     log(f"{name}: training")
     return train(config, folder, data_dir=data_dir, force=True, log=log)
+
+
+def kept_settings(folder: Path, name: str, config: TrainConfig, limits: dict, log: Log) -> TrainConfig:
+    """The settings of the run in ``folder``, under the length ``limits`` of ``--set``; logs
+    those in which ``config`` differs, and what would make the run follow it."""
+    from deeprnn.training.run_folder import read_config
+
+    kept = with_limits(read_config(folder), limits)
+    if differences := recipe_differences(kept, config):
+        shown = "; ".join(f"{key}: {ours!r} → {now!r}" for key, (ours, now) in differences.items())
+        remedy = f"remove {folder} to train it anew"
+        if not differences.keys().isdisjoint(LIMITS):
+            remedy = f"--set a length limit carries it on, or {remedy}"
+        kept_as = f"{name}: kept with its own settings, where the configs and --set now differ"
+        log(f"{kept_as} (the run's → now): {shown}; {remedy}")
+    return kept
 
 
 def reproduce(

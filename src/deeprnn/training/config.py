@@ -210,20 +210,23 @@ def with_limits(config: TrainConfig, limits: dict, epochs_begun: int | None = No
     return changed
 
 
-# Settings that say where, or from which run, a run was trained, not what it learned.
-NOT_THE_RECIPE = ("notes", "init_from", "device", "cuda_graphs")
+# Settings that do not change what a run learns: where it ran, from which run it started, how
+# often it saved, what it was told about itself.
+NOT_THE_RECIPE = ("notes", "init_from", "device", "cuda_graphs", "checkpoint_every", "data_kind")
 
 
-def recipe_differences(run: TrainConfig, config: TrainConfig) -> list[str]:
-    """The settings in which ``run`` (a run folder's) departs from ``config``, each as
-    ``key: run's value → config's``, architecture settings by their own names; the settings of
-    ``NOT_THE_RECIPE`` aside."""
-    ours, theirs = _recipe(run), _recipe(config)
-    keys = sorted(ours.keys() | theirs.keys())
-    return [f"{k}: {ours.get(k)!r} → {theirs.get(k)!r}" for k in keys if ours.get(k) != theirs.get(k)]
+def recipe_differences(run: TrainConfig, config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """The settings in which ``run`` (a run folder's) departs from ``config``, each as ``key:
+    (run's value, config's)``, architecture settings by their own names (one that a side leaves
+    to the preset as "preset"); the settings of ``NOT_THE_RECIPE`` aside."""
+    of_run, of_config = _recipe(run), _recipe(config)
+    keys = sorted(of_run.keys() | of_config.keys())
+    pairs = {k: (of_run.get(k, "preset"), of_config.get(k, "preset")) for k in keys}
+    return {k: (a, b) for k, (a, b) in pairs.items() if a != b}
 
 
 def _recipe(config: TrainConfig) -> dict:
+    """``config``'s settings, its architecture's among them, but those of ``NOT_THE_RECIPE``."""
     values = {k: v for k, v in config.to_dict().items() if k not in (*NOT_THE_RECIPE, "architecture")}
     return {**values, **config.architecture}
 
