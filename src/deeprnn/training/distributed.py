@@ -82,6 +82,14 @@ def leave_process_group(finished: bool) -> None:
         dist.destroy_process_group()
 
 
+def wait_for_all(world: World) -> None:
+    """Hold every process here until all have come (nothing in one process): what the main
+    process wrote before is then on disk for the others, which would otherwise look for a
+    finished run's results.json before it exists and take the run for an interrupted one."""
+    if world.distributed:
+        dist.barrier()
+
+
 def sum_across(values: list[float], world: World, device: torch.device) -> list[float]:
     """Element-wise sums over the processes (the values themselves in one process)."""
     if not world.distributed:

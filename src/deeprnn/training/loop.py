@@ -46,7 +46,7 @@ from deeprnn.training.builder import (
 )
 from deeprnn.training.config import TrainConfig
 from deeprnn.training.console import Log, NoWriter, ProgressBar
-from deeprnn.training.distributed import World
+from deeprnn.training.distributed import World, wait_for_all
 from deeprnn.training.evaluation import batch_nll, evaluate, split_score
 from deeprnn.training.graphs import SegmentGraphs, check_possible, graphs_wanted
 from deeprnn.training.guard import NonfiniteGuard
@@ -348,6 +348,7 @@ class Run(RunState):
         }
         if self.world.main:
             write_json(self.out / "results.json", results)
+        wait_for_all(self.world)
         valid, test = scores["valid"]["value"], scores["test"]["value"]
         self.log(
             f"best at update {self.progress.best_update}: valid {self.metric} {valid:.4f}, "
