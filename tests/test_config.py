@@ -341,6 +341,14 @@ def test_flat_keys_beside_an_architecture_table_win_over_it():
         apply({"architecture": {"levels": 2}, "abc": 1})
 
 
+def test_architecture_settings_keep_the_order_they_were_given_in():
+    # the order is written into config.json and published weights: a republished file whose
+    # weights did not change must come out byte for byte the same
+    given = {"transition_units": "lp:3", "output_units": "maxout:3", "hidden_size": 800}
+    for order in (list(given), list(reversed(given))):
+        assert list(apply({k: given[k] for k in order}).architecture) == order
+
+
 AT_LEAST_1 = ([1, 2], [0, -1])
 NOT_NEGATIVE = ([0.0, 0.5, 2.0], [-1e-9, -1.0])
 POSITIVE = ([1e-9, 0.5, 2.0], [0.0, -1.0])

@@ -164,7 +164,7 @@ def apply(values: dict, base: TrainConfig | None = None) -> TrainConfig:
         valid = sorted((set(kinds) | set(ARCHITECTURE)) - {"architecture"})
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}")
     current = (base or TrainConfig()).to_dict()
-    for key in values.keys() & ARCHITECTURE.keys():
+    for key in (k for k in values if k in ARCHITECTURE):  # in the order given (a set's varies by process)
         current["architecture"][key] = _parse(values[key], ARCHITECTURE[key] | None)
     current["architecture"] = {k: v for k, v in current["architecture"].items() if v is not None}
     current.update({k: _parse(v, kinds[k]) for k, v in values.items() if k in kinds})
