@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -472,3 +473,22 @@ def test_each_published_value_is_drawn_in_its_rows_colour(tmp_path, monkeypatch)
     dashed = {line.get_ydata()[0]: line.get_color() for line in lines if line.get_linestyle() == "--"}
     assert dashed == {107.5: "grey", 112.0: "grey", 117.7: solid["rnn"]}
     assert len(set(solid.values())) == 3
+
+
+def test_cells_we_miss_lists_the_rows_above_the_paper_with_their_last_evaluations(tmp_path):
+    """scripts/cells-we-miss: each row above its paper value, by how much, and where its curve stood."""
+    curve = [[u, 4.0 - u / 1000] for u in range(1, 12)] + [[12, 3.99], [13, 3.995]]
+    rows = [
+        {"data": "jsb", "model": "rnn", "test_nll": 8.3, "paper": 8.338, "epochs": 9, "curve": curve},
+        {"data": "jsb", "model": "dots-rnn*", "test_nll": 8.14, "paper": 7.92, "epochs": 13, "curve": curve},
+    ]
+    table = tmp_path / "music.json"
+    table.write_text(json.dumps({"table": "music", "metric": "nll", "rows": rows}))
+    script = Path(__file__).parents[1] / "scripts" / "cells-we-miss"
+    out = subprocess.run(["bash", script, table], capture_output=True, text=True, check=True).stdout
+    (line,) = out.splitlines()  # the RNN is below its paper value: not listed
+    assert line.split()[:2] == ["jsb", "dots-rnn*"]
+    assert "+0.220" in line and "epochs  13" in line
+    # best 3.9890 (update 11); the best of all but the last 10 evaluations was 3.9970 (update 3)
+    assert "best valid 3.9890, gained 0.0080 over its last 10 evaluations" in line
+    assert line.endswith("the last 5: 3.9910 3.9900 3.9890 3.9900 3.9950")
