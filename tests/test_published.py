@@ -12,18 +12,28 @@ import deeprnn
 from deeprnn import DeepRNN
 from deeprnn.cli import main
 from deeprnn.errors import ConfigError
-from deeprnn.published import Published, available, publish, read_metadata
+from deeprnn.published import Published, available, load, publish, read_metadata
 from deeprnn.training import trainer
-from deeprnn.training.config import apply
+from deeprnn.training.config import apply, recipe_differences, resolve
 from deeprnn.training.evaluation import evaluate_run, load_run
 
 
-def _table_rows() -> dict[str, float]:
+def _rows() -> dict[str, dict]:
+    """The rows of the results tables by name (data/model), each with its test value as "test"."""
     rows = {}
     for table in ("music", "music-nade", "ptb-char", "ptb-word"):
         result = json.loads((REPO / "results" / f"{table}.json").read_text())
-        rows.update({f"{r['data']}/{r['model']}": r[f"test_{result['metric']}"] for r in result["rows"]})
+        rows.update(
+            {
+                f"{r['data']}/{r['model']}": {**r, "test": r[f"test_{result['metric']}"]}
+                for r in result["rows"]
+            }
+        )
     return rows
+
+
+def _table_rows() -> dict[str, float]:
+    return {name: row["test"] for name, row in _rows().items()}
 
 
 @pytest.mark.parametrize("name", available())
@@ -33,6 +43,21 @@ def test_published_weights_reproduce_their_table_row(name, data_root, monkeypatc
     assert name in rows, f"{name} is published but is no row of results/"
     result = evaluate_run(Published(name), "test", data_dir=str(data_root))
     assert result["value"] == pytest.approx(rows[name], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", available())
+def test_published_weights_were_trained_under_their_committed_config(name, monkeypatch):
+    """Each row's recipe is the committed config's (its [finetune] table for a second stage), so
+    that `deeprnn reproduce` rebuilds that row; a time budget may differ only where the row says
+    that none cut its run short (scale "full")."""
+    monkeypatch.delenv("DEEPRNN_WEIGHTS", raising=False)
+    row = _rows()[name]
+    data, model = name.split("/")
+    _, trained, *_ = load(name)
+    differences = recipe_differences(trained, resolve(model, data, finetune=bool(row["first_stage"])))
+    if row["scale"] == "full":
+        differences.pop("time_budget_s", None)
+    assert differences == {}, f"{name}: the published run's settings → the committed config's"
 
 
 def test_the_package_publishes_weights_for_every_row_of_the_music_tables(monkeypatch):
