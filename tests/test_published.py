@@ -12,7 +12,7 @@ import deeprnn
 from deeprnn import DeepRNN
 from deeprnn.cli import main
 from deeprnn.errors import ConfigError
-from deeprnn.published import Published, available, load, publish, read_metadata
+from deeprnn.published import Published, available, metadata, publish, read_metadata
 from deeprnn.training import trainer
 from deeprnn.training.config import apply, recipe_differences, resolve
 from deeprnn.training.evaluation import evaluate_run, load_run
@@ -53,7 +53,7 @@ def test_published_weights_were_trained_under_their_committed_config(name, monke
     monkeypatch.delenv("DEEPRNN_WEIGHTS", raising=False)
     row = _rows()[name]
     data, model = name.split("/")
-    _, trained, *_ = load(name)
+    trained = apply(json.loads(metadata(name)["train_config"]))
     differences = recipe_differences(trained, resolve(model, data, finetune=bool(row["first_stage"])))
     if row["scale"] == "full":
         differences.pop("time_budget_s", None)

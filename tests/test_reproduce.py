@@ -480,13 +480,17 @@ def test_cells_we_miss_lists_the_rows_above_the_paper_with_their_last_evaluation
     curve = [[u, 4.0 - u / 1000] for u in range(1, 12)] + [[12, 3.99], [13, 3.995]]
     rows = [
         {"data": "jsb", "model": "rnn", "test_nll": 8.3, "paper": 8.338, "epochs": 9, "curve": curve},
+        {"data": "piano-midi", "model": "rnn", "test_nll": 7.6, "paper": None, "epochs": 9, "curve": curve},
         {"data": "jsb", "model": "dots-rnn*", "test_nll": 8.14, "paper": 7.92, "epochs": 13, "curve": curve},
+        {"data": "jsb", "model": "srnn", "test_nll": 8.5, "paper": 8.367, "epochs": 3, "curve": curve[:3]},
     ]
     table = tmp_path / "music.json"
     table.write_text(json.dumps({"table": "music", "metric": "nll", "rows": rows}))
     script = Path(__file__).parents[1] / "scripts" / "cells-we-miss"
     out = subprocess.run(["bash", script, table], capture_output=True, text=True, check=True).stdout
-    (line,) = out.splitlines()  # the RNN is below its paper value: not listed
+    line, short = out.splitlines()  # the RNN is below its paper value, Piano-midi.de has none
+    assert short.split()[:2] == ["jsb", "srnn"]
+    assert "+0.133" in short and "gained 0.0020 over its last 10" in short  # 3.999 -> 3.997
     assert line.split()[:2] == ["jsb", "dots-rnn*"]
     assert "+0.220" in line and "epochs  13" in line
     # best 3.9890 (update 11); the best of all but the last 10 evaluations was 3.9970 (update 3)
