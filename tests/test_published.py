@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -18,8 +19,10 @@ from deeprnn.training.config import apply, recipe_differences, resolve
 from deeprnn.training.evaluation import evaluate_run, load_run
 
 
+@functools.cache
 def _rows() -> dict[str, dict]:
-    """The rows of the results tables by name (data/model), each with its test value as "test"."""
+    """The rows of the results tables by name (data/model), each with its test value as "test"
+    (read once for all the parametrized tests; none changes them)."""
     rows = {}
     for table in ("music", "music-nade", "ptb-char", "ptb-word"):
         result = json.loads((REPO / "results" / f"{table}.json").read_text())
